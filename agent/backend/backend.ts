@@ -1,0 +1,24 @@
+import type { BlockCodec } from '../../shared/blocks/codec.ts';
+import type { Config } from '../../shared/config/config.ts';
+import type { CleanupReport } from '../../shared/app/cleanup.ts';
+import type { Policy } from '../../shared/domain/version.ts';
+import type { BlockStore } from '../../shared/ports/block-store.ts';
+import type { Catalog } from '../../shared/ports/catalog.ts';
+
+/** What every command works with: one interface, two backends (embedded and cloud). */
+export interface Backend {
+  readonly kind: 'embedded' | 'cloud';
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly catalog: Catalog;
+  readonly blocks: BlockStore;
+  readonly codec: BlockCodec;
+  /** Runs cleanup; `force` ignores the grace period under the repository lock. */
+  cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport>;
+  close(): Promise<void>;
+}
+
+export const policyOf = (config: Config): Policy => ({
+  minAgeDaysForRm: config.minAgeDaysForRm,
+  maxBackupAgeSeconds: config.maxBackupAgeSeconds,
+});

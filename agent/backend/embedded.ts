@@ -1,0 +1,117 @@
+import { mkdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
+import { executeVersionCommand } from '../../shared/app/execute.ts';
+import { BlockCodec } from '../../shared/blocks/codec.ts';
+import { deriveKeys } from '../../shared/blocks/keys.ts';
+import type { Config } from '../../shared/config/config.ts';
+import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import type { EventOf } from '../../shared/domain/events.ts';
+import type { Policy, VersionCommand } from '../../shared/domain/version.ts';
+import type { BlockId, StoredBlock, Version } from '../../shared/domain/types.ts';
+import { DirBlockStore } from '../../shared/adapters/local/dir-block-store.ts';
+import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
+import type { Catalog } from '../../shared/ports/catalog.ts';
+import type { TouchResult } from '../../shared/ports/metadata-store.ts';
+import { policyOf, type Backend } from './backend.ts';
+
+export const CLEANUP_LOCK = 'cleanup-force';
+
+/** Embedded catalog: the shared command handlers called in-process against SQLite. */
+export class EmbeddedCatalog implements Catalog {
+  readonly store: SqliteMetadataStore;
+  private readonly policy: Policy;
+  readonly reader: SqliteMetadataStore;
+  constructor(store: SqliteMetadataStore, policy: Policy) {
+    this.store = store;
+    this.reader = store;
+    this.policy = policy;
+  }
+
+  async execute(cmd: VersionCommand): Promise<Version> {
+    if (cmd.type === 'StartVersion') await this.waitForCleanupLock();
+    return executeVersionCommand(this.store, cmd, this.policy);
+  }
+
+  /** A backup waits (up to a minute) for a running `cleanup --force`, then fails clearly. */
+  private async waitForCleanupLock(): Promise<void> {
+    for (let waited = 0; ; waited++) {
+      const holder = this.store.lockHolder(CLEANUP_LOCK);
+      if (!holder) return;
+      if (waited >= 60) throw new Backy2Error(ExitCode.locked, `Repository is locked by ${holder}; backup not started`);
+      await sleep(1000);
+    }
+  }
+
+  async record(event: EventOf<'BlocksRecorded'>): Promise<void> {
+    await this.store.recordChunk(event);
+  }
+
+  async awaitRecorded(uid: string, chunkCount: number): Promise<void> {
+    const v = await this.store.getVersion(uid);
+    if (!v || v.recordedChunks < chunkCount) throw new Backy2Error(ExitCode.unexpected, `Version ${uid}: block map incomplete`);
+  }
+
+  touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>> {
+    return this.store.touchBlocks(blocks, new Date().toISOString());
+  }
+
+  async close(): Promise<void> {
+    this.store.close();
+  }
+}
+
+export interface EmbeddedPaths {
+  sqlitePath: string;
+  dataPath: string;
+}
+
+export class EmbeddedBackend implements Backend {
+  readonly kind = 'embedded' as const;
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly catalog: EmbeddedCatalog;
+  readonly blocks: DirBlockStore;
+  readonly codec: BlockCodec;
+
+  constructor(config: Config, paths: EmbeddedPaths, store: SqliteMetadataStore, masterKey: Buffer) {
+    this.config = config;
+    this.policy = policyOf(config);
+    this.catalog = new EmbeddedCatalog(store, this.policy);
+    mkdirSync(paths.dataPath, { recursive: true });
+    this.blocks = new DirBlockStore(paths.dataPath);
+    const keys = deriveKeys(masterKey);
+    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024));
+    checkKeyId(store, keys.keyId.toString('hex'));
+  }
+
+  async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
+    const store = this.catalog.store;
+    if (!force) return runCleanup(store, this.blocks, { graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+    store.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force');
+    try {
+      const pending = (await store.listVersions()).filter((v) => v.status === 'pending');
+      const live = pending.filter((v) => Date.now() - Date.parse(v.date) <= this.policy.maxBackupAgeSeconds * 1000);
+      if (live.length)
+        throw new Backy2Error(ExitCode.locked, `A backup is in progress (${live.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
+      return await runCleanup(store, this.blocks, { graceSeconds: 0, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+    } finally {
+      store.releaseLock(CLEANUP_LOCK);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.catalog.close();
+  }
+}
+
+/** The repository remembers the id of its key: a wrong key fails every command up front, before anything is read or written. */
+function checkKeyId(store: SqliteMetadataStore, keyId: string): void {
+  const row = store.db.prepare("SELECT value FROM meta WHERE key = 'key_id'").get() as { value: string } | undefined;
+  if (!row) {
+    store.db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_id', ?)").run(keyId);
+    return;
+  }
+  if (row.value !== keyId)
+    throw new Backy2Error(ExitCode.integrity, `Wrong encryption key: this repository was written with key id ${row.value}, the configured key has id ${keyId}`);
+}

@@ -1,0 +1,17 @@
+import type { Command } from 'commander';
+import { print, withBackend } from './context.ts';
+
+/** cleanup: deletes blocks no version references (after the grace period, or now with -f). */
+export function register(program: Command): void {
+  program
+    .command('cleanup')
+    .description('Delete blocks that no version references (grace period 1 h; -f: now, under the repository lock)')
+    .option('-f, --full', 'ignore the grace period; refuses while a backup is in progress')
+    .action(async (opts: { full?: boolean }, cmd: Command) => {
+      await withBackend(cmd, async (backend, g, log) => {
+        const report = await backend.cleanup(!!opts.full, log.debug);
+        log.info(`Cleanup finished. ${report.marked} blocks newly unreferenced, ${report.deleted} data deletions (${report.deletedBytes} bytes).`);
+        if (g.json) print(JSON.stringify(report) + '\n');
+      });
+    });
+}

@@ -1,0 +1,53 @@
+import type { Command } from 'commander';
+import { formatDateTime, formatExpire } from '../../shared/domain/dates.ts';
+import type { Version } from '../../shared/domain/types.ts';
+import { usageError } from '../../shared/domain/errors.ts';
+import { humanBytes, renderRows, type Column } from '../ui/table.ts';
+import { outputMode, print, withBackend } from './context.ts';
+
+const b = (x: boolean) => (x ? '1' : '0');
+
+/** The columns of backy2's `ls`, in its order. */
+export const versionColumns = (human: boolean): Column<Version>[] => [
+  { name: 'date', align: 'l', value: (v) => formatDateTime(v.date) },
+  { name: 'name', align: 'l', value: (v) => v.name },
+  { name: 'snapshot_name', align: 'l', value: (v) => v.snapshotName },
+  { name: 'size', align: 'r', value: (v) => v.blockCount },
+  { name: 'size_bytes', align: 'r', value: (v) => (human ? humanBytes(v.sizeBytes) : v.sizeBytes) },
+  { name: 'uid', align: 'l', value: (v) => v.uid },
+  { name: 'valid', align: 'c', value: (v) => b(v.status === 'committed' && v.valid) },
+  { name: 'protected', align: 'c', value: (v) => b(v.protected) },
+  { name: 'tags', align: 'l', value: (v) => v.tags.join(',') },
+  { name: 'expire', align: 'l', value: (v) => formatExpire(v.expire) },
+];
+
+export function register(program: Command): void {
+  program
+    .command('ls')
+    .description('List versions')
+    .argument('[name]', 'only versions of this backup name')
+    .option('-s, --snapshot-name <name>', 'only versions with this snapshot name')
+    .option('-t, --tag <tag>', 'only versions with this tag')
+    .option('-e, --expired', 'only expired versions')
+    .option('-f, --fields <fields>', 'comma-separated columns to show')
+    .action(async (name: string | undefined, opts: { snapshotName?: string; tag?: string; expired?: boolean; fields?: string }, cmd: Command) => {
+      await withBackend(cmd, async (backend, g) => {
+        const now = Date.now();
+        const versions = (await backend.catalog.reader.listVersions())
+          .filter((v) => v.status !== 'removed')
+          .filter((v) => name === undefined || v.name === name)
+          .filter((v) => opts.snapshotName === undefined || v.snapshotName === opts.snapshotName)
+          .filter((v) => opts.tag === undefined || v.tags.includes(opts.tag))
+          .filter((v) => !opts.expired || (v.expire !== null && Date.parse(v.expire) < now))
+          .sort((a, b) => a.name.localeCompare(b.name) || a.date.localeCompare(b.date));
+        let columns = versionColumns(g.humanReadable);
+        if (opts.fields) {
+          const wanted = opts.fields.split(',').map((f) => f.trim());
+          const unknown = wanted.filter((f) => !columns.some((c) => c.name === f));
+          if (unknown.length) throw usageError(`Unknown field(s) ${unknown.join(', ')}; fields are ${columns.map((c) => c.name).join(',')}`);
+          columns = wanted.map((f) => columns.find((c) => c.name === f)!);
+        }
+        print(renderRows(columns, versions, outputMode(g)));
+      });
+    });
+}

@@ -1,0 +1,57 @@
+import { Command, CommanderError } from 'commander';
+import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import { globals, logFor } from './context.ts';
+import * as initdb from './cmd_initdb.ts';
+import * as backup from './cmd_backup.ts';
+import * as restore from './cmd_restore.ts';
+import * as ls from './cmd_ls.ts';
+import * as scrub from './cmd_scrub.ts';
+import * as rm from './cmd_rm.ts';
+import * as cleanup from './cmd_cleanup.ts';
+import * as protect from './cmd_protect.ts';
+import * as tags from './cmd_tags.ts';
+import * as expire from './cmd_expire.ts';
+import * as rebuild from './cmd_rebuild.ts';
+
+const VERSION = '0.1.0';
+
+const program = new Command('backy2')
+  .description('Block-based, deduplicating, encrypted backup of block devices and images (backy2-compatible)')
+  .enablePositionalOptions()
+  .option('-c, --configfile <file>', 'use this config file only')
+  .option('-m, --machine-output', 'machine-readable output (| separated); console log shows errors only')
+  .option('-s, --skip-header', 'omit the header row of tables')
+  .option('-r, --human-readable', 'byte counts in KiB/MiB/GiB')
+  .option('-v, --verbose', 'verbose output')
+  .option('-d, --debug', 'debug output')
+  .option('--json', 'JSON output for scripts')
+  .version(VERSION, '-V, --version')
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+for (const command of [initdb, backup, restore, ls, scrub, rm, cleanup, protect, tags, expire, rebuild]) command.register(program);
+
+try {
+  await program.parseAsync(process.argv);
+  const log = logFor(globals(program));
+  log.info('Backy complete.');
+  process.exitCode = process.exitCode ?? ExitCode.ok;
+} catch (e) {
+  process.exitCode = exitCodeOf(e);
+}
+
+function exitCodeOf(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // --help and --version are successes; anything else is a usage error (backy2: 1).
+    return e.exitCode === 0 ? 0 : ExitCode.usage;
+  }
+  const log = logFor(globals(program));
+  if (e instanceof Backy2Error) {
+    log.error(e.message);
+    if (e.exitCode !== ExitCode.scrubErrors) log.info('Backy failed.');
+    return e.exitCode;
+  }
+  log.error(`Unexpected exception: ${(e as Error)?.stack ?? String(e)}`);
+  log.info('Backy failed.');
+  return ExitCode.unexpected;
+}

@@ -1,0 +1,58 @@
+import { open, realpath, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { Backy2Error, ExitCode, usageError } from '../../shared/domain/errors.ts';
+
+/**
+ * Sources and targets are `file://PATH` URLs (relative or absolute), naming a regular file or
+ * a block device, as in backy2. Block devices report size 0 to stat(), so their size comes
+ * from sysfs.
+ */
+export function parseFileUrl(url: string, what: 'source' | 'target'): string {
+  const m = /^file:\/\/(.+)$/.exec(url);
+  if (!m) throw usageError(`Invalid ${what} "${url}": expected file://PATH (only the file scheme is supported)`);
+  return resolve(m[1]!);
+}
+
+export async function deviceSize(path: string, fh: FileHandle): Promise<{ size: number; isBlockDevice: boolean }> {
+  const st = await fh.stat();
+  if (st.isFile()) return { size: st.size, isBlockDevice: false };
+  if (!st.isBlockDevice()) throw usageError(`${path} is neither a regular file nor a block device`);
+  const name = basename(await realpath(path));
+  const sectors = Number((await readFile(`/sys/class/block/${name}/size`, 'utf8')).trim());
+  return { size: sectors * 512, isBlockDevice: true };
+}
+
+export async function openSource(url: string): Promise<{ path: string; fh: FileHandle; size: number }> {
+  const path = parseFileUrl(url, 'source');
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw usageError(`Source not found: ${url}`);
+    throw new Backy2Error(ExitCode.usage, `Cannot open source ${url}: ${(e as Error).message}`);
+  }
+  const { size } = await deviceSize(path, fh);
+  return { path, fh, size };
+}
+
+/** Reads exactly `length` bytes at `position`, or fewer only at the end of the source. */
+export async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got === length ? buf : buf.subarray(0, got);
+}
+
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

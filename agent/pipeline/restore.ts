@@ -1,0 +1,144 @@
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import pLimit from 'p-limit';
+import { blockKey } from '../../shared/blocks/codec.ts';
+import { BlockFormatError, WrongKeyError } from '../../shared/blocks/codec.ts';
+import { Backy2Error, ExitCode, integrityError, refused, storageError, usageError } from '../../shared/domain/errors.ts';
+import type { BlockRef, Version } from '../../shared/domain/types.ts';
+import { readBlockMap } from '../../shared/app/block-map.ts';
+import { resolveVersion } from '../../shared/app/resolve.ts';
+import type { Backend } from '../backend/backend.ts';
+import { deviceSize, parseFileUrl, pathExists } from '../io/device.ts';
+import type { Log } from '../ui/log.ts';
+import { startProgress } from '../ui/progress.ts';
+
+export interface RestoreRequest {
+  uid: string;
+  targetUrl: string;
+  /** backy2 -s: do not write sparse blocks (the target already reads zeros there). */
+  sparse: boolean;
+  force: boolean;
+  /** backy2 -c: resume an interrupted restore into the same target from this block. */
+  continueFrom: number | null;
+}
+
+/**
+ * restore: every block is decrypted and its id recomputed before it is written. A new or
+ * replaced regular file is written under a temporary name and renamed only when complete, so
+ * a failed restore never leaves a target that looks complete. Block devices (and -c resumes)
+ * are written in place; on failure the last contiguous block is reported for `-c`.
+ */
+export async function runRestore(backend: Backend, req: RestoreRequest, log: Log, progressBar: boolean): Promise<Version> {
+  const version = await resolveVersion(backend.catalog.reader, req.uid);
+  if (version.status !== 'committed') throw refused(`Version ${version.uid} is ${version.status === 'pending' ? 'a backup in progress' : version.status}; it cannot be restored`);
+  if (!version.valid) log.warn(`Version ${version.uid} is marked invalid; restoring anyway, every block is verified`);
+  const path = parseFileUrl(req.targetUrl, 'target');
+  const exists = await pathExists(path);
+  if (req.continueFrom !== null && !exists) throw usageError(`Target ${req.targetUrl} does not exist; -c resumes an earlier restore into an existing target`);
+  if (exists && !req.force && req.continueFrom === null) throw usageError(`Target already exists: ${req.targetUrl}. You must force the restore (--force).`);
+
+  await preflight(backend, version);
+
+  let target: FileHandle;
+  let inPlace = false;
+  let writePath = path;
+  if (exists) {
+    const probe = await open(path, 'r');
+    const { size, isBlockDevice } = await deviceSize(path, probe).finally(() => probe.close());
+    if (isBlockDevice && size < version.sizeBytes) throw usageError(`Target ${req.targetUrl} is too small: ${size} bytes, version needs ${version.sizeBytes}`);
+    inPlace = isBlockDevice || req.continueFrom !== null;
+  }
+  if (!inPlace) writePath = join(dirname(path), `.${basename(path)}.backy2-partial`);
+  target = await open(writePath, inPlace ? 'r+' : 'w', 0o600);
+  const fresh = !inPlace;
+  let lastContiguous = (req.continueFrom ?? 0) - 1;
+  try {
+    if (fresh) await target.truncate(version.sizeBytes);
+    await writeBlocks(backend, version, target, { fresh, sparse: req.sparse, from: req.continueFrom ?? 0 }, log, progressBar, (idx) => {
+      lastContiguous = idx;
+    });
+    await target.sync();
+    await target.close();
+    if (!inPlace) await rename(writePath, path);
+    return version;
+  } catch (e) {
+    await target.close().catch(() => {});
+    if (!inPlace) {
+      await rm(writePath, { force: true });
+      log.error(`Restore failed; nothing was written to ${req.targetUrl}`);
+    } else {
+      log.error(`Restore failed; ${req.targetUrl} is INCOMPLETE. Blocks up to ${lastContiguous} are restored: resume with -c ${lastContiguous + 1}`);
+    }
+    throw e;
+  }
+}
+
+/** Proves the key and storage work on one data block before the target is touched. */
+async function preflight(backend: Backend, version: Version): Promise<void> {
+  for await (const entries of readBlockMap(backend.catalog.reader, version)) {
+    const first = entries.find((e) => e.id !== null);
+    if (first) {
+      await fetchBlock(backend, first);
+      return;
+    }
+  }
+}
+
+async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
+  const stored = await backend.blocks.get(blockKey(ref.id!)).catch((e: Error) => {
+    throw storageError(`Cannot read block ${ref.id} (block ${ref.idx}): ${e.message}`);
+  });
+  if (stored === null) throw storageError(`Block ${ref.id} (block ${ref.idx}) is missing from storage`);
+  try {
+    const plain = await backend.codec.decode(stored, ref.id!);
+    if (plain.length !== ref.length) throw integrityError(`Block ${ref.id} (block ${ref.idx}) has ${plain.length} bytes, expected ${ref.length}`);
+    return plain;
+  } catch (e) {
+    if (e instanceof WrongKeyError) throw new Backy2Error(ExitCode.integrity, `Wrong encryption key: ${e.message}`);
+    if (e instanceof BlockFormatError) throw integrityError(`Block ${ref.idx} failed verification: ${e.message}`);
+    throw e;
+  }
+}
+
+async function writeBlocks(
+  backend: Backend,
+  version: Version,
+  target: FileHandle,
+  opts: { fresh: boolean; sparse: boolean; from: number },
+  log: Log,
+  progressBar: boolean,
+  onContiguous: (idx: number) => void,
+): Promise<void> {
+  const reads = pLimit(backend.config.simultaneousReads);
+  const inFlight = pLimit(backend.config.simultaneousReads + backend.config.simultaneousWrites + 2);
+  const zeros = Buffer.alloc(version.blockSize);
+  const total = version.blockCount - opts.from;
+  const progress = startProgress('Restored', total, log, { bar: progressBar });
+  const finished = new Set<number>();
+  let contiguous = opts.from - 1;
+  let done = 0;
+  let bytes = 0;
+  for await (const entries of readBlockMap(backend.catalog.reader, version)) {
+    await Promise.all(
+      entries
+        .filter((e) => e.idx >= opts.from)
+        .map((e) =>
+          inFlight(async () => {
+            const position = e.idx * version.blockSize;
+            if (e.id === null) {
+              if (!opts.fresh && !opts.sparse) await target.write(zeros, 0, e.length, position);
+            } else {
+              const data = await reads(() => fetchBlock(backend, e));
+              await target.write(data, 0, data.length, position);
+            }
+            bytes += e.length;
+            finished.add(e.idx);
+            while (finished.delete(contiguous + 1)) contiguous++;
+            onContiguous(contiguous);
+            progress.tick(++done, bytes);
+          }),
+        ),
+    );
+  }
+  progress.stop();
+}

@@ -1,0 +1,342 @@
+import { DatabaseSync } from 'node:sqlite';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { hostname as hostName } from 'node:os';
+import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
+import { evolveVersion } from '../../domain/version.ts';
+import type { BlockId, BlockIndexEntry, Version } from '../../domain/types.ts';
+import { ConcurrencyError, type MetadataStore, type StoredChunk, type TouchResult } from '../../ports/metadata-store.ts';
+import { Backy2Error, ExitCode, usageError } from '../../domain/errors.ts';
+
+const SCHEMA_VERSION = '1';
+
+const EVENT_LOG = `
+CREATE TABLE events (
+  pos INTEGER PRIMARY KEY AUTOINCREMENT,
+  stream TEXT NOT NULL,
+  stream_seq INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  data TEXT NOT NULL,
+  UNIQUE (stream, stream_seq)
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, at TEXT NOT NULL);
+`;
+
+/** Projections: derived from the event log, droppable and rebuilt by `rebuildProjections`. */
+const PROJECTIONS = `
+CREATE TABLE versions (uid TEXT PRIMARY KEY, name TEXT NOT NULL, date TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE map_chunks (uid TEXT NOT NULL, chunk INTEGER NOT NULL, entries BLOB, same_uid TEXT, same_chunk INTEGER, PRIMARY KEY (uid, chunk));
+CREATE TABLE blocks (
+  id TEXT PRIMARY KEY, stored_size INTEGER NOT NULL, checksum TEXT NOT NULL, created_at TEXT NOT NULL,
+  unreferenced_since TEXT, deleting INTEGER NOT NULL DEFAULT 0, valid INTEGER NOT NULL DEFAULT 1
+);
+`;
+const PROJECTION_TABLES = ['versions', 'map_chunks', 'blocks'];
+
+/** The embedded metadata store: one SQLite file holding the event log and its projections. */
+export class SqliteMetadataStore implements MetadataStore {
+  readonly db: DatabaseSync;
+
+  private constructor(db: DatabaseSync) {
+    this.db = db;
+  }
+
+  static exists(path: string): boolean {
+    if (!existsSync(path)) return false;
+    const db = new DatabaseSync(path);
+    try {
+      return db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get() !== undefined;
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Creates a new repository database; refuses if one exists (backy2's initdb never destroys data). */
+  static init(path: string): SqliteMetadataStore {
+    if (SqliteMetadataStore.exists(path)) throw usageError(`Database ${path} already initialised; refusing to touch it`);
+    mkdirSync(dirname(path), { recursive: true });
+    const store = new SqliteMetadataStore(open(path));
+    store.db.exec('BEGIN IMMEDIATE');
+    store.db.exec(EVENT_LOG + PROJECTIONS);
+    store.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', SCHEMA_VERSION);
+    store.db.exec('COMMIT');
+    return store;
+  }
+
+  static open(path: string): SqliteMetadataStore {
+    if (!SqliteMetadataStore.exists(path)) throw usageError(`No backy2 database at ${path}; run "backy2 initdb" first`);
+    return new SqliteMetadataStore(open(path));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs `fn` in one write transaction; SQLite serialises writers across processes. */
+  transaction<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (e) {
+      this.db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  private append(stream: string, streamSeq: number, event: DomainEvent): boolean {
+    const r = this.db
+      .prepare('INSERT OR IGNORE INTO events (stream, stream_seq, type, data) VALUES (?, ?, ?, ?)')
+      .run(stream, streamSeq, event.type, JSON.stringify(event));
+    return r.changes === 1;
+  }
+
+  private appendToBlockIndex(event: DomainEvent): void {
+    const last = this.db.prepare('SELECT MAX(stream_seq) AS s FROM events WHERE stream = ?').get(streams.blockIndex) as { s: number | null };
+    this.append(streams.blockIndex, (last.s ?? 0) + 1, event);
+    this.apply(event);
+  }
+
+  async appendVersionEvents(expectedSeq: number, events: VersionEvent[], next: Version): Promise<void> {
+    this.transaction(() => {
+      const current = this.db.prepare('SELECT seq FROM versions WHERE uid = ?').get(next.uid) as { seq: number } | undefined;
+      if ((current?.seq ?? 0) !== expectedSeq) throw new ConcurrencyError(`version ${next.uid} changed concurrently`);
+      let seq = expectedSeq;
+      for (const event of events) {
+        if (!this.append(streams.version(next.uid), ++seq, event)) throw new ConcurrencyError(`version ${next.uid} changed concurrently`);
+        this.apply(event);
+      }
+    });
+  }
+
+  async recordChunk(event: EventOf<'BlocksRecorded'>): Promise<boolean> {
+    return this.transaction(() => {
+      if (!this.append(streams.blockRecords(event.uid), event.chunk, event)) return false;
+      this.apply(event);
+      return true;
+    });
+  }
+
+  async markUnreferenced(ids: BlockId[], at: string): Promise<void> {
+    if (ids.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksMarkedUnreferenced', v: 1, ids, at }));
+  }
+
+  async unmark(ids: BlockId[], at: string): Promise<void> {
+    if (ids.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created: [], at }));
+  }
+
+  async claimForDeletion(marks: { id: BlockId; markedAt: string }[], at: string): Promise<BlockId[]> {
+    return this.transaction(() => {
+      const stillMarked = this.db.prepare('SELECT 1 FROM blocks WHERE id = ? AND unreferenced_since = ? AND deleting = 0');
+      const ids = marks.filter((m) => stillMarked.get(m.id, m.markedAt) !== undefined).map((m) => m.id);
+      if (ids.length) this.appendToBlockIndex({ type: 'BlocksDeletionClaimed', v: 1, ids, at });
+      return ids;
+    });
+  }
+
+  async removeBlocks(ids: BlockId[], at: string): Promise<void> {
+    if (ids.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksDeleted', v: 1, ids, at }));
+  }
+
+  async touchBlocks(blocks: { id: BlockId; storedSize: number; checksum: string }[], at: string): Promise<Map<BlockId, TouchResult>> {
+    return this.transaction(() => {
+      const results = new Map<BlockId, TouchResult>();
+      const get = this.db.prepare('SELECT deleting FROM blocks WHERE id = ?');
+      for (const b of blocks) {
+        const row = get.get(b.id) as { deleting: number } | undefined;
+        results.set(b.id, row === undefined ? 'created' : row.deleting ? 'deleting' : 'live');
+      }
+      const ids = blocks.filter((b) => results.get(b.id) === 'live').map((b) => b.id);
+      const created = blocks.filter((b) => results.get(b.id) === 'created');
+      if (ids.length || created.length) this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created, at });
+      return results;
+    });
+  }
+
+  /** The projection function: how each event changes the three projection tables. */
+  private apply(event: DomainEvent): void {
+    const db = this.db;
+    switch (event.type) {
+      case 'BlocksRecorded': {
+        // A re-upload replaces an object a scrub found invalid: the new copy is valid.
+        const insertBlock = db.prepare(
+          `INSERT INTO blocks (id, stored_size, checksum, created_at, unreferenced_since, deleting, valid) VALUES (?, ?, ?, ?, NULL, 0, 1)
+           ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, checksum = excluded.checksum, valid = 1 WHERE deleting = 0`,
+        );
+        for (const b of event.newBlocks) insertBlock.run(b.id, b.storedSize, b.checksum, event.at);
+        db.prepare('INSERT OR REPLACE INTO map_chunks (uid, chunk, entries, same_uid, same_chunk) VALUES (?, ?, ?, ?, ?)').run(
+          event.uid,
+          event.chunk,
+          event.entries === null ? null : Buffer.from(event.entries, 'base64'),
+          event.sameAs?.uid ?? null,
+          event.sameAs?.chunk ?? null,
+        );
+        this.evolveVersionRow(event);
+        return;
+      }
+      case 'BlocksMarkedUnreferenced': {
+        const mark = db.prepare('UPDATE blocks SET unreferenced_since = ? WHERE id = ? AND deleting = 0');
+        for (const id of event.ids) mark.run(event.at, id);
+        return;
+      }
+      case 'BlocksReferenced': {
+        const unmark = db.prepare('UPDATE blocks SET unreferenced_since = NULL WHERE id = ? AND deleting = 0');
+        for (const id of event.ids) unmark.run(id);
+        const insert = db.prepare('INSERT OR IGNORE INTO blocks (id, stored_size, checksum, created_at, unreferenced_since, deleting, valid) VALUES (?, ?, ?, ?, NULL, 0, 1)');
+        for (const b of event.created) insert.run(b.id, b.storedSize, b.checksum, event.at);
+        return;
+      }
+      case 'BlocksDeletionClaimed': {
+        const claim = db.prepare('UPDATE blocks SET deleting = 1 WHERE id = ?');
+        for (const id of event.ids) claim.run(id);
+        return;
+      }
+      case 'BlocksDeleted': {
+        const del = db.prepare('DELETE FROM blocks WHERE id = ?');
+        for (const id of event.ids) del.run(id);
+        return;
+      }
+      case 'ScrubCompleted': {
+        const setValid = db.prepare('UPDATE blocks SET valid = ? WHERE id = ?');
+        for (const id of event.verified) setValid.run(1, id);
+        for (const f of event.failed) setValid.run(0, f.id);
+        this.evolveVersionRow(event);
+        return;
+      }
+      default:
+        this.evolveVersionRow(event);
+    }
+  }
+
+  private evolveVersionRow(event: DomainEvent): void {
+    if (!('uid' in event)) return;
+    const current = this.readVersion(event.uid);
+    const next = evolveVersion(current, event);
+    if (!next || next === current) return;
+    this.db
+      .prepare('INSERT OR REPLACE INTO versions (uid, name, date, seq, data) VALUES (?, ?, ?, ?, ?)')
+      .run(next.uid, next.name, next.date, next.seq, JSON.stringify(next));
+  }
+
+  private readVersion(uid: string): Version | undefined {
+    const row = this.db.prepare('SELECT data FROM versions WHERE uid = ?').get(uid) as { data: string } | undefined;
+    return row ? (JSON.parse(row.data) as Version) : undefined;
+  }
+
+  async getVersion(uid: string): Promise<Version | undefined> {
+    return this.readVersion(uid);
+  }
+
+  async listVersions(): Promise<Version[]> {
+    const rows = this.db.prepare('SELECT data FROM versions ORDER BY name, date').all() as { data: string }[];
+    return rows.map((r) => JSON.parse(r.data) as Version);
+  }
+
+  async getChunk(uid: string, chunk: number): Promise<StoredChunk | undefined> {
+    const row = this.db.prepare('SELECT entries, same_uid, same_chunk FROM map_chunks WHERE uid = ? AND chunk = ?').get(uid, chunk) as
+      | { entries: Uint8Array | null; same_uid: string | null; same_chunk: number | null }
+      | undefined;
+    if (!row) return undefined;
+    return {
+      entries: row.entries ? Buffer.from(row.entries) : null,
+      sameAs: row.same_uid !== null ? { uid: row.same_uid, chunk: row.same_chunk! } : null,
+    };
+  }
+
+  async getBlocks(ids: BlockId[]): Promise<Map<BlockId, BlockIndexEntry>> {
+    const get = this.db.prepare('SELECT * FROM blocks WHERE id = ?');
+    const out = new Map<BlockId, BlockIndexEntry>();
+    for (const id of ids) {
+      const row = get.get(id) as BlockRow | undefined;
+      if (row) out.set(id, toEntry(row));
+    }
+    return out;
+  }
+
+  async *scanBlocks(): AsyncIterable<BlockIndexEntry[]> {
+    let after = '';
+    const page = this.db.prepare('SELECT * FROM blocks WHERE id > ? ORDER BY id LIMIT 1000');
+    for (;;) {
+      const rows = page.all(after) as unknown as BlockRow[];
+      if (!rows.length) return;
+      yield rows.map(toEntry);
+      after = rows[rows.length - 1]!.id;
+    }
+  }
+
+  async *readAllEvents(): AsyncIterable<DomainEvent> {
+    for (const row of this.db.prepare('SELECT data FROM events ORDER BY pos').iterate() as Iterable<{ data: string }>) {
+      yield parseEvent(JSON.parse(row.data));
+    }
+  }
+
+  /** Drops the projections and replays the whole event log into fresh ones. */
+  rebuildProjections(): void {
+    this.transaction(() => {
+      for (const t of PROJECTION_TABLES) this.db.exec(`DROP TABLE IF EXISTS ${t}`);
+      this.db.exec(PROJECTIONS);
+      for (const row of this.db.prepare('SELECT data FROM events ORDER BY pos').all() as { data: string }[]) {
+        this.apply(parseEvent(JSON.parse(row.data)));
+      }
+    });
+  }
+
+  /** A repository-wide lock (cleanup --force vs. backups), held in the database so it works across processes. */
+  acquireLock(name: string, holder: string): void {
+    this.transaction(() => {
+      const row = this.db.prepare('SELECT holder, pid, host, at FROM locks WHERE name = ?').get(name) as
+        | { holder: string; pid: number; host: string; at: string }
+        | undefined;
+      if (row && !(row.host === hostName() && !pidAlive(row.pid)))
+        throw new Backy2Error(ExitCode.locked, `Repository is locked by ${row.holder} (pid ${row.pid} on ${row.host} since ${row.at})`);
+      this.db.prepare('INSERT OR REPLACE INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(name, holder, process.pid, hostName(), new Date().toISOString());
+    });
+  }
+
+  releaseLock(name: string): void {
+    this.db.prepare('DELETE FROM locks WHERE name = ? AND pid = ?').run(name, process.pid);
+  }
+
+  lockHolder(name: string): string | undefined {
+    const row = this.db.prepare('SELECT holder, pid, host FROM locks WHERE name = ?').get(name) as { holder: string; pid: number; host: string } | undefined;
+    if (!row || (row.host === hostName() && !pidAlive(row.pid))) return undefined;
+    return `${row.holder} (pid ${row.pid} on ${row.host})`;
+  }
+}
+
+interface BlockRow {
+  id: string;
+  stored_size: number;
+  checksum: string;
+  created_at: string;
+  unreferenced_since: string | null;
+  deleting: number;
+  valid: number;
+}
+
+const toEntry = (r: BlockRow): BlockIndexEntry => ({
+  id: r.id,
+  storedSize: r.stored_size,
+  checksum: r.checksum,
+  createdAt: r.created_at,
+  unreferencedSince: r.unreferenced_since,
+  deleting: r.deleting === 1,
+  valid: r.valid === 1,
+});
+
+function open(path: string): DatabaseSync {
+  const db = new DatabaseSync(path, { timeout: 30_000 });
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+  return db;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

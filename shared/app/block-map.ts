@@ -1,0 +1,59 @@
+import { chunkLength, unpackChunk } from '../domain/blockmap.ts';
+import type { BlockId, BlockRef, Version } from '../domain/types.ts';
+import type { MetadataReader } from '../ports/catalog.ts';
+import { Backy2Error, ExitCode } from '../domain/errors.ts';
+
+/** Reads one chunk of a version's block map, following `sameAs` references to the chunk holding the entries. */
+export async function readChunk(reader: MetadataReader, version: Version, chunk: number): Promise<BlockRef[]> {
+  return (await readChunkWithOrigin(reader, version, chunk)).entries;
+}
+
+/** The chunk's entries and the (version, chunk) that actually stores them, for `sameAs` references. */
+export async function readChunkWithOrigin(
+  reader: MetadataReader,
+  version: Version,
+  chunk: number,
+): Promise<{ entries: BlockRef[]; origin: { uid: string; chunk: number } }> {
+  let uid = version.uid;
+  let at = chunk;
+  for (let hops = 0; hops < 1000; hops++) {
+    const stored = await reader.getChunk(uid, at);
+    if (!stored) throw new Backy2Error(ExitCode.unexpected, `Block map chunk ${chunk} of version ${version.uid} is missing`);
+    if (stored.entries) {
+      const entries = unpackChunk(stored.entries, chunk * version.chunkEntries);
+      const expected = chunkLength(chunk, version.blockCount, version.chunkEntries);
+      if (entries.length !== expected)
+        throw new Backy2Error(ExitCode.unexpected, `Block map chunk ${chunk} of version ${version.uid} has ${entries.length} entries, expected ${expected}`);
+      return { entries, origin: { uid, chunk: at } };
+    }
+    if (!stored.sameAs) throw new Backy2Error(ExitCode.unexpected, `Block map chunk ${chunk} of version ${version.uid} is empty`);
+    ({ uid, chunk: at } = stored.sameAs);
+  }
+  throw new Backy2Error(ExitCode.unexpected, `Block map chunk ${chunk} of version ${version.uid}: reference loop`);
+}
+
+/** The whole map, chunk by chunk: memory stays bounded by one chunk. */
+export async function* readBlockMap(reader: MetadataReader, version: Version): AsyncIterable<BlockRef[]> {
+  for (let chunk = 0; chunk < version.chunkCount; chunk++) yield await readChunk(reader, version, chunk);
+}
+
+/** Distinct non-sparse block ids a version references. */
+export async function referencedIds(reader: MetadataReader, version: Version, into = new Set<BlockId>()): Promise<Set<BlockId>> {
+  for await (const entries of readBlockMap(reader, version)) for (const e of entries) if (e.id) into.add(e.id);
+  return into;
+}
+
+/** Recorded chunks only (a backup in progress): chunks not yet recorded are skipped. */
+export async function recordedIds(reader: MetadataReader, version: Version, into: Set<BlockId>): Promise<Set<BlockId>> {
+  for (let chunk = 0; chunk < version.chunkCount; chunk++) {
+    if (!(await reader.getChunk(version.uid, chunk))) continue;
+    for (const e of await readChunk(reader, version, chunk)) if (e.id) into.add(e.id);
+  }
+  return into;
+}
+
+/** Ids the index lists as live (stored, valid, not marked unreferenced): safe to dedup against. */
+export async function liveBlocks(reader: MetadataReader, ids: BlockId[]): Promise<Set<BlockId>> {
+  const entries = await reader.getBlocks(ids);
+  return new Set([...entries.values()].filter((b) => b.valid && !b.deleting && b.unreferencedSince === null).map((b) => b.id));
+}

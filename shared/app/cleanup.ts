@@ -1,0 +1,68 @@
+import pLimit from 'p-limit';
+import { blockKey } from '../blocks/codec.ts';
+import { holdsBlocks, isStalePending, planCleanup } from '../domain/cleanup.ts';
+import type { Policy } from '../domain/version.ts';
+import type { BlockIndexEntry } from '../domain/types.ts';
+import type { BlockStore } from '../ports/block-store.ts';
+import type { MetadataStore } from '../ports/metadata-store.ts';
+import { recordedIds } from './block-map.ts';
+import { executeVersionCommand } from './execute.ts';
+
+export interface CleanupOptions {
+  graceSeconds: number;
+  policy: Policy;
+  concurrency: number;
+  now?: () => Date;
+  log?: (line: string) => void;
+}
+
+export interface CleanupReport {
+  failedStaleBackups: string[];
+  marked: number;
+  unmarked: number;
+  deleted: number;
+  deletedBytes: number;
+}
+
+/** One cleanup run (both phases), the same in embedded mode and in the cloud `cleanup` function. */
+export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts: CleanupOptions): Promise<CleanupReport> {
+  const now = opts.now ?? (() => new Date());
+  const log = opts.log ?? (() => {});
+  const report: CleanupReport = { failedStaleBackups: [], marked: 0, unmarked: 0, deleted: 0, deletedBytes: 0 };
+
+  for (const v of await store.listVersions()) {
+    if (isStalePending(v, now(), opts.policy.maxBackupAgeSeconds)) {
+      await executeVersionCommand(store, { type: 'FailVersion', uid: v.uid, reason: 'backup exceeded the maximum age' }, opts.policy, now);
+      report.failedStaleBackups.push(v.uid);
+      log(`Failed stale backup ${v.uid} (started ${v.date})`);
+    }
+  }
+  // Pending versions are read before their references: one that starts later cannot rely on
+  // a block marked before it started without touching it (which unmarks it).
+  const versions = await store.listVersions();
+  const pendingStarts = versions.filter((v) => v.status === 'pending').map((v) => Date.parse(v.date));
+  const oldestPendingStart = pendingStarts.length ? Math.min(...pendingStarts) : null;
+  const referenced = new Set<string>();
+  for (const v of versions.filter(holdsBlocks)) await recordedIds(store, v, referenced);
+
+  const sizes = new Map<string, number>();
+  const limit = pLimit(opts.concurrency);
+  for await (const page of store.scanBlocks()) {
+    const plan = planCleanup(page, referenced, oldestPendingStart, now(), opts.graceSeconds);
+    page.forEach((e: BlockIndexEntry) => sizes.set(e.id, e.storedSize));
+    await store.markUnreferenced(plan.mark, now().toISOString());
+    await store.unmark(plan.unmark, now().toISOString());
+    report.marked += plan.mark.length;
+    report.unmarked += plan.unmark.length;
+    const claimed = [...plan.resumeDeletion, ...(await store.claimForDeletion(plan.claim, now().toISOString()))];
+    // Objects go first, index entries after: a crash in between leaves entries still claimed,
+    // and the next run finishes them.
+    await Promise.all(claimed.map((id) => limit(() => blocks.delete(blockKey(id)))));
+    await store.removeBlocks(claimed, now().toISOString());
+    report.deleted += claimed.length;
+    report.deletedBytes += claimed.reduce((sum, id) => sum + (sizes.get(id) ?? 0), 0);
+    sizes.clear();
+  }
+  log(`Cleanup finished. ${report.marked} blocks marked unreferenced, ${report.deleted} blocks deleted (${report.deletedBytes} bytes).`);
+  return report;
+}

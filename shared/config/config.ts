@@ -1,0 +1,109 @@
+import { z } from 'zod';
+import { parseIni } from './ini.ts';
+import { usageError } from '../domain/errors.ts';
+
+/**
+ * backy2's config keys where they apply, validated with a schema so a malformed config
+ * is one clear line naming the key. `[aws]` selects the serverless backend.
+ */
+const intKey = (name: string, min: number, def: number) =>
+  z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      if (s === undefined || s.trim() === '') return def;
+      const n = Number(s.trim());
+      if (!Number.isInteger(n) || n < min) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be an integer >= ${min}, got "${s}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const DefaultsSchema = z.object({
+  block_size: intKey('block_size', 4096, 4 * 1024 * 1024).refine((n) => n % 4096 === 0 && n <= 64 * 1024 * 1024, {
+    message: 'block_size must be a multiple of 4096 and at most 64 MiB',
+  }),
+  encryption_key: z.string().optional(),
+  disallow_rm_when_younger_than_days: intKey('disallow_rm_when_younger_than_days', 0, 6),
+  simultaneous_reads: intKey('simultaneous_reads', 1, 4),
+  simultaneous_writes: intKey('simultaneous_writes', 1, 4),
+  lock_dir: z.string().optional(),
+  cleanup_grace_seconds: intKey('cleanup_grace_seconds', 0, 3600),
+  max_backup_age_seconds: intKey('max_backup_age_seconds', 60, 86400),
+});
+
+const MetaSchema = z.object({
+  engine: z
+    .string()
+    .regex(/^sqlite:\/\/\/\/?.+/, 'engine must look like sqlite:////absolute/path.sqlite')
+    .optional(),
+});
+
+const DataSchema = z.object({
+  type: z
+    .enum(['file', 'backy2.data_backends.file'], { message: 'type must be "file" (or backy2.data_backends.file)' })
+    .optional(),
+  path: z.string().optional(),
+});
+
+const AwsSchema = z.object({
+  stack_name: z.string().min(1, 'stack_name must not be empty'),
+  region: z.string().optional(),
+  endpoint_url: z.string().url('endpoint_url must be a URL').optional(),
+  profile: z.string().optional(),
+});
+
+export interface Config {
+  source: string;
+  blockSize: number;
+  encryptionKeyHex: string | undefined;
+  minAgeDaysForRm: number;
+  simultaneousReads: number;
+  simultaneousWrites: number;
+  lockDir: string | undefined;
+  cleanupGraceSeconds: number;
+  maxBackupAgeSeconds: number;
+  /** Embedded backend: SQLite file and block directory. */
+  sqlitePath: string | undefined;
+  dataPath: string | undefined;
+  aws: { stackName: string; region?: string | undefined; endpointUrl?: string | undefined; profile?: string | undefined } | undefined;
+}
+
+export function parseConfig(text: string, source: string): Config {
+  let sections;
+  try {
+    sections = parseIni(text, source);
+  } catch (e) {
+    throw usageError(`Malformed config ${(e as Error).message}`);
+  }
+  const pick = <T extends z.ZodType>(schema: T, name: string): z.infer<T> => {
+    const result = schema.safeParse(sections[name] ?? {});
+    if (!result.success) {
+      const issue = result.error.issues[0]!;
+      const key = issue.path.join('.');
+      throw usageError(`Malformed config ${source}: [${name}] ${key ? key + ': ' : ''}${issue.message}`);
+    }
+    return result.data;
+  };
+  const defaults = pick(DefaultsSchema, 'DEFAULTS');
+  const meta = pick(MetaSchema, 'MetaBackend');
+  const data = pick(DataSchema, 'DataBackend');
+  const aws = sections['aws'] ? pick(AwsSchema, 'aws') : undefined;
+  const sqlitePath = meta.engine?.replace(/^sqlite:\/\/\//, '');
+  if (sqlitePath && !sqlitePath.startsWith('/')) throw usageError(`Malformed config ${source}: [MetaBackend] engine must name an absolute path`);
+  return {
+    source,
+    blockSize: defaults.block_size,
+    encryptionKeyHex: defaults.encryption_key,
+    minAgeDaysForRm: defaults.disallow_rm_when_younger_than_days,
+    simultaneousReads: defaults.simultaneous_reads,
+    simultaneousWrites: defaults.simultaneous_writes,
+    lockDir: defaults.lock_dir,
+    cleanupGraceSeconds: defaults.cleanup_grace_seconds,
+    maxBackupAgeSeconds: defaults.max_backup_age_seconds,
+    sqlitePath,
+    dataPath: data.path,
+    aws: aws && { stackName: aws.stack_name, region: aws.region, endpointUrl: aws.endpoint_url, profile: aws.profile },
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * Every failure a user can see carries an exit code from one table (docs/EXIT_CODES.md),
+ * so cron scripts written for backy2 keep working.
+ */
+export const ExitCode = {
+  ok: 0,
+  usage: 1, // usage, config, target exists, bad date, repository not initialised
+  notFound: 3, // unknown or ambiguous version uid
+  refused: 4, // protected, too young, already in that state, late commit
+  sourceMismatch: 5, // hints or the source contradict what backup expected (e.g. it shrank)
+  storage: 6, // a block or manifest cannot be read or written
+  integrity: 7, // wrong key or a block that fails verification during restore
+  locked: 8, // another process holds the lock
+  cloud: 9, // stack missing, outputs missing, credentials or endpoint problem
+  scrubErrors: 20,
+  importExists: 22,
+  importFormat: 23,
+  unexpected: 100,
+} as const;
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+export class Backy2Error extends Error {
+  readonly exitCode: ExitCode;
+  constructor(exitCode: ExitCode, message: string) {
+    super(message);
+    this.name = 'Backy2Error';
+    this.exitCode = exitCode;
+  }
+}
+
+export const usageError = (m: string) => new Backy2Error(ExitCode.usage, m);
+export const notFound = (m: string) => new Backy2Error(ExitCode.notFound, m);
+export const refused = (m: string) => new Backy2Error(ExitCode.refused, m);
+export const storageError = (m: string) => new Backy2Error(ExitCode.storage, m);
+export const integrityError = (m: string) => new Backy2Error(ExitCode.integrity, m);

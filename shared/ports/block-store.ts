@@ -1,0 +1,13 @@
+/** Where block objects and manifests live: a directory (embedded) or an S3 bucket (cloud). */
+export interface BlockStore {
+  /** Stores the object unless one with that key exists; returns false when it already existed. */
+  putIfAbsent(key: string, body: Buffer): Promise<boolean>;
+  /** Overwrites (manifests only; blocks are immutable). */
+  put(key: string, body: Buffer): Promise<void>;
+  /** The object's bytes, or null when it does not exist. */
+  get(key: string): Promise<Buffer | null>;
+  /** The object's size, or null when it does not exist. */
+  head(key: string): Promise<number | null>;
+  delete(key: string): Promise<void>;
+  list(prefix: string): AsyncIterable<string>;
+}

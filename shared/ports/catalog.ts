@@ -1,0 +1,23 @@
+import type { EventOf } from '../domain/events.ts';
+import type { VersionCommand } from '../domain/version.ts';
+import type { BlockId, StoredBlock, Version } from '../domain/types.ts';
+import type { MetadataStore, TouchResult } from './metadata-store.ts';
+
+/** The read side the agent may use directly (cloud: DynamoDB with read-only rights). */
+export type MetadataReader = Pick<MetadataStore, 'getVersion' | 'listVersions' | 'getChunk' | 'getBlocks' | 'scanBlocks'>;
+
+/**
+ * What the agent needs from a backend. Embedded: in-process calls into shared/app.
+ * Cloud: `execute`/`touch` invoke the api function, `record` sends to SQS, reads go to DynamoDB.
+ */
+export interface Catalog {
+  readonly reader: MetadataReader;
+  execute(cmd: VersionCommand): Promise<Version>;
+  /** Hands a chunk record to the asynchronous path (idempotent; may be delivered twice). */
+  record(event: EventOf<'BlocksRecorded'>): Promise<void>;
+  /** Resolves once every chunk of the version is projected, so a commit will be accepted. */
+  awaitRecorded(uid: string, chunkCount: number): Promise<void>;
+  /** Tells the index that a backup relies on already-stored objects (see DESIGN "Dedup and GC"). */
+  touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>>;
+  close(): Promise<void>;
+}
