@@ -160,10 +160,11 @@ export class SqliteMetadataStore implements MetadataStore {
     const db = this.db;
     switch (event.type) {
       case 'BlocksRecorded': {
-        // A re-upload replaces an object a scrub found invalid: the new copy is valid.
+        // A new upload is live and valid: it replaces an object a scrub found invalid, and revives
+        // an entry a cleanup claimed (that cleanup already deleted the old object, or the upload would have failed).
         const insertBlock = db.prepare(
           `INSERT INTO blocks (id, stored_size, checksum, created_at, unreferenced_since, deleting, valid) VALUES (?, ?, ?, ?, NULL, 0, 1)
-           ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, checksum = excluded.checksum, valid = 1 WHERE deleting = 0`,
+           ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, checksum = excluded.checksum, valid = 1, deleting = 0, unreferenced_since = NULL`,
         );
         for (const b of event.newBlocks) insertBlock.run(b.id, b.storedSize, b.checksum, event.at);
         db.prepare('INSERT OR REPLACE INTO map_chunks (uid, chunk, entries, same_uid, same_chunk) VALUES (?, ?, ?, ?, ?)').run(
@@ -194,7 +195,7 @@ export class SqliteMetadataStore implements MetadataStore {
         return;
       }
       case 'BlocksDeleted': {
-        const del = db.prepare('DELETE FROM blocks WHERE id = ?');
+        const del = db.prepare('DELETE FROM blocks WHERE id = ? AND deleting = 1');
         for (const id of event.ids) del.run(id);
         return;
       }

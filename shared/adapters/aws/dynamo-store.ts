@@ -1,0 +1,336 @@
+import {
+  BatchGetCommand,
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  TransactWriteCommand,
+  UpdateCommand,
+  type BatchGetCommandOutput,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
+import { randomInt } from 'node:crypto';
+import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
+import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domain/types.ts';
+import { ConcurrencyError, type MetadataStore, type StoredChunk, type TouchResult } from '../../ports/metadata-store.ts';
+
+/**
+ * The cloud metadata store. EventsTable (stream, seq) is the log; ProjectionsTable holds:
+ *   versions      pk "VERSION"          sk uid        data (JSON), seq, recordedChunks (ADD-ed by ingest)
+ *   block maps    pk "MAP#<uid>"        sk chunk (8 digits)  entries (binary, 36 bytes per block) | sameUid/sameChunk
+ *   block index   pk "BLOCK#<id[0:2]>"  sk id         storedSize, checksum, createdAt, unreferencedSince, deleting, valid
+ * Block maps are chunks of ~1000 blocks, so metadata cost follows the data written, not the device size.
+ */
+const VERSION_PK = 'VERSION';
+const mapPk = (uid: string) => `MAP#${uid}`;
+const chunkSk = (chunk: number) => String(chunk).padStart(8, '0');
+const blockKey = (id: BlockId) => ({ pk: `BLOCK#${id.slice(0, 2)}`, sk: id });
+const SHARDS = Array.from({ length: 256 }, (_, i) => `BLOCK#${i.toString(16).padStart(2, '0')}`);
+
+const isConditionFailure = (e: unknown) => (e as { name?: string }).name === 'ConditionalCheckFailedException';
+const isCancelledByCondition = (e: unknown) =>
+  (e as { name?: string }).name === 'TransactionCanceledException' &&
+  ((e as { CancellationReasons?: { Code?: string }[] }).CancellationReasons ?? []).some((r) => r.Code === 'ConditionalCheckFailed');
+
+export interface DynamoTables {
+  eventsTable: string;
+  projectionsTable: string;
+}
+
+export class DynamoMetadataStore implements MetadataStore {
+  private readonly db: DynamoDBDocumentClient;
+  private readonly events: string;
+  private readonly projections: string;
+
+  constructor(db: DynamoDBDocumentClient, tables: DynamoTables) {
+    this.db = db;
+    this.events = tables.eventsTable;
+    this.projections = tables.projectionsTable;
+  }
+
+  private eventItem(stream: string, seq: number, event: DomainEvent) {
+    return { stream, seq, type: event.type, at: event.at, data: JSON.stringify(event) };
+  }
+
+  /** Block-index events get a time-ordered, collision-checked sequence number. */
+  private async appendToBlockIndex(event: DomainEvent): Promise<void> {
+    for (;;) {
+      const seq = Date.now() * 1000 + randomInt(1000);
+      try {
+        await this.db.send(new PutCommand({ TableName: this.events, Item: this.eventItem(streams.blockIndex, seq, event), ConditionExpression: 'attribute_not_exists(seq)' }));
+        return;
+      } catch (e) {
+        if (!isConditionFailure(e)) throw e;
+      }
+    }
+  }
+
+  async appendVersionEvents(expectedSeq: number, events: VersionEvent[], next: Version): Promise<void> {
+    const { recordedChunks: _ignored, ...data } = next;
+    const items = events.map((event, i) => ({
+      Put: { TableName: this.events, Item: this.eventItem(streams.version(next.uid), expectedSeq + i + 1, event), ConditionExpression: 'attribute_not_exists(seq)' },
+    }));
+    try {
+      await this.db.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            ...items,
+            {
+              Update: {
+                TableName: this.projections,
+                Key: { pk: VERSION_PK, sk: next.uid },
+                UpdateExpression: 'SET #data = :data, #seq = :seq, recordedChunks = if_not_exists(recordedChunks, :zero)',
+                ConditionExpression: expectedSeq === 0 ? 'attribute_not_exists(#seq)' : '#seq = :expected',
+                ExpressionAttributeNames: { '#data': 'data', '#seq': 'seq' },
+                ExpressionAttributeValues: { ':data': JSON.stringify(data), ':seq': next.seq, ':zero': 0, ...(expectedSeq === 0 ? {} : { ':expected': expectedSeq }) },
+              },
+            },
+          ],
+        }),
+      );
+    } catch (e) {
+      if (isCancelledByCondition(e)) throw new ConcurrencyError(`version ${next.uid} changed concurrently`);
+      throw e;
+    }
+    for (const event of events) if (event.type === 'ScrubCompleted') await this.applyScrubToBlocks(event);
+  }
+
+  private async applyScrubToBlocks(event: EventOf<'ScrubCompleted'>): Promise<void> {
+    const set = async (id: BlockId, valid: boolean) => {
+      try {
+        await this.db.send(
+          new UpdateCommand({ TableName: this.projections, Key: blockKey(id), UpdateExpression: 'SET valid = :v', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':v': valid } }),
+        );
+      } catch (e) {
+        if (!isConditionFailure(e)) throw e;
+      }
+    };
+    for (const id of event.verified) await set(id, true);
+    for (const f of event.failed) await set(f.id, false);
+  }
+
+  async recordChunk(event: EventOf<'BlocksRecorded'>): Promise<boolean> {
+    // 1. index entries of new blocks (idempotent; a new upload also revives a claimed entry,
+    //    whose old object the claiming cleanup has already deleted),
+    for (const b of event.newBlocks) await this.upsertNewBlock(b, event.at);
+    // 2. the chunk itself (idempotent),
+    await this.db.send(
+      new PutCommand({
+        TableName: this.projections,
+        Item: {
+          pk: mapPk(event.uid),
+          sk: chunkSk(event.chunk),
+          ...(event.entries !== null ? { entries: Buffer.from(event.entries, 'base64') } : {}),
+          ...(event.sameAs ? { sameUid: event.sameAs.uid, sameChunk: event.sameAs.chunk } : {}),
+        },
+      }),
+    );
+    // 3. the event and the count, together: a duplicate delivery fails the condition and changes nothing.
+    try {
+      await this.db.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            { Put: { TableName: this.events, Item: this.eventItem(streams.blockRecords(event.uid), event.chunk, event), ConditionExpression: 'attribute_not_exists(seq)' } },
+            {
+              Update: {
+                TableName: this.projections,
+                Key: { pk: VERSION_PK, sk: event.uid },
+                UpdateExpression: 'ADD recordedChunks :one',
+                ConditionExpression: 'attribute_exists(#seq)',
+                ExpressionAttributeNames: { '#seq': 'seq' },
+                ExpressionAttributeValues: { ':one': 1 },
+              },
+            },
+          ],
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (!isCancelledByCondition(e)) throw e;
+      const reasons = (e as { CancellationReasons?: { Code?: string }[] }).CancellationReasons ?? [];
+      if (reasons[0]?.Code === 'ConditionalCheckFailed') return false;
+      throw new Error(`Block records for unknown version ${event.uid}`);
+    }
+  }
+
+  private async upsertNewBlock(b: StoredBlock, at: string): Promise<void> {
+    await this.db.send(
+      new UpdateCommand({
+        TableName: this.projections,
+        Key: blockKey(b.id),
+        UpdateExpression: 'SET storedSize = :size, checksum = :sum, valid = :t, deleting = :f, createdAt = if_not_exists(createdAt, :at) REMOVE unreferencedSince',
+        ExpressionAttributeValues: { ':size': b.storedSize, ':sum': b.checksum, ':t': true, ':f': false, ':at': at },
+      }),
+    );
+  }
+
+  private async conditionalUpdate(id: BlockId, update: string, condition: string, values: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.projections,
+          Key: blockKey(id),
+          UpdateExpression: update,
+          ConditionExpression: condition,
+          ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (isConditionFailure(e)) return false;
+      throw e;
+    }
+  }
+
+  async markUnreferenced(ids: BlockId[], at: string): Promise<void> {
+    if (!ids.length) return;
+    await this.appendToBlockIndex({ type: 'BlocksMarkedUnreferenced', v: 1, ids, at });
+    for (const id of ids)
+      await this.conditionalUpdate(id, 'SET unreferencedSince = :at', 'attribute_exists(pk) AND deleting = :f AND attribute_not_exists(unreferencedSince)', { ':at': at, ':f': false });
+  }
+
+  async unmark(ids: BlockId[], at: string): Promise<void> {
+    if (!ids.length) return;
+    await this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created: [], at });
+    for (const id of ids) await this.conditionalUpdate(id, 'REMOVE unreferencedSince', 'attribute_exists(pk) AND deleting = :f', { ':f': false });
+  }
+
+  async claimForDeletion(marks: { id: BlockId; markedAt: string }[], at: string): Promise<BlockId[]> {
+    const claimed: BlockId[] = [];
+    for (const m of marks)
+      if (await this.conditionalUpdate(m.id, 'SET deleting = :t', 'unreferencedSince = :m AND deleting = :f', { ':t': true, ':f': false, ':m': m.markedAt })) claimed.push(m.id);
+    if (claimed.length) await this.appendToBlockIndex({ type: 'BlocksDeletionClaimed', v: 1, ids: claimed, at });
+    return claimed;
+  }
+
+  async removeBlocks(ids: BlockId[], at: string): Promise<void> {
+    if (!ids.length) return;
+    await this.appendToBlockIndex({ type: 'BlocksDeleted', v: 1, ids, at });
+    for (const id of ids) {
+      try {
+        await this.db.send(new DeleteCommand({ TableName: this.projections, Key: blockKey(id), ConditionExpression: 'deleting = :t', ExpressionAttributeValues: { ':t': true } }));
+      } catch (e) {
+        if (!isConditionFailure(e)) throw e;
+      }
+    }
+  }
+
+  async touchBlocks(blocks: StoredBlock[], at: string): Promise<Map<BlockId, TouchResult>> {
+    const results = new Map<BlockId, TouchResult>();
+    for (const b of blocks) {
+      for (;;) {
+        if (await this.conditionalUpdate(b.id, 'REMOVE unreferencedSince', 'attribute_exists(pk) AND deleting = :f', { ':f': false })) {
+          results.set(b.id, 'live');
+          break;
+        }
+        const existing = await this.db.send(new GetCommand({ TableName: this.projections, Key: blockKey(b.id), ConsistentRead: true }));
+        if (existing.Item) {
+          results.set(b.id, 'deleting');
+          break;
+        }
+        try {
+          await this.db.send(
+            new PutCommand({
+              TableName: this.projections,
+              Item: { ...blockKey(b.id), storedSize: b.storedSize, checksum: b.checksum, createdAt: at, deleting: false, valid: true },
+              ConditionExpression: 'attribute_not_exists(pk)',
+            }),
+          );
+          results.set(b.id, 'created');
+          break;
+        } catch (e) {
+          if (!isConditionFailure(e)) throw e;
+        }
+      }
+    }
+    const ids = blocks.filter((b) => results.get(b.id) === 'live').map((b) => b.id);
+    const created = blocks.filter((b) => results.get(b.id) === 'created');
+    if (ids.length || created.length) await this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created, at });
+    return results;
+  }
+
+  async getVersion(uid: string): Promise<Version | undefined> {
+    const out = await this.db.send(new GetCommand({ TableName: this.projections, Key: { pk: VERSION_PK, sk: uid }, ConsistentRead: true }));
+    return out.Item?.['data'] ? toVersion(out.Item) : undefined;
+  }
+
+  async listVersions(): Promise<Version[]> {
+    const versions: Version[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.db.send(
+        new QueryCommand({ TableName: this.projections, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': VERSION_PK }, ExclusiveStartKey: start, ConsistentRead: true }),
+      );
+      for (const item of page.Items ?? []) if (item['data']) versions.push(toVersion(item));
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return versions.sort((a, b) => a.name.localeCompare(b.name) || a.date.localeCompare(b.date));
+  }
+
+  async getChunk(uid: string, chunk: number): Promise<StoredChunk | undefined> {
+    const out = await this.db.send(new GetCommand({ TableName: this.projections, Key: { pk: mapPk(uid), sk: chunkSk(chunk) } }));
+    if (!out.Item) return undefined;
+    const entries = out.Item['entries'] as Uint8Array | undefined;
+    return {
+      entries: entries ? Buffer.from(entries) : null,
+      sameAs: out.Item['sameUid'] ? { uid: out.Item['sameUid'] as string, chunk: out.Item['sameChunk'] as number } : null,
+    };
+  }
+
+  async getBlocks(ids: BlockId[]): Promise<Map<BlockId, BlockIndexEntry>> {
+    const found = new Map<BlockId, BlockIndexEntry>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += 100) {
+      let keys: Record<string, unknown>[] | undefined = unique.slice(i, i + 100).map(blockKey);
+      for (let attempt = 0; keys?.length; attempt++) {
+        const out: BatchGetCommandOutput = await this.db.send(new BatchGetCommand({ RequestItems: { [this.projections]: { Keys: keys } } }));
+        for (const item of out.Responses?.[this.projections] ?? []) found.set(item['sk'] as string, toEntry(item));
+        keys = out.UnprocessedKeys?.[this.projections]?.Keys;
+        if (keys?.length) await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt)));
+      }
+    }
+    return found;
+  }
+
+  async *scanBlocks(): AsyncIterable<BlockIndexEntry[]> {
+    for (const pk of SHARDS) {
+      let start: Record<string, unknown> | undefined;
+      do {
+        const page = await this.db.send(
+          new QueryCommand({ TableName: this.projections, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': pk }, ExclusiveStartKey: start, ConsistentRead: true }),
+        );
+        if (page.Items?.length) yield page.Items.map(toEntry);
+        start = page.LastEvaluatedKey;
+      } while (start);
+    }
+  }
+
+  async *readAllEvents(): AsyncIterable<DomainEvent> {
+    const all: { at: string; stream: string; seq: number; data: string }[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.db.send(new ScanCommand({ TableName: this.events, ExclusiveStartKey: start, ConsistentRead: true }));
+      for (const item of page.Items ?? []) all.push(item as { at: string; stream: string; seq: number; data: string });
+      start = page.LastEvaluatedKey;
+    } while (start);
+    all.sort((a, b) => a.at.localeCompare(b.at) || a.stream.localeCompare(b.stream) || a.seq - b.seq);
+    for (const item of all) yield parseEvent(JSON.parse(item.data));
+  }
+}
+
+function toVersion(item: Record<string, unknown>): Version {
+  return { ...(JSON.parse(item['data'] as string) as Version), recordedChunks: Number(item['recordedChunks'] ?? 0), seq: Number(item['seq']) };
+}
+
+function toEntry(item: Record<string, unknown>): BlockIndexEntry {
+  return {
+    id: item['sk'] as string,
+    storedSize: Number(item['storedSize'] ?? 0),
+    checksum: (item['checksum'] as string) ?? '',
+    createdAt: (item['createdAt'] as string) ?? '',
+    unreferencedSince: (item['unreferencedSince'] as string | undefined) ?? null,
+    deleting: item['deleting'] === true,
+    valid: item['valid'] !== false,
+  };
+}
