@@ -87,14 +87,12 @@ export class EmbeddedBackend implements Backend {
 
   async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
     const store = this.catalog.store;
-    if (!force) return runCleanup(store, this.blocks, { graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+    const opts = { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log };
+    if (!force) return runCleanup(store, this.blocks, opts);
+    // The lock makes backups that start meanwhile wait (EmbeddedCatalog.execute).
     store.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force');
     try {
-      const pending = (await store.listVersions()).filter((v) => v.status === 'pending');
-      const live = pending.filter((v) => Date.now() - Date.parse(v.date) <= this.policy.maxBackupAgeSeconds * 1000);
-      if (live.length)
-        throw new Backy2Error(ExitCode.locked, `A backup is in progress (${live.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
-      return await runCleanup(store, this.blocks, { graceSeconds: 0, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+      return await runCleanup(store, this.blocks, opts);
     } finally {
       store.releaseLock(CLEANUP_LOCK);
     }

@@ -7,9 +7,12 @@ import type { BlockStore } from '../ports/block-store.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { recordedIds } from './block-map.ts';
 import { executeVersionCommand } from './execute.ts';
+import { Backy2Error, ExitCode } from '../domain/errors.ts';
 
 export interface CleanupOptions {
   graceSeconds: number;
+  /** Ignore the grace period; refused while a (not stale) backup is in progress. */
+  force: boolean;
   policy: Policy;
   concurrency: number;
   now?: () => Date;
@@ -40,6 +43,12 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
   // Pending versions are read before their references: one that starts later cannot rely on
   // a block marked before it started without touching it (which unmarks it).
   const versions = await store.listVersions();
+  if (opts.force) {
+    const running = versions.filter((v) => v.status === 'pending');
+    if (running.length)
+      throw new Backy2Error(ExitCode.locked, `A backup is in progress (${running.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
+  }
+  const graceSeconds = opts.force ? 0 : opts.graceSeconds;
   const pendingStarts = versions.filter((v) => v.status === 'pending').map((v) => Date.parse(v.date));
   const oldestPendingStart = pendingStarts.length ? Math.min(...pendingStarts) : null;
   const referenced = new Set<string>();
@@ -48,7 +57,7 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
   const sizes = new Map<string, number>();
   const limit = pLimit(opts.concurrency);
   for await (const page of store.scanBlocks()) {
-    const plan = planCleanup(page, referenced, oldestPendingStart, now(), opts.graceSeconds);
+    const plan = planCleanup(page, referenced, oldestPendingStart, now(), graceSeconds);
     page.forEach((e: BlockIndexEntry) => sizes.set(e.id, e.storedSize));
     await store.markUnreferenced(plan.mark, now().toISOString());
     await store.unmark(plan.unmark, now().toISOString());

@@ -1,0 +1,73 @@
+import { z } from 'zod';
+import { Backy2Error, ExitCode } from '../domain/errors.ts';
+import type { Policy, VersionCommand } from '../domain/version.ts';
+import { StoredBlockSchema, VersionStatsSchema } from '../domain/events.ts';
+import type { Version } from '../domain/types.ts';
+import type { MetadataStore } from '../ports/metadata-store.ts';
+import { executeVersionCommand } from './execute.ts';
+
+/**
+ * The synchronous command API (cloud: the `api` function, invoked with IAM auth). Requests are
+ * validated here, at the boundary; domain refusals travel back as { ok: false, exitCode, message }
+ * so the agent prints the same error and exits with the same code as in embedded mode.
+ */
+const uid = z.string().uuid();
+const tags = z.array(z.string().min(1).max(255)).max(100);
+const instant = z.string().datetime({ offset: true });
+
+export const VersionCommandSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('StartVersion'),
+    uid,
+    name: z.string().min(1).max(255),
+    snapshotName: z.string().max(255),
+    sizeBytes: z.number().int().nonnegative(),
+    blockSize: z.number().int().positive(),
+    chunkEntries: z.number().int().positive(),
+    baseUid: uid.nullable(),
+    tags,
+    expire: instant.nullable(),
+    host: z.string(),
+  }),
+  z.object({ type: z.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
+  z.object({ type: z.literal('FailVersion'), uid, reason: z.string() }),
+  z.object({ type: z.literal('RemoveVersion'), uid, force: z.boolean() }),
+  z.object({ type: z.literal('ProtectVersion'), uid }),
+  z.object({ type: z.literal('UnprotectVersion'), uid }),
+  z.object({ type: z.literal('AddTags'), uid, tags }),
+  z.object({ type: z.literal('RemoveTags'), uid, tags }),
+  z.object({ type: z.literal('SetExpiry'), uid, expire: instant.nullable() }),
+  z.object({
+    type: z.literal('RecordScrub'),
+    uid,
+    verified: z.array(z.string()),
+    failed: z.array(z.object({ id: z.string(), reason: z.string() })),
+    complete: z.boolean(),
+  }),
+]);
+
+export const ApiRequestSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('command'), command: VersionCommandSchema }),
+  z.object({ kind: z.literal('touch'), blocks: z.array(StoredBlockSchema).max(1000) }),
+]);
+export type ApiRequest = z.infer<typeof ApiRequestSchema>;
+
+export type ApiResponse =
+  | { ok: true; version?: Version; touched?: Record<string, string> }
+  | { ok: false; exitCode: number; message: string };
+
+export async function handleApiRequest(raw: unknown, store: MetadataStore, policy: Policy): Promise<ApiResponse> {
+  const parsed = ApiRequestSchema.safeParse(raw);
+  if (!parsed.success) return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}` };
+  try {
+    if (parsed.data.kind === 'touch') {
+      const results = await store.touchBlocks(parsed.data.blocks, new Date().toISOString());
+      return { ok: true, touched: Object.fromEntries(results) };
+    }
+    const version = await executeVersionCommand(store, parsed.data.command as VersionCommand, policy);
+    return { ok: true, version };
+  } catch (e) {
+    if (e instanceof Backy2Error) return { ok: false, exitCode: e.exitCode, message: e.message };
+    throw e;
+  }
+}
