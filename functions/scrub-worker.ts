@@ -7,7 +7,7 @@ import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 
 const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
 
-export const handler = middy().handler(async (event: SQSEvent): Promise<SQSBatchResponse> => {
+export const handler = middy<SQSEvent, SQSBatchResponse>().handler(async (event) => {
   for (const record of event.Records) {
     await ddb.send(new PutCommand({
       TableName: process.env.PROJECTIONS_TABLE,

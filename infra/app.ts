@@ -1,0 +1,24 @@
+import { App, Aspects } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { readSettings } from './config.ts';
+import { Backy2Stack } from './stack.ts';
+
+/**
+ * CDK app: `npx cdk deploy` (see cdk.json). Context keys: stackName (Backy2),
+ * retain (true), scheduleRateMinutes, cleanupGraceSeconds (3600),
+ * maxBackupAgeSeconds (86400).
+ */
+export function buildApp(app: App = new App()): { app: App; stack: Backy2Stack } {
+  const settings = readSettings(app.node);
+  const stack = new Backy2Stack(app, 'Backy2Stack', {
+    stackName: settings.stackName,
+    settings,
+    env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
+  });
+  Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
+  return { app, stack };
+}
+
+if (import.meta.main) {
+  buildApp().app.synth();
+}

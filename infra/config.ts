@@ -1,0 +1,67 @@
+import type { Node } from 'constructs';
+
+/**
+ * Deploy-time settings of the stack, read from CDK context
+ * (`cdk.json` or `npx cdk deploy -c key=value`).
+ */
+export interface Backy2Settings {
+  /** CloudFormation stack name (context `stackName`, default `Backy2`). */
+  readonly stackName: string;
+  /**
+   * Keep the bucket, tables and log groups when the stack is deleted, and turn
+   * on DynamoDB deletion protection (context `retain`, default true).
+   * Test stacks set `retain=false` so they can be destroyed.
+   */
+  readonly retain: boolean;
+  /**
+   * Override every schedule with `rate(N minutes)` (context `scheduleRateMinutes`).
+   * Unset in production; integration tests use 1 so a scheduled run can be watched.
+   */
+  readonly scheduleRateMinutes: number | undefined;
+  /** Cleanup phase-2 grace period (context `cleanupGraceSeconds`, default 3600 as backy2). */
+  readonly cleanupGraceSeconds: number;
+  /** A backup in progress older than this is failed (context `maxBackupAgeSeconds`, default 86400). */
+  readonly maxBackupAgeSeconds: number;
+}
+
+export const DEFAULT_SETTINGS: Backy2Settings = {
+  stackName: 'Backy2',
+  retain: true,
+  scheduleRateMinutes: undefined,
+  cleanupGraceSeconds: 3600,
+  maxBackupAgeSeconds: 86400,
+};
+
+function bool(value: unknown, fallback: boolean, key: string): boolean {
+  if (value === undefined || value === null || value === '') return fallback;
+  if (typeof value === 'boolean') return value;
+  const s = String(value).toLowerCase();
+  if (s === 'true' || s === '1' || s === 'yes') return true;
+  if (s === 'false' || s === '0' || s === 'no') return false;
+  throw new Error(`context ${key}: expected true or false, got ${JSON.stringify(value)}`);
+}
+
+function int(value: unknown, fallback: number | undefined, key: string, min: number): number | undefined {
+  if (value === undefined || value === null || value === '') return fallback;
+  const n = typeof value === 'number' ? value : Number(String(value));
+  if (!Number.isInteger(n) || n < min) {
+    throw new Error(`context ${key}: expected an integer >= ${min}, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+/** Reads and validates the settings from the CDK context of `node`. */
+export function readSettings(node: Node): Backy2Settings {
+  const c = (k: string): unknown => node.tryGetContext(k);
+  const stackName = String(c('stackName') ?? DEFAULT_SETTINGS.stackName);
+  if (!/^[A-Za-z][A-Za-z0-9-]{0,127}$/.test(stackName)) {
+    throw new Error(`context stackName: not a valid CloudFormation stack name: ${stackName}`);
+  }
+  return {
+    stackName,
+    retain: bool(c('retain'), DEFAULT_SETTINGS.retain, 'retain'),
+    scheduleRateMinutes: int(c('scheduleRateMinutes'), undefined, 'scheduleRateMinutes', 1),
+    cleanupGraceSeconds: int(c('cleanupGraceSeconds'), DEFAULT_SETTINGS.cleanupGraceSeconds, 'cleanupGraceSeconds', 0)!,
+    maxBackupAgeSeconds: int(c('maxBackupAgeSeconds'), DEFAULT_SETTINGS.maxBackupAgeSeconds, 'maxBackupAgeSeconds', 60)!,
+  };
+}

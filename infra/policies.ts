@@ -1,0 +1,124 @@
+import { Stack } from 'aws-cdk-lib';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+
+export interface AccessPoliciesProps {
+  readonly bucket: s3.IBucket;
+  readonly tables: dynamodb.ITable[];
+  readonly blockQueue: sqs.IQueue;
+  /** Functions an agent may invoke: api, scrub planner, cleanup (they enforce the rules). */
+  readonly agentInvocable: lambda.IFunction[];
+  /** Every function of the stack (the admin may invoke any). */
+  readonly allFunctions: lambda.IFunction[];
+  /** Dead-letter queues an admin may inspect and redrive ... */
+  readonly deadLetterQueues: sqs.IQueue[];
+  /** ... back into these queues. */
+  readonly workQueues: sqs.IQueue[];
+}
+
+/** Read-only DynamoDB actions given to agents: never a write. */
+export const AGENT_DYNAMODB_ACTIONS = [
+  'dynamodb:GetItem',
+  'dynamodb:BatchGetItem',
+  'dynamodb:Query',
+  'dynamodb:Scan',
+  'dynamodb:DescribeTable',
+];
+
+/**
+ * The managed policies to attach to the IAM users or roles of source hosts
+ * (`AgentPolicy`) and of operators (`AdminPolicy`).
+ *
+ * The agent policy is the security model: it can add blocks and manifests,
+ * read everything, send block records and invoke the functions that decide,
+ * but it cannot delete an object, write a table or purge a queue — so a
+ * compromised source host cannot destroy backups. Deletions happen only in
+ * functions, under the age-guard, protection and grace-period rules.
+ */
+export class AccessPolicies extends Construct {
+  readonly agentPolicy: iam.ManagedPolicy;
+  readonly adminPolicy: iam.ManagedPolicy;
+
+  constructor(scope: Construct, id: string, props: AccessPoliciesProps) {
+    super(scope, id);
+    const stack = Stack.of(this);
+    const tableArns = props.tables.flatMap((t) => [t.tableArn, `${t.tableArn}/index/*`]);
+
+    const agentStatements = [
+      new iam.PolicyStatement({
+        sid: 'PutBlocksAndManifests',
+        actions: ['s3:PutObject'],
+        resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*')],
+      }),
+      new iam.PolicyStatement({
+        sid: 'ReadObjects',
+        actions: ['s3:GetObject'],
+        resources: [props.bucket.arnForObjects('*')],
+      }),
+      new iam.PolicyStatement({
+        // Without ListBucket a missing object reads as 403 instead of 404.
+        sid: 'ListBucket',
+        actions: ['s3:ListBucket'],
+        resources: [props.bucket.bucketArn],
+      }),
+      new iam.PolicyStatement({
+        sid: 'SendBlockRecords',
+        actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes'],
+        resources: [props.blockQueue.queueArn],
+      }),
+      new iam.PolicyStatement({
+        sid: 'InvokeDecidingFunctions',
+        actions: ['lambda:InvokeFunction'],
+        resources: props.agentInvocable.map((f) => f.functionArn),
+      }),
+      new iam.PolicyStatement({
+        sid: 'ReadMetadata',
+        actions: AGENT_DYNAMODB_ACTIONS,
+        resources: tableArns,
+      }),
+      new iam.PolicyStatement({
+        sid: 'ReadStackOutputs',
+        actions: ['cloudformation:DescribeStacks'],
+        resources: [stack.stackId],
+      }),
+    ];
+
+    this.agentPolicy = new iam.ManagedPolicy(this, 'AgentPolicy', {
+      description: `backy2 agent on a source host (stack ${stack.stackName}): add and read blocks, send block records, invoke api/scrub/cleanup, read metadata. No deletes, no table writes, no purges.`,
+      statements: agentStatements,
+    });
+
+    this.adminPolicy = new iam.ManagedPolicy(this, 'AdminPolicy', {
+      description: `backy2 administrator (stack ${stack.stackName}): the agent's rights plus invoking every function (--force, retention, reprocessing) and redriving dead-letter queues.`,
+      statements: [
+        ...agentStatements.map((s) => s.copy({ sid: `Agent${s.sid ?? ''}` })),
+        new iam.PolicyStatement({
+          sid: 'InvokeAllFunctions',
+          actions: ['lambda:InvokeFunction'],
+          resources: props.allFunctions.map((f) => f.functionArn),
+        }),
+        new iam.PolicyStatement({
+          sid: 'RedriveDeadLetters',
+          actions: [
+            'sqs:ReceiveMessage',
+            'sqs:GetQueueAttributes',
+            'sqs:StartMessageMoveTask',
+            'sqs:ListMessageMoveTasks',
+            'sqs:CancelMessageMoveTask',
+            'sqs:DeleteMessage',
+          ],
+          resources: props.deadLetterQueues.map((q) => q.queueArn),
+        }),
+        new iam.PolicyStatement({
+          sid: 'RedriveIntoWorkQueues',
+          actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes'],
+          resources: props.workQueues.map((q) => q.queueArn),
+        }),
+      ],
+    });
+  }
+}

@@ -1,0 +1,163 @@
+import { CfnOutput, Duration, Stack } from 'aws-cdk-lib';
+import type { StackProps } from 'aws-cdk-lib';
+import * as eventsources from 'aws-cdk-lib/aws-lambda-event-sources';
+import type { Construct } from 'constructs';
+import type { Backy2Settings } from './config.ts';
+import { Handler } from './functions.ts';
+import { AccessPolicies } from './policies.ts';
+import { Schedules } from './schedules.ts';
+import { Storage } from './storage.ts';
+import { WorkQueue } from './queues.ts';
+import { suppressNagFindings } from './nag.ts';
+
+export interface Backy2StackProps extends StackProps {
+  readonly settings: Backy2Settings;
+}
+
+/** Timeouts; queue visibility timeouts derive from them. */
+const INGEST_TIMEOUT = Duration.seconds(60);
+const SCRUB_WORKER_TIMEOUT = Duration.minutes(5);
+
+/**
+ * backy2, serverless: agents put encrypted blocks into the bucket, send block
+ * records to the block queue and invoke `api` to start, commit and manage
+ * versions; `ingest` projects the records; scheduled functions scrub, clean
+ * up and apply retention. See docs and ../shared/DESIGN.md.
+ *
+ * The names in `FUNCTION_ENV` and the stack outputs are the contract the
+ * handlers and the agent are written against.
+ */
+export class Backy2Stack extends Stack {
+  readonly storage: Storage;
+  readonly blockRecords: WorkQueue;
+  readonly scrubQueue: WorkQueue;
+  readonly api: Handler;
+  readonly adminApi: Handler;
+  readonly ingest: Handler;
+  readonly scrubPlanner: Handler;
+  readonly scrubWorker: Handler;
+  readonly cleanup: Handler;
+  readonly retention: Handler;
+  readonly policies: AccessPolicies;
+  readonly schedules: Schedules;
+
+  constructor(scope: Construct, id: string, props: Backy2StackProps) {
+    super(scope, id, { description: 'backy2, serverless: block-device backups in S3 with event-sourced metadata', ...props });
+    const { settings } = props;
+    const retain = settings.retain;
+
+    // --- where backups live
+    this.storage = new Storage(this, 'Storage', { retain });
+    const { bucket, eventsTable, projectionsTable } = this.storage;
+
+    // --- block records flow asynchronously; scrub work fans out
+    this.blockRecords = new WorkQueue(this, 'BlockRecords', {
+      consumerTimeout: INGEST_TIMEOUT,
+      maxMessageAge: Duration.minutes(15),
+    });
+    this.scrubQueue = new WorkQueue(this, 'Scrub', {
+      consumerTimeout: SCRUB_WORKER_TIMEOUT,
+      maxMessageAge: Duration.hours(6),
+    });
+
+    const environment: Record<string, string> = {
+      BUCKET_NAME: bucket.bucketName,
+      EVENTS_TABLE: eventsTable.tableName,
+      PROJECTIONS_TABLE: projectionsTable.tableName,
+      BLOCK_QUEUE_URL: this.blockRecords.queue.queueUrl,
+      SCRUB_QUEUE_URL: this.scrubQueue.queue.queueUrl,
+      CLEANUP_GRACE_SECONDS: String(settings.cleanupGraceSeconds),
+      MAX_BACKUP_AGE_SECONDS: String(settings.maxBackupAgeSeconds),
+    };
+    const fn = (id: string, entry: string, description: string, timeout: Duration, memorySize: number, extra: Record<string, string> = {}) =>
+      new Handler(this, id, { entry, description, timeout, memorySize, environment: { ...environment, ...extra }, retain });
+
+    // --- commands decided synchronously (invoked directly, IAM-authorized)
+    this.api = fn('Api', 'api.ts', 'backy2 api: start/commit/rm/protect/tags/expire, decided with optimistic concurrency', Duration.seconds(30), 512, { API_ROLE: 'agent' });
+    // The same handler for the admin policy only: a direct Lambda invoke does not tell the
+    // function who called it, so `--force` is authorized by which function the caller may invoke.
+    this.adminApi = fn('AdminApi', 'api.ts', 'backy2 admin api: like api, and allows --force', Duration.seconds(30), 512, { API_ROLE: 'admin' });
+    eventsTable.grantReadWriteData(this.api.fn);
+    projectionsTable.grantReadWriteData(this.api.fn);
+    bucket.grantRead(this.api.fn);
+    eventsTable.grantReadWriteData(this.adminApi.fn);
+    projectionsTable.grantReadWriteData(this.adminApi.fn);
+    bucket.grantRead(this.adminApi.fn);
+
+    // --- block records → projections
+    this.ingest = fn('Ingest', 'ingest.ts', 'backy2 ingest: project batches of block records (partial batch failures reported)', INGEST_TIMEOUT, 512);
+    eventsTable.grantReadWriteData(this.ingest.fn);
+    projectionsTable.grantReadWriteData(this.ingest.fn);
+    this.ingest.fn.addEventSource(new eventsources.SqsEventSource(this.blockRecords.queue, {
+      batchSize: 10,
+      reportBatchItemFailures: true,
+    }));
+
+    // --- scrub: planner fans out over unique blocks, workers verify them
+    this.scrubPlanner = fn('ScrubPlanner', 'scrub-planner.ts', 'backy2 scrub planner: choose versions and queue their unique blocks', Duration.minutes(5), 1024);
+    eventsTable.grantReadData(this.scrubPlanner.fn);
+    projectionsTable.grantReadData(this.scrubPlanner.fn);
+    this.scrubQueue.queue.grantSendMessages(this.scrubPlanner.fn);
+
+    this.scrubWorker = fn('ScrubWorker', 'scrub-worker.ts', 'backy2 scrub worker: verify blocks (existence, size, ciphertext checksum)', SCRUB_WORKER_TIMEOUT, 1024);
+    bucket.grantRead(this.scrubWorker.fn);
+    eventsTable.grantReadWriteData(this.scrubWorker.fn);
+    projectionsTable.grantReadWriteData(this.scrubWorker.fn);
+    this.scrubWorker.fn.addEventSource(new eventsources.SqsEventSource(this.scrubQueue.queue, {
+      batchSize: 5,
+      reportBatchItemFailures: true,
+    }));
+
+    // --- garbage collection and retention
+    this.cleanup = fn('Cleanup', 'cleanup.ts', 'backy2 cleanup: two-phase, grace-period deletion of unreferenced blocks', Duration.minutes(15), 1024);
+    eventsTable.grantReadWriteData(this.cleanup.fn);
+    projectionsTable.grantReadWriteData(this.cleanup.fn);
+    bucket.grantRead(this.cleanup.fn);
+    bucket.grantDelete(this.cleanup.fn);
+
+    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired, unprotected versions; fail stale backups', Duration.minutes(5), 512);
+    eventsTable.grantReadWriteData(this.retention.fn);
+    projectionsTable.grantReadWriteData(this.retention.fn);
+
+    this.schedules = new Schedules(this, 'Schedules', {
+      scrubPlanner: this.scrubPlanner.fn,
+      cleanup: this.cleanup.fn,
+      retention: this.retention.fn,
+      rateMinutes: settings.scheduleRateMinutes,
+    });
+
+    // --- who may do what from outside
+    this.policies = new AccessPolicies(this, 'Access', {
+      bucket,
+      tables: [eventsTable, projectionsTable],
+      blockQueue: this.blockRecords.queue,
+      agentInvocable: [this.api.fn, this.scrubPlanner.fn, this.cleanup.fn],
+      allFunctions: [this.api.fn, this.adminApi.fn, this.ingest.fn, this.scrubPlanner.fn, this.scrubWorker.fn, this.cleanup.fn, this.retention.fn],
+      deadLetterQueues: [this.blockRecords.deadLetterQueue, this.scrubQueue.deadLetterQueue],
+      workQueues: [this.blockRecords.queue, this.scrubQueue.queue],
+    });
+
+    // --- what the agent learns from DescribeStacks
+    const out = (key: string, value: string, description: string) =>
+      new CfnOutput(this, key, { value, description });
+    out('BucketName', bucket.bucketName, 'S3 bucket of blocks (blocks/ab/cd/<id>) and manifests (manifests/<uid>)');
+    out('EventsTableName', eventsTable.tableName, 'DynamoDB event log (stream, seq)');
+    out('ProjectionsTableName', projectionsTable.tableName, 'DynamoDB projections (pk, sk)');
+    out('BlockQueueUrl', this.blockRecords.queue.queueUrl, 'SQS queue for block records');
+    out('BlockDeadLetterQueueUrl', this.blockRecords.deadLetterQueue.queueUrl, 'Dead-letter queue of block records');
+    out('ScrubQueueUrl', this.scrubQueue.queue.queueUrl, 'SQS queue of scrub work');
+    out('ApiFunctionName', this.api.fn.functionName, 'Function the agent invokes for start/commit/rm/protect/tags/expire');
+    out('AdminApiFunctionName', this.adminApi.fn.functionName, 'Like Api, also allowing --force; invocable with AdminPolicy only');
+    out('IngestFunctionName', this.ingest.fn.functionName, 'Function projecting block records');
+    out('ScrubPlannerFunctionName', this.scrubPlanner.fn.functionName, 'Function planning a cloud scrub');
+    out('ScrubWorkerFunctionName', this.scrubWorker.fn.functionName, 'Function verifying scrub work');
+    out('CleanupFunctionName', this.cleanup.fn.functionName, 'Function running cleanup');
+    out('RetentionFunctionName', this.retention.fn.functionName, 'Function applying retention');
+    out('AgentPolicyArn', this.policies.agentPolicy.managedPolicyArn, 'Managed policy for source hosts');
+    out('AdminPolicyArn', this.policies.adminPolicy.managedPolicyArn, 'Managed policy for administrators');
+    out('CleanupGraceSeconds', String(settings.cleanupGraceSeconds), 'Cleanup grace period the functions apply');
+    out('MaxBackupAgeSeconds', String(settings.maxBackupAgeSeconds), 'Age after which a backup in progress is failed');
+
+    suppressNagFindings(this, { bucket, tables: [eventsTable, projectionsTable] });
+  }
+}
