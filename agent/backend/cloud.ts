@@ -1,8 +1,180 @@
+import { DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
+import { InvokeCommand } from '@aws-sdk/client-lambda';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { makeClients, type AwsClients } from '../../shared/adapters/aws/clients.ts';
+import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
+import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
+import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
+import type { CleanupReport } from '../../shared/app/cleanup.ts';
+import type { BlockFailure } from '../../shared/app/scrub.ts';
+import { BlockCodec } from '../../shared/blocks/codec.ts';
+import { deriveKeys, parseMasterKey } from '../../shared/blocks/keys.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import type { EventOf } from '../../shared/domain/events.ts';
+import type { BlockId, StoredBlock, Version } from '../../shared/domain/types.ts';
+import type { Policy, VersionCommand } from '../../shared/domain/version.ts';
+import type { Catalog } from '../../shared/ports/catalog.ts';
+import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import type { Log } from '../ui/log.ts';
-import type { Backend } from './backend.ts';
+import { policyOf, type Backend } from './backend.ts';
 
-export async function openCloudBackend(config: Config, _log: Log, _opts: { initdb?: boolean }): Promise<Backend> {
-  throw new Backy2Error(ExitCode.cloud, `Cloud backend for stack ${config.aws?.stackName} is not available in this build`);
+/** Stack outputs the agent needs; it learns every resource from them. */
+const REQUIRED_OUTPUTS = ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName'] as const;
+type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string>;
+
+/** Turns SDK failures into one clear line with the cloud exit code. */
+export function cloudError(e: unknown, where: string): Backy2Error {
+  if (e instanceof Backy2Error) return e;
+  const err = e as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const name = err.name ?? '';
+  if (name === 'CredentialsProviderError' || /credential/i.test(err.message ?? ''))
+    return new Backy2Error(ExitCode.cloud, `No usable AWS credentials for ${where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (${err.message})`);
+  const code = err.code ?? (e as { cause?: { code?: string } }).cause?.code ?? '';
+  if (['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN'].includes(code) || name === 'TimeoutError')
+    return new Backy2Error(ExitCode.cloud, `Cannot reach the AWS endpoint for ${where}: ${code || name}`);
+  if (name === 'AccessDeniedException' || name === 'AccessDenied' || err.$metadata?.httpStatusCode === 403)
+    return new Backy2Error(ExitCode.cloud, `Access denied for ${where}: ${err.message}`);
+  return new Backy2Error(ExitCode.storage, `${where} failed: ${name}: ${err.message}`);
+}
+
+async function describeOutputs(clients: AwsClients, stackName: string, where: string): Promise<Outputs> {
+  let outputs: { OutputKey?: string; OutputValue?: string }[];
+  try {
+    const out = await clients.cloudformation.send(new DescribeStacksCommand({ StackName: stackName }));
+    outputs = out.Stacks?.[0]?.Outputs ?? [];
+  } catch (e) {
+    if (/does not exist/i.test((e as Error).message ?? '')) throw new Backy2Error(ExitCode.cloud, `Stack ${stackName} does not exist in ${where}; deploy it with "npx cdk deploy"`);
+    throw cloudError(e, `stack ${stackName}`);
+  }
+  const byKey = Object.fromEntries(outputs.map((o) => [o.OutputKey, o.OutputValue]));
+  const missing = REQUIRED_OUTPUTS.filter((k) => !byKey[k]);
+  if (missing.length) throw new Backy2Error(ExitCode.cloud, `Stack ${stackName} lacks outputs ${missing.join(', ')}; is it a backy2 stack?`);
+  return byKey as Outputs;
+}
+
+/** Calls one of the stack's functions and unwraps its { ok, … } answer into a result or the same error as embedded mode. */
+async function invoke<T>(clients: AwsClients, functionName: string, payload: unknown): Promise<T> {
+  let out;
+  try {
+    out = await clients.lambda.send(new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: Buffer.from(JSON.stringify(payload)) }));
+  } catch (e) {
+    throw cloudError(e, `function ${functionName}`);
+  }
+  const text = out.Payload ? Buffer.from(out.Payload).toString() : 'null';
+  if (out.FunctionError) throw new Backy2Error(ExitCode.unexpected, `Function ${functionName} failed: ${text.slice(0, 500)}`);
+  const answer = JSON.parse(text) as { ok?: boolean; exitCode?: number; message?: string } & T;
+  if (answer && answer.ok === false) throw new Backy2Error((answer.exitCode ?? ExitCode.unexpected) as ExitCode, answer.message ?? 'refused');
+  return answer;
+}
+
+/** The cloud catalog: commands through the api function, block records through SQS, reads from DynamoDB. */
+export class CloudCatalog implements Catalog {
+  readonly reader: DynamoMetadataStore;
+  private readonly clients: AwsClients;
+  private readonly outputs: Outputs;
+  private readonly log: Log;
+
+  constructor(clients: AwsClients, outputs: Outputs, log: Log) {
+    this.clients = clients;
+    this.outputs = outputs;
+    this.log = log;
+    this.reader = new DynamoMetadataStore(clients.dynamo, { eventsTable: outputs.EventsTableName, projectionsTable: outputs.ProjectionsTableName });
+  }
+
+  async execute(cmd: VersionCommand): Promise<Version> {
+    const answer = await invoke<{ version: Version }>(this.clients, this.outputs.ApiFunctionName, { kind: 'command', command: cmd });
+    return answer.version;
+  }
+
+  async record(event: EventOf<'BlocksRecorded'>): Promise<void> {
+    try {
+      await this.clients.sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(event) }));
+    } catch (e) {
+      throw cloudError(e, 'the block record queue');
+    }
+  }
+
+  /** Waits for the ingest function to project every chunk; the commit is refused before that. */
+  async awaitRecorded(uid: string, chunkCount: number): Promise<void> {
+    const timeoutMs = Number(process.env['BACKY2_RECORD_TIMEOUT_SECONDS'] ?? 600) * 1000;
+    const started = Date.now();
+    let reported = -1;
+    for (;;) {
+      const v = await this.reader.getVersion(uid);
+      const recorded = v?.recordedChunks ?? 0;
+      if (recorded >= chunkCount) return;
+      if (recorded !== reported) {
+        this.log.info(`Waiting for block records to be projected: ${recorded}/${chunkCount} chunks`);
+        reported = recorded;
+      }
+      if (Date.now() - started > timeoutMs)
+        throw new Backy2Error(ExitCode.cloud, `Only ${recorded}/${chunkCount} block map chunks of ${uid} were projected within ${timeoutMs / 1000} s; check the ingest function and its dead-letter queue`);
+      await sleep(500);
+    }
+  }
+
+  async touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>> {
+    const answer = await invoke<{ touched: Record<string, TouchResult> }>(this.clients, this.outputs.ApiFunctionName, { kind: 'touch', blocks });
+    return new Map(Object.entries(answer.touched));
+  }
+
+  async close(): Promise<void> {}
+}
+
+export class CloudBackend implements Backend {
+  readonly kind = 'cloud' as const;
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly catalog: CloudCatalog;
+  readonly blocks: S3BlockStore;
+  readonly codec: BlockCodec;
+  private readonly clients: AwsClients;
+  private readonly outputs: Outputs;
+
+  constructor(config: Config, clients: AwsClients, outputs: Outputs, masterKey: Buffer, log: Log) {
+    this.config = config;
+    this.policy = policyOf(config);
+    this.clients = clients;
+    this.outputs = outputs;
+    this.catalog = new CloudCatalog(clients, outputs, log);
+    this.blocks = new S3BlockStore(clients.s3, outputs.BucketName);
+    this.codec = new BlockCodec(deriveKeys(masterKey), Math.max(config.blockSize, 4 * 1024 * 1024));
+  }
+
+  /** Cleanup runs in the cloud: only the cleanup function may delete objects. */
+  async cleanup(force: boolean): Promise<CleanupReport> {
+    const answer = await invoke<{ report: CleanupReport }>(this.clients, this.outputs.CleanupFunctionName, { force });
+    return answer.report;
+  }
+
+  /** A key-less scrub by the scrub functions; waits for its verdict. */
+  async scrubInCloud(uid: string, percent: number, log: Log): Promise<{ checked: number; failures: BlockFailure[] }> {
+    const answer = await invoke<{ planned: { scrubId: string; batches: number }[] }>(this.clients, this.outputs.ScrubPlannerFunctionName, { uid, percent });
+    const plan = answer.planned[0];
+    if (!plan) throw new Backy2Error(ExitCode.notFound, `Version ${uid} is not a committed version`);
+    log.info(`Cloud scrub ${plan.scrubId}: ${plan.batches} batches queued`);
+    const ledger = new DynamoScrubLedger(this.clients.dynamo, this.outputs.ProjectionsTableName);
+    const timeoutMs = Number(process.env['BACKY2_SCRUB_TIMEOUT_SECONDS'] ?? 1800) * 1000;
+    const started = Date.now();
+    for (;;) {
+      const status = await ledger.status(plan.scrubId);
+      if (status?.finished) return { checked: status.checked, failures: status.failures };
+      if (Date.now() - started > timeoutMs) throw new Backy2Error(ExitCode.cloud, `Cloud scrub ${plan.scrubId} did not finish within ${timeoutMs / 1000} s`);
+      await sleep(1000);
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+export async function openCloudBackend(config: Config, log: Log, _opts: { initdb?: boolean }): Promise<Backend> {
+  const aws = config.aws!;
+  const clients = makeClients({ region: aws.region, endpointUrl: aws.endpointUrl, profile: aws.profile });
+  const where = `region ${aws.region ?? process.env['AWS_REGION'] ?? '(default)'}${aws.endpointUrl ? ` at ${aws.endpointUrl}` : ''}`;
+  const masterKey = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
+  const outputs = await describeOutputs(clients, aws.stackName, where);
+  log.debug(`Using stack ${aws.stackName}: bucket ${outputs.BucketName}`);
+  return new CloudBackend(config, clients, outputs, masterKey, log);
 }
