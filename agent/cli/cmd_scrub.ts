@@ -3,7 +3,7 @@ import { Backy2Error, ExitCode, usageError } from '../../shared/domain/errors.ts
 import { runScrub } from '../pipeline/scrub.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
-import { CloudBackend } from '../backend/cloud.ts';
+import type { CloudBackend } from '../backend/cloud.ts';
 import type { Log } from '../ui/log.ts';
 import { print, wantsBar, withBackend } from './context.ts';
 
@@ -31,10 +31,11 @@ export function register(program: Command): void {
 }
 
 async function scrubInCloud(backend: Backend, uid: string, percent: number, source: string | undefined, json: boolean, log: Log): Promise<void> {
-  if (!(backend instanceof CloudBackend)) throw usageError('--in-cloud needs a config with an [aws] section');
+  if (backend.kind !== 'cloud') throw usageError('--in-cloud needs a config with an [aws] section');
+  const cloud = backend as CloudBackend;
   if (source) throw usageError('--in-cloud cannot compare with a source; scrub -s runs on the host');
-  const version = await resolveVersion(backend.catalog.reader, uid);
-  const result = await backend.scrubInCloud(version.uid, percent, log);
+  const version = await resolveVersion(cloud.catalog.reader, uid);
+  const result = await cloud.scrubInCloud(version.uid, percent, log);
   for (const f of result.failures) log.error(`${f.reason}: Block(id=${f.id}, version_uid=${version.uid})`);
   if (json) print(JSON.stringify({ uid: version.uid, checked: result.checked, failures: result.failures }) + '\n');
   if (result.failures.length) throw new Backy2Error(ExitCode.scrubErrors, `Marked version invalid because it has errors: ${version.uid}`);
