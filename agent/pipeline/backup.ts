@@ -94,7 +94,10 @@ async function backupBlocks(
   const progress = startProgress('Backed up', version.blockCount, log, { bar: progressBar });
   let done = 0;
 
-  const storeBlock = async (data: Buffer, id: BlockId, newBlocks: StoredBlock[]): Promise<BlockOutcome> => {
+  const storeBlock = async (data: Buffer, id: BlockId, newBlocks: StoredBlock[], sameAsBase: boolean): Promise<BlockOutcome> => {
+    // The base version is committed, valid and not removed (checked at start), so a block it holds
+    // at the same position is safe to reuse without asking the index.
+    if (sameAsBase) return 'dedup';
     const entry = await lookup.get(id);
     if (isLiveEntry(entry)) return 'dedup';
     const body = await codec.encode(data, id);
@@ -135,7 +138,7 @@ async function backupBlocks(
             const known = seenThisRun.get(id);
             if (known) outcome = (await known) === 'sparse' ? 'sparse' : 'dedup';
             else {
-              const pending = storeBlock(data, id, newBlocks);
+              const pending = storeBlock(data, id, newBlocks, baseChunk?.entries[i]?.id === id);
               seenThisRun.set(id, pending);
               outcome = await pending;
             }
