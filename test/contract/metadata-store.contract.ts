@@ -1,0 +1,144 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { packChunk } from '../../shared/domain/blockmap.ts';
+import type { EventOf, VersionEvent } from '../../shared/domain/events.ts';
+import { decideVersion, evolveVersion, type VersionCommand } from '../../shared/domain/version.ts';
+import type { Version } from '../../shared/domain/types.ts';
+import { ConcurrencyError, type MetadataStore } from '../../shared/ports/metadata-store.ts';
+import { executeVersionCommand } from '../../shared/app/execute.ts';
+
+/**
+ * One contract, run against every MetadataStore (SQLite in the unit tests, DynamoDB against the
+ * emulator in the integration tests), as restic runs one suite against every backend.
+ */
+const policy = { minAgeDaysForRm: 6, maxBackupAgeSeconds: 86_400 };
+const id = () => randomBytes(32).toString('hex');
+const stored = (blockId: string) => ({ id: blockId, storedSize: 100, checksum: randomBytes(32).toString('hex') });
+
+function start(uid: string, blocks: number, chunkEntries = 2): VersionCommand {
+  return { type: 'StartVersion', uid, name: 'vm1', snapshotName: '', sizeBytes: blocks * 4096, blockSize: 4096, chunkEntries, baseUid: null, tags: [], expire: null, host: 'h' };
+}
+
+function chunkRecord(uid: string, chunk: number, ids: string[], newIds: string[] = ids): EventOf<'BlocksRecorded'> {
+  return {
+    type: 'BlocksRecorded',
+    v: 1,
+    uid,
+    chunk,
+    entries: packChunk(ids.map((blockId, i) => ({ idx: chunk * 2 + i, id: blockId, length: 4096 }))).toString('base64'),
+    sameAs: null,
+    newBlocks: newIds.map(stored),
+    at: new Date().toISOString(),
+  };
+}
+
+export function metadataStoreContract(name: string, makeStore: () => Promise<MetadataStore>): void {
+  describe(`MetadataStore contract: ${name}`, () => {
+    it('appends lifecycle events with optimistic concurrency', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      const started = await executeVersionCommand(store, start(uid, 4), policy);
+      expect(started.status).toBe('pending');
+      expect((await store.getVersion(uid))?.seq).toBe(1);
+      // A writer that decided against the old state loses.
+      const events = decideVersion({ type: 'ProtectVersion', uid }, started, { now: new Date(), policy }) as VersionEvent[];
+      const next = events.reduce<Version | undefined>(evolveVersion, started)!;
+      await store.appendVersionEvents(1, events, next);
+      await expect(store.appendVersionEvents(1, events, next)).rejects.toBeInstanceOf(ConcurrencyError);
+      expect((await store.getVersion(uid))?.protected).toBe(true);
+    });
+
+    it('records chunks idempotently and in any order; commit waits for all of them', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 4), policy);
+      const [a, b, c, d] = [id(), id(), id(), id()];
+      const stats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
+      expect(await store.recordChunk(chunkRecord(uid, 1, [c!, d!]))).toBe(true);
+      await expect(executeVersionCommand(store, { type: 'CommitVersion', uid, stats }, policy)).rejects.toMatchObject({ exitCode: 4 });
+      expect(await store.recordChunk(chunkRecord(uid, 1, [c!, d!]))).toBe(false);
+      expect(await store.recordChunk(chunkRecord(uid, 0, [a!, b!]))).toBe(true);
+      expect(await store.recordChunk(chunkRecord(uid, 0, [a!, b!]))).toBe(false);
+      expect((await store.getVersion(uid))?.recordedChunks).toBe(2);
+      const committed = await executeVersionCommand(store, { type: 'CommitVersion', uid, stats }, policy);
+      expect(committed.status).toBe('committed');
+      const chunk = await store.getChunk(uid, 1);
+      expect(chunk?.entries?.length).toBe(72);
+      expect((await store.getBlocks([a!, d!])).size).toBe(2);
+    });
+
+    it('marks, unmarks, claims (only if still marked at that time) and removes index entries', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 2), policy);
+      const [a, b] = [id(), id()];
+      await store.recordChunk(chunkRecord(uid, 0, [a!, b!]));
+      const t1 = '2026-01-01T00:00:00.000Z';
+      await store.markUnreferenced([a!, b!], t1);
+      expect((await store.getBlocks([a!])).get(a!)?.unreferencedSince).toBe(t1);
+      await store.unmark([b!], t1);
+      expect((await store.getBlocks([b!])).get(b!)?.unreferencedSince).toBeNull();
+      // b is no longer marked at t1, a is: only a can be claimed.
+      const claimed = await store.claimForDeletion([{ id: a!, markedAt: t1 }, { id: b!, markedAt: t1 }], t1);
+      expect(claimed).toEqual([a]);
+      expect((await store.getBlocks([a!])).get(a!)?.deleting).toBe(true);
+      // A touch of a block being deleted says so; of a live one, unmarks; of an unknown one, creates it.
+      const c = id();
+      const touched = await store.touchBlocks([stored(a!), stored(b!), stored(c)], t1);
+      expect(Object.fromEntries(touched)).toEqual({ [a!]: 'deleting', [b!]: 'live', [c]: 'created' });
+      await store.removeBlocks([a!], t1);
+      expect((await store.getBlocks([a!])).has(a!)).toBe(false);
+      // removeBlocks leaves entries that are not claimed alone.
+      await store.removeBlocks([b!], t1);
+      expect((await store.getBlocks([b!])).has(b!)).toBe(true);
+    });
+
+    it('a new upload revives an entry claimed for deletion', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 2), policy);
+      const a = id();
+      const t1 = '2026-01-01T00:00:00.000Z';
+      await store.touchBlocks([stored(a)], t1);
+      await store.markUnreferenced([a], t1);
+      expect(await store.claimForDeletion([{ id: a, markedAt: t1 }], t1)).toEqual([a]);
+      await store.recordChunk(chunkRecord(uid, 0, [a, id()]));
+      const entry = (await store.getBlocks([a])).get(a);
+      expect(entry?.deleting).toBe(false);
+      expect(entry?.unreferencedSince).toBeNull();
+      await store.removeBlocks([a], t1);
+      expect((await store.getBlocks([a])).has(a)).toBe(true);
+    });
+
+    it('a scrub verdict sets block validity and version validity', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 2), policy);
+      const [a, b] = [id(), id()];
+      await store.recordChunk(chunkRecord(uid, 0, [a!, b!]));
+      const stats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
+      await executeVersionCommand(store, { type: 'CommitVersion', uid, stats }, policy);
+      await executeVersionCommand(store, { type: 'RecordScrub', uid, verified: [a!], failed: [{ id: b!, reason: 'Blob not found' }], complete: true }, policy);
+      expect((await store.getVersion(uid))?.valid).toBe(false);
+      expect((await store.getBlocks([b!])).get(b!)?.valid).toBe(false);
+      await executeVersionCommand(store, { type: 'RecordScrub', uid, verified: [a!, b!], failed: [], complete: true }, policy);
+      expect((await store.getVersion(uid))?.valid).toBe(true);
+      expect((await store.getBlocks([b!])).get(b!)?.valid).toBe(true);
+    });
+
+    it('lists versions and scans the block index', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 2), policy);
+      const [a, b] = [id(), id()];
+      await store.recordChunk(chunkRecord(uid, 0, [a!, b!]));
+      expect((await store.listVersions()).map((v) => v.uid)).toContain(uid);
+      const seen = new Set<string>();
+      for await (const page of store.scanBlocks()) for (const e of page) seen.add(e.id);
+      expect(seen.has(a!) && seen.has(b!)).toBe(true);
+      const types: string[] = [];
+      for await (const e of store.readAllEvents()) if ('uid' in e && e.uid === uid) types.push(e.type);
+      expect(types.sort()).toEqual(['BlocksRecorded', 'VersionStarted']);
+    });
+  });
+}
