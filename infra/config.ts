@@ -22,6 +22,17 @@ export interface Backy2Settings {
   readonly cleanupGraceSeconds: number;
   /** A backup in progress older than this is failed (context `maxBackupAgeSeconds`, default 86400). */
   readonly maxBackupAgeSeconds: number;
+  /** Timeout of the ingest function (context `ingestTimeoutSeconds`, default 60). */
+  readonly ingestTimeoutSeconds: number;
+  /** Timeout of the scrub worker (context `scrubWorkerTimeoutSeconds`, default 300). */
+  readonly scrubWorkerTimeoutSeconds: number;
+  /**
+   * Queue visibility timeout as a multiple of its consumer's timeout (context
+   * `visibilityTimeoutFactor`, default 6 as AWS recommends for SQS event
+   * sources). A failed record is retried after one visibility timeout and
+   * dead-lettered after 5 receives, so test stacks use 1 with short timeouts.
+   */
+  readonly visibilityTimeoutFactor: number;
 }
 
 export const DEFAULT_SETTINGS: Backy2Settings = {
@@ -30,6 +41,9 @@ export const DEFAULT_SETTINGS: Backy2Settings = {
   scheduleRateMinutes: undefined,
   cleanupGraceSeconds: 3600,
   maxBackupAgeSeconds: 86400,
+  ingestTimeoutSeconds: 60,
+  scrubWorkerTimeoutSeconds: 300,
+  visibilityTimeoutFactor: 6,
 };
 
 function bool(value: unknown, fallback: boolean, key: string): boolean {
@@ -63,5 +77,8 @@ export function readSettings(node: Node): Backy2Settings {
     scheduleRateMinutes: int(c('scheduleRateMinutes'), undefined, 'scheduleRateMinutes', 1),
     cleanupGraceSeconds: int(c('cleanupGraceSeconds'), DEFAULT_SETTINGS.cleanupGraceSeconds, 'cleanupGraceSeconds', 0)!,
     maxBackupAgeSeconds: int(c('maxBackupAgeSeconds'), DEFAULT_SETTINGS.maxBackupAgeSeconds, 'maxBackupAgeSeconds', 60)!,
+    ingestTimeoutSeconds: int(c('ingestTimeoutSeconds'), DEFAULT_SETTINGS.ingestTimeoutSeconds, 'ingestTimeoutSeconds', 3)!,
+    scrubWorkerTimeoutSeconds: int(c('scrubWorkerTimeoutSeconds'), DEFAULT_SETTINGS.scrubWorkerTimeoutSeconds, 'scrubWorkerTimeoutSeconds', 3)!,
+    visibilityTimeoutFactor: int(c('visibilityTimeoutFactor'), DEFAULT_SETTINGS.visibilityTimeoutFactor, 'visibilityTimeoutFactor', 1)!,
   };
 }

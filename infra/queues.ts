@@ -4,8 +4,10 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
 export interface WorkQueueProps {
-  /** Timeout of the consuming function; the visibility timeout is 6x this (AWS guidance for SQS event sources). */
+  /** Timeout of the consuming function. */
   readonly consumerTimeout: Duration;
+  /** Visibility timeout = this x consumerTimeout (AWS recommends 6 for SQS event sources). */
+  readonly visibilityTimeoutFactor: number;
   /** Alarm when the oldest message waits longer than this. */
   readonly maxMessageAge: Duration;
   /** Receives before a message moves to the dead-letter queue. */
@@ -33,7 +35,7 @@ export class WorkQueue extends Construct {
     this.queue = new sqs.Queue(this, 'Queue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      visibilityTimeout: Duration.seconds(props.consumerTimeout.toSeconds() * 6),
+      visibilityTimeout: Duration.seconds(props.consumerTimeout.toSeconds() * props.visibilityTimeoutFactor),
       retentionPeriod: Duration.days(4),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: props.maxReceiveCount ?? 5 },
     });

@@ -14,10 +14,6 @@ export interface Backy2StackProps extends StackProps {
   readonly settings: Backy2Settings;
 }
 
-/** Timeouts; queue visibility timeouts derive from them. */
-const INGEST_TIMEOUT = Duration.seconds(60);
-const SCRUB_WORKER_TIMEOUT = Duration.minutes(5);
-
 /**
  * backy2, serverless: agents put encrypted blocks into the bucket, send block
  * records to the block queue and invoke `api` to start, commit and manage
@@ -45,6 +41,9 @@ export class Backy2Stack extends Stack {
     super(scope, id, { description: 'backy2, serverless: block-device backups in S3 with event-sourced metadata', ...props });
     const { settings } = props;
     const retain = settings.retain;
+    // Queue visibility timeouts derive from their consumers' timeouts.
+    const INGEST_TIMEOUT = Duration.seconds(settings.ingestTimeoutSeconds);
+    const SCRUB_WORKER_TIMEOUT = Duration.seconds(settings.scrubWorkerTimeoutSeconds);
 
     // --- where backups live
     this.storage = new Storage(this, 'Storage', { retain });
@@ -53,10 +52,12 @@ export class Backy2Stack extends Stack {
     // --- block records flow asynchronously; scrub work fans out
     this.blockRecords = new WorkQueue(this, 'BlockRecords', {
       consumerTimeout: INGEST_TIMEOUT,
+      visibilityTimeoutFactor: settings.visibilityTimeoutFactor,
       maxMessageAge: Duration.minutes(15),
     });
     this.scrubQueue = new WorkQueue(this, 'Scrub', {
       consumerTimeout: SCRUB_WORKER_TIMEOUT,
+      visibilityTimeoutFactor: settings.visibilityTimeoutFactor,
       maxMessageAge: Duration.hours(6),
     });
 
