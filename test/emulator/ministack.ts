@@ -35,6 +35,15 @@ async function installedVersion(): Promise<string | undefined> {
   }
 }
 
+async function runs(python: string): Promise<boolean> {
+  try {
+    await execFileP(python, ['-c', 'import sys']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function findPython(): Promise<string> {
   for (const candidate of [process.env.BACKY2_PYTHON, 'python3', 'python3.13', 'python3.12', 'python3.11', 'python3.10', 'python']) {
     if (!candidate) continue;
@@ -52,6 +61,11 @@ export async function install(log: (line: string) => void = () => {}): Promise<v
   const have = await installedVersion();
   if (have === MINISTACK_VERSION) return;
   const started = Date.now();
+  if (existsSync(venvPython()) && !(await runs(venvPython()))) {
+    // e.g. made by a Python that is gone: start over.
+    log(`${VENV_DIR} is broken; recreating it`);
+    rmSync(VENV_DIR, { recursive: true, force: true });
+  }
   if (!existsSync(venvPython())) {
     const python = await findPython();
     log(`creating ${VENV_DIR} with ${python}`);
@@ -137,6 +151,13 @@ export async function start(options: StartOptions = {}): Promise<RunningMiniStac
   const running: RunningMiniStack = { endpoint, port, logFile, process: child, stateDir };
   let exited: string | undefined;
   child.once('exit', (code, signal) => { exited = `exited with ${signal ?? code}`; });
+  // Should this process end without calling stop(), do not leave the emulator behind.
+  const killOnExit = (): void => {
+    try { if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+    rmSync(stateDir, { recursive: true, force: true });
+  };
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.removeListener('exit', killOnExit));
 
   const deadline = Date.now() + (options.timeoutSeconds ?? 60) * 1000;
   for (;;) {
