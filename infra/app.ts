@@ -7,7 +7,7 @@ import { Backy2Stack } from './stack.ts';
  * CDK app: `npx cdk deploy` (see cdk.json). Context keys (`-c key=value`) and
  * defaults are in config.ts: stackName (Backy2), retain (true),
  * scheduleRateMinutes (unset: production schedules), cleanupGraceSeconds
- * (3600), maxBackupAgeSeconds (86400), ingestTimeoutSeconds (60),
+ * (3600), maxBackupAgeSeconds (86400), minAgeDaysForRm (6), ingestTimeoutSeconds (60),
  * scrubWorkerTimeoutSeconds (300), visibilityTimeoutFactor (6).
  */
 export function buildApp(app: App = new App()): { app: App; stack: Backy2Stack } {

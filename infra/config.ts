@@ -22,6 +22,8 @@ export interface Backy2Settings {
   readonly cleanupGraceSeconds: number;
   /** A backup in progress older than this is failed (context `maxBackupAgeSeconds`, default 86400). */
   readonly maxBackupAgeSeconds: number;
+  /** `rm` refuses versions younger than this without --force, as backy2's disallow_rm_when_younger_than_days (context `minAgeDaysForRm`, default 6). */
+  readonly minAgeDaysForRm: number;
   /** Timeout of the ingest function (context `ingestTimeoutSeconds`, default 60). */
   readonly ingestTimeoutSeconds: number;
   /** Timeout of the scrub worker (context `scrubWorkerTimeoutSeconds`, default 300). */
@@ -41,6 +43,7 @@ export const DEFAULT_SETTINGS: Backy2Settings = {
   scheduleRateMinutes: undefined,
   cleanupGraceSeconds: 3600,
   maxBackupAgeSeconds: 86400,
+  minAgeDaysForRm: 6,
   ingestTimeoutSeconds: 60,
   scrubWorkerTimeoutSeconds: 300,
   visibilityTimeoutFactor: 6,
@@ -77,6 +80,7 @@ export function readSettings(node: Node): Backy2Settings {
     scheduleRateMinutes: int(c('scheduleRateMinutes'), undefined, 'scheduleRateMinutes', 1),
     cleanupGraceSeconds: int(c('cleanupGraceSeconds'), DEFAULT_SETTINGS.cleanupGraceSeconds, 'cleanupGraceSeconds', 0)!,
     maxBackupAgeSeconds: int(c('maxBackupAgeSeconds'), DEFAULT_SETTINGS.maxBackupAgeSeconds, 'maxBackupAgeSeconds', 60)!,
+    minAgeDaysForRm: int(c('minAgeDaysForRm'), DEFAULT_SETTINGS.minAgeDaysForRm, 'minAgeDaysForRm', 0)!,
     ingestTimeoutSeconds: int(c('ingestTimeoutSeconds'), DEFAULT_SETTINGS.ingestTimeoutSeconds, 'ingestTimeoutSeconds', 3)!,
     scrubWorkerTimeoutSeconds: int(c('scrubWorkerTimeoutSeconds'), DEFAULT_SETTINGS.scrubWorkerTimeoutSeconds, 'scrubWorkerTimeoutSeconds', 3)!,
     visibilityTimeoutFactor: int(c('visibilityTimeoutFactor'), DEFAULT_SETTINGS.visibilityTimeoutFactor, 'visibilityTimeoutFactor', 1)!,

@@ -69,6 +69,7 @@ export class Backy2Stack extends Stack {
       SCRUB_QUEUE_URL: this.scrubQueue.queue.queueUrl,
       CLEANUP_GRACE_SECONDS: String(settings.cleanupGraceSeconds),
       MAX_BACKUP_AGE_SECONDS: String(settings.maxBackupAgeSeconds),
+      MIN_AGE_DAYS_FOR_RM: String(settings.minAgeDaysForRm),
     };
     const fn = (id: string, entry: string, description: string, timeout: Duration, memorySize: number, extra: Record<string, string> = {}) =>
       new Handler(this, id, { entry, description, timeout, memorySize, environment: { ...environment, ...extra }, retain });

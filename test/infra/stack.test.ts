@@ -52,7 +52,7 @@ function managedPolicy(template: Template, id: 'AgentPolicy' | 'AdminPolicy'): u
   return (template.findResources('AWS::IAM::ManagedPolicy')[logicalId] as { Properties: { PolicyDocument: unknown } }).Properties.PolicyDocument;
 }
 
-const ENV_NAMES = ['BUCKET_NAME', 'EVENTS_TABLE', 'PROJECTIONS_TABLE', 'BLOCK_QUEUE_URL', 'SCRUB_QUEUE_URL', 'CLEANUP_GRACE_SECONDS', 'MAX_BACKUP_AGE_SECONDS'];
+const ENV_NAMES = ['BUCKET_NAME', 'EVENTS_TABLE', 'PROJECTIONS_TABLE', 'BLOCK_QUEUE_URL', 'SCRUB_QUEUE_URL', 'CLEANUP_GRACE_SECONDS', 'MAX_BACKUP_AGE_SECONDS', 'MIN_AGE_DAYS_FOR_RM'];
 const FUNCTIONS = ['Api', 'AdminApi', 'Ingest', 'ScrubPlanner', 'ScrubWorker', 'Cleanup', 'Retention'];
 
 describe('Backy2 stack (production defaults)', () => {
@@ -177,6 +177,7 @@ describe('Backy2 stack (production defaults)', () => {
       for (const name of ENV_NAMES) expect(vars, `${id} ${name}`).toHaveProperty(name);
       expect(vars.CLEANUP_GRACE_SECONDS).toBe('3600');
       expect(vars.MAX_BACKUP_AGE_SECONDS).toBe('86400');
+      expect(vars.MIN_AGE_DAYS_FOR_RM).toBe('6');
     }
     const api = logicalIdOf(template, 'AWS::Lambda::Function', '/Api/Function/Resource');
     const adminApi = logicalIdOf(template, 'AWS::Lambda::Function', '/AdminApi/Function/Resource');
