@@ -1,14 +1,12 @@
-// PLACEHOLDER (infra wiring): replaced by the real api handler over the shared core.
-// Answers every invocation with what it sees, so the stack's wiring can be tested.
 import middy from '@middy/core';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { handleApiRequest } from '../shared/app/api.ts';
+import { logger, policy, store } from './commons/deps.ts';
 
-const ENV_KEYS = ['BUCKET_NAME', 'EVENTS_TABLE', 'PROJECTIONS_TABLE', 'BLOCK_QUEUE_URL', 'SCRUB_QUEUE_URL',
-  'CLEANUP_GRACE_SECONDS', 'MAX_BACKUP_AGE_SECONDS', 'API_ROLE', 'AWS_REGION', 'AWS_ENDPOINT_URL', 'AWS_LAMBDA_FUNCTION_NAME'];
+/**
+ * Synchronous commands (start, commit, rm, protect, tags, expire, scrub verdicts, touch), invoked
+ * with IAM auth. Deployed twice: Api for agents, AdminApi (API_ROLE=admin) which may also force.
+ */
+const role = process.env['API_ROLE'] === 'admin' ? 'admin' : 'agent';
 
-export const handler = middy().handler(async (event: unknown) => ({
-  placeholder: 'api',
-  node: process.version,
-  arch: process.arch,
-  env: Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k] ?? null])),
-  event,
-}));
+export const handler = middy(async (request: unknown) => handleApiRequest(request, store, policy, role)).use(injectLambdaContext(logger));

@@ -1,16 +1,21 @@
-// PLACEHOLDER (infra wiring): replaced by the real cleanup handler over the shared core.
-// Records that it ran, with the event it was given.
 import middy from '@middy/core';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { z } from 'zod';
+import { runCleanup } from '../shared/app/cleanup.ts';
+import { Backy2Error } from '../shared/domain/errors.ts';
+import { blocks, cleanupGraceSeconds, logger, policy, store } from './commons/deps.ts';
 
-const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
+/** Two-phase cleanup on schedule; invoked with { force: true } (admin) it ignores the grace period. */
+const CleanupRequest = z.object({ force: z.boolean().default(false) });
 
-export const handler = middy().handler(async (event: unknown) => {
-  const at = new Date().toISOString();
-  await ddb.send(new PutCommand({
-    TableName: process.env.PROJECTIONS_TABLE,
-    Item: { pk: 'placeholder#cleanup', sk: at, event: JSON.stringify(event) },
-  }));
-  return { placeholder: 'cleanup', at };
-});
+export const handler = middy(async (event: unknown) => {
+  const isScheduled = typeof event === 'object' && event !== null && 'source' in event;
+  const { force } = CleanupRequest.parse(isScheduled ? {} : (event ?? {}));
+  try {
+    const report = await runCleanup(store, blocks, { force, graceSeconds: cleanupGraceSeconds, policy, concurrency: 16, log: (line) => logger.info(line) });
+    return { ok: true, report };
+  } catch (e) {
+    if (e instanceof Backy2Error) return { ok: false, exitCode: e.exitCode, message: e.message };
+    throw e;
+  }
+}).use(injectLambdaContext(logger));

@@ -1,16 +1,11 @@
-// PLACEHOLDER (infra wiring): replaced by the real retention handler over the shared core.
-// Records that it ran, with the event it was given.
 import middy from '@middy/core';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { runRetention } from '../shared/app/retention.ts';
+import { logger, policy, store } from './commons/deps.ts';
 
-const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
-
-export const handler = middy().handler(async (event: unknown) => {
-  const at = new Date().toISOString();
-  await ddb.send(new PutCommand({
-    TableName: process.env.PROJECTIONS_TABLE,
-    Item: { pk: 'placeholder#retention', sk: at, event: JSON.stringify(event) },
-  }));
-  return { placeholder: 'retention', at };
-});
+/** Scheduled: removes expired, unprotected versions (their blocks go at a later cleanup). */
+export const handler = middy(async () => {
+  const removed = await runRetention(store, policy);
+  logger.info('retention run', { removed });
+  return { removed };
+}).use(injectLambdaContext(logger));

@@ -1,19 +1,22 @@
-// PLACEHOLDER (infra wiring): replaced by the real scrub planner over the shared core.
-// Records that it ran and queues one message for the scrub worker.
 import middy from '@middy/core';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
-import { SQSClient, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
+import { planCloudScrub, ScrubRequestSchema, type ScrubBatch } from '../shared/app/cloud-scrub.ts';
+import { clients, logger, resources, scrubLedger, store } from './commons/deps.ts';
 
-const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
-const sqs = new SQSClient({});
+/** Plans a scrub (invoked for one version, or on schedule for all) and fans its batches out to the scrub queue. */
+const send = async (batches: ScrubBatch[]) => {
+  const out = await clients.sqs.send(
+    new SendMessageBatchCommand({ QueueUrl: resources.scrubQueueUrl, Entries: batches.map((b, i) => ({ Id: String(i), MessageBody: JSON.stringify(b) })) }),
+  );
+  if (out.Failed?.length) throw new Error(`Could not queue ${out.Failed.length} scrub batches: ${out.Failed[0]?.Message}`);
+};
 
-export const handler = middy().handler(async (event: unknown) => {
-  const at = new Date().toISOString();
-  await ddb.send(new PutCommand({
-    TableName: process.env.PROJECTIONS_TABLE,
-    Item: { pk: 'placeholder#scrub-planner', sk: at, event: JSON.stringify(event) },
-  }));
-  await sqs.send(new SendMessageCommand({ QueueUrl: process.env.SCRUB_QUEUE_URL, MessageBody: JSON.stringify({ plannedAt: at }) }));
-  return { placeholder: 'scrub-planner', at };
-});
+export const handler = middy(async (event: unknown) => {
+  // A scheduled invocation carries an EventBridge envelope: scrub every version at the scheduled percentage.
+  const isScheduled = typeof event === 'object' && event !== null && 'source' in event;
+  const request = ScrubRequestSchema.parse(isScheduled ? { percent: Number(process.env['SCRUB_PERCENT'] ?? 100) } : event);
+  const planned = await planCloudScrub(store, scrubLedger, send, request);
+  logger.info('scrub planned', { planned });
+  return { planned };
+}).use(injectLambdaContext(logger));

@@ -1,18 +1,14 @@
-// PLACEHOLDER (infra wiring): replaced by the real scrub worker over the shared core.
-// Records every scrub message it receives.
 import middy from '@middy/core';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
-import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { runScrubBatch, ScrubBatchSchema } from '../shared/app/cloud-scrub.ts';
+import { blocks, logger, policy, scrubLedger, store } from './commons/deps.ts';
 
-const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
+/** Verifies one batch of stored blocks without the key (existence, size, ciphertext checksum). */
+const processor = new BatchProcessor(EventType.SQS);
+const recordHandler = (record: SQSRecord) => runScrubBatch(ScrubBatchSchema.parse(JSON.parse(record.body)), store, blocks, scrubLedger, policy);
 
-export const handler = middy<SQSEvent, SQSBatchResponse>().handler(async (event) => {
-  for (const record of event.Records) {
-    await ddb.send(new PutCommand({
-      TableName: process.env.PROJECTIONS_TABLE,
-      Item: { pk: 'placeholder#scrub-worker', sk: record.messageId, body: record.body },
-    }));
-  }
-  return { batchItemFailures: [] };
-});
+export const handler = middy<SQSEvent, SQSBatchResponse>()
+  .use(injectLambdaContext(logger))
+  .handler((event: SQSEvent, context: Context) => processPartialResponse(event, recordHandler, processor, { context }));

@@ -21,7 +21,7 @@ import type { Log } from '../ui/log.ts';
 import { policyOf, type Backend } from './backend.ts';
 
 /** Stack outputs the agent needs; it learns every resource from them. */
-const REQUIRED_OUTPUTS = ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName'] as const;
+const REQUIRED_OUTPUTS = ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ApiFunctionName', 'AdminApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName'] as const;
 type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string>;
 
 /** Turns SDK failures into one clear line with the cloud exit code. */
@@ -84,7 +84,9 @@ export class CloudCatalog implements Catalog {
   }
 
   async execute(cmd: VersionCommand): Promise<Version> {
-    const answer = await invoke<{ version: Version }>(this.clients, this.outputs.ApiFunctionName, { kind: 'command', command: cmd });
+    // Forcing needs the admin api (AdminPolicy); everything else goes through the agent's api.
+    const fn = cmd.type === 'RemoveVersion' && cmd.force ? this.outputs.AdminApiFunctionName : this.outputs.ApiFunctionName;
+    const answer = await invoke<{ version: Version }>(this.clients, fn, { kind: 'command', command: cmd });
     return answer.version;
   }
 

@@ -56,7 +56,10 @@ export type ApiResponse =
   | { ok: true; version?: Version; touched?: Record<string, string> }
   | { ok: false; exitCode: number; message: string };
 
-export async function handleApiRequest(raw: unknown, store: MetadataStore, policy: Policy): Promise<ApiResponse> {
+/** The agent's api cannot force: a compromised host must not remove young versions (DESIGN: security model). */
+export type ApiRole = 'agent' | 'admin';
+
+export async function handleApiRequest(raw: unknown, store: MetadataStore, policy: Policy, role: ApiRole = 'admin'): Promise<ApiResponse> {
   const parsed = ApiRequestSchema.safeParse(raw);
   if (!parsed.success) return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}` };
   try {
@@ -64,7 +67,10 @@ export async function handleApiRequest(raw: unknown, store: MetadataStore, polic
       const results = await store.touchBlocks(parsed.data.blocks, new Date().toISOString());
       return { ok: true, touched: Object.fromEntries(results) };
     }
-    const version = await executeVersionCommand(store, parsed.data.command as VersionCommand, policy);
+    const command = parsed.data.command as VersionCommand;
+    if (role === 'agent' && command.type === 'RemoveVersion' && command.force)
+      return { ok: false, exitCode: ExitCode.refused, message: `rm --force of ${command.uid} needs the admin api (AdminPolicy)` };
+    const version = await executeVersionCommand(store, command, policy);
     return { ok: true, version };
   } catch (e) {
     if (e instanceof Backy2Error) return { ok: false, exitCode: e.exitCode, message: e.message };

@@ -74,3 +74,17 @@ describe('api core', () => {
     expect((await store.getVersion(future))?.status).toBe('committed');
   });
 });
+
+describe('api roles', () => {
+  it("the agent's api refuses rm --force; the admin api allows it", async () => {
+    const store = newStore();
+    const uid = randomUUID();
+    await handleApiRequest(startRequest(uid), store, policy, 'agent');
+    await ingestBlockRecord(record(uid), store);
+    await handleApiRequest({ kind: 'command', command: { type: 'CommitVersion', uid, stats } }, store, policy, 'agent');
+    const rm = { kind: 'command', command: { type: 'RemoveVersion', uid, force: true } };
+    expect(await handleApiRequest(rm, store, policy, 'agent')).toMatchObject({ ok: false, exitCode: 4 });
+    expect((await store.getVersion(uid))?.status).toBe('committed');
+    expect(await handleApiRequest(rm, store, policy, 'admin')).toMatchObject({ ok: true, version: { status: 'removed' } });
+  });
+});
