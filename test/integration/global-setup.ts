@@ -15,7 +15,7 @@
  * endpoint and the stack outputs with `testStack()` from ./context.ts.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, openSync, closeSync } from 'node:fs';
+import { mkdirSync, readFileSync, openSync, closeSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { install, start, stop, REPO_ROOT, TMP_DIR } from '../emulator/ministack.ts';
@@ -96,10 +96,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   delete env.AWS_PROFILE;
   delete env.NODE_OPTIONS;
 
-  mkdirSync(TMP_DIR, { recursive: true });
-  const outDir = path.join(TMP_DIR, `cdk.out.${stackName}`);
-  const outputsFile = path.join(TMP_DIR, `${stackName}.outputs.json`);
-  const logFile = path.join(TMP_DIR, `${stackName}.deploy.log`);
+  // One directory per run, so that two runs in one checkout do not share a cdk.out.
+  const runDir = path.join(TMP_DIR, `${stackName}-${ministack ? `ministack-${ministack.port}` : new URL(endpoint).host.replace(/[^A-Za-z0-9.-]/g, '_')}`);
+  rmSync(runDir, { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  const outDir = path.join(runDir, 'cdk.out');
+  const outputsFile = path.join(runDir, 'outputs.json');
+  const logFile = path.join(runDir, 'deploy.log');
   closeSync(openSync(logFile, 'w'));
   const contextArgs = Object.entries({ ...TEST_CONTEXT, stackName }).flatMap(([k, v]) => ['--context', `${k}=${v}`]);
   const common = ['--output', outDir, '--no-notices', '--no-version-reporting', ...contextArgs];
