@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
@@ -281,5 +281,38 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const noKey = await runCli(['-c', variant((t) => t.replace(/encryption_key: .*\n/, '')), 'ls'], dir, env());
     expect(noKey.code).toBe(1);
     expect(noKey.stderr).toMatch(/encryption_key .*is missing/);
+    const noCredentials: NodeJS.ProcessEnv = { ...env(), AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'), AWS_CONFIG_FILE: join(dir, 'none'), AWS_EC2_METADATA_DISABLED: 'true' };
+    delete noCredentials.AWS_ACCESS_KEY_ID;
+    delete noCredentials.AWS_SECRET_ACCESS_KEY;
+    const noCreds = await runCli(['-c', config, 'ls'], dir, noCredentials);
+    expect(noCreds.code).toBe(9);
+    expect(noCreds.stderr).toMatch(/credentials/i);
+  });
+
+  it('an S3 object that vanished: restore fails with exit 6 and leaves no target, scrub exits 20', async () => {
+    makeImage(join(dir, 'vanish.img'), ['r', 'r']);
+    const b = await cli('-m', 'backup', 'file://vanish.img', 'vanish');
+    expect(b.code, b.stderr).toBe(0);
+    const uid = b.stdout.trim().split('\n').pop()!;
+    const chunk = await ddb.send(new QueryCommand({ TableName: stack.outputs.ProjectionsTableName, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': `MAP#${uid}` } }));
+    const lastId = Buffer.from(chunk.Items![0]!['entries'] as Uint8Array).subarray(36, 68).toString('hex');
+    await s3.send(new DeleteObjectCommand({ Bucket: stack.outputs.BucketName, Key: `blocks/${lastId.slice(0, 2)}/${lastId.slice(2, 4)}/${lastId}` }));
+    const restore = await cli('restore', uid, 'file://vanished.img');
+    expect(restore.code).toBe(6);
+    expect(restore.stderr).toMatch(/missing from storage/);
+    expect(existsSync(join(dir, 'vanished.img'))).toBe(false);
+    const scrub = await cli('scrub', uid);
+    expect(scrub.code).toBe(20);
+    expect(scrub.stderr).toMatch(/Blob not found/);
+  });
+
+  it('the retention schedule removes an expired version by itself', async () => {
+    makeImage(join(dir, 'expired.img'), ['r']);
+    const b = await cli('-m', 'backup', '-e', '2020-01-01', 'file://expired.img', 'expired');
+    expect(b.code, b.stderr).toBe(0);
+    const uid = b.stdout.trim().split('\n').pop()!;
+    const expiredList = await cli('--json', 'ls', '-e');
+    expect(JSON.parse(expiredList.stdout).map((v: { uid: string }) => v.uid)).toContain(uid);
+    await eventually(async () => ((await lsJson()).some((v) => v.uid === uid) ? undefined : true), 180_000, 3000, 'the scheduled retention to remove the expired version');
   });
 });
