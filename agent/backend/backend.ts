@@ -13,8 +13,11 @@ export interface Backend {
   readonly catalog: Catalog;
   readonly blocks: BlockStore;
   readonly codec: BlockCodec;
-  /** Runs cleanup; `force` ignores the grace period under the repository lock. */
-  cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport>;
+  /**
+   * Runs cleanup; `force` ignores the grace period under the repository lock. The cloud backend
+   * invokes the cleanup function, or with `local` runs it on this host (needs AdminPolicy).
+   */
+  cleanup(force: boolean, log: (line: string) => void, local?: boolean): Promise<CleanupReport>;
   close(): Promise<void>;
 }
 

@@ -6,7 +6,7 @@ import { makeClients, type AwsClients } from '../../shared/adapters/aws/clients.
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
-import type { CleanupReport } from '../../shared/app/cleanup.ts';
+import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
 import type { BlockFailure } from '../../shared/app/scrub.ts';
 import { BlockCodec } from '../../shared/blocks/codec.ts';
 import { deriveKeys, parseMasterKey } from '../../shared/blocks/keys.ts';
@@ -145,8 +145,16 @@ export class CloudBackend implements Backend {
     this.codec = new BlockCodec(deriveKeys(masterKey), Math.max(config.blockSize, 4 * 1024 * 1024));
   }
 
-  /** Cleanup runs in the cloud: only the cleanup function may delete objects. */
-  async cleanup(force: boolean): Promise<CleanupReport> {
+  /** Cleanup runs in the cloud (only the cleanup function may delete objects), or locally with admin rights. */
+  async cleanup(force: boolean, log: (line: string) => void, local = false): Promise<CleanupReport> {
+    if (local) {
+      const store = new DynamoMetadataStore(this.clients.dynamo, { eventsTable: this.outputs.EventsTableName, projectionsTable: this.outputs.ProjectionsTableName });
+      try {
+        return await runCleanup(store, this.blocks, { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+      } catch (e) {
+        throw cloudError(e, 'local cleanup');
+      }
+    }
     const answer = await invoke<{ report: CleanupReport }>(this.clients, this.outputs.CleanupFunctionName, { force });
     return answer.report;
   }

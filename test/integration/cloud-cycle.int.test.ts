@@ -306,6 +306,19 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     expect(scrub.stderr).toMatch(/Blob not found/);
   });
 
+  it('cleanup can also run on the host (cleanup -f --local, admin credentials)', async () => {
+    const before = (await blockObjects()).length;
+    makeImage(join(dir, 'local-cleanup.img'), ['r', 'r', 'r']);
+    const b = await cli('-m', 'backup', 'file://local-cleanup.img', 'localcleanup');
+    expect(b.code, b.stderr).toBe(0);
+    const uid = b.stdout.trim().split('\n').pop()!;
+    expect((await blockObjects()).length - before).toBe(3);
+    expect((await cli('rm', '-f', uid)).code).toBe(0);
+    const cleanup = await cli('cleanup', '-f', '--local');
+    expect(cleanup.code, cleanup.stderr).toBe(0);
+    expect((await blockObjects()).length).toBe(before);
+  });
+
   it('the retention schedule removes an expired version by itself', async () => {
     makeImage(join(dir, 'expired.img'), ['r']);
     const b = await cli('-m', 'backup', '-e', '2020-01-01', 'file://expired.img', 'expired');
