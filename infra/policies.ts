@@ -29,6 +29,15 @@ export const AGENT_DYNAMODB_ACTIONS = [
   'dynamodb:DescribeTable',
 ];
 
+/** DynamoDB item writes given to admins (for `cleanup --local`); transactions are authorized per item action. */
+export const ADMIN_DYNAMODB_WRITE_ACTIONS = [
+  'dynamodb:PutItem',
+  'dynamodb:UpdateItem',
+  'dynamodb:DeleteItem',
+  'dynamodb:BatchWriteItem',
+  'dynamodb:ConditionCheckItem',
+];
+
 /**
  * The managed policies to attach to the IAM users or roles of source hosts
  * (`AgentPolicy`) and of operators (`AdminPolicy`).
@@ -93,13 +102,26 @@ export class AccessPolicies extends Construct {
     });
 
     this.adminPolicy = new iam.ManagedPolicy(this, 'AdminPolicy', {
-      description: `backy2 administrator (stack ${stack.stackName}): the agent's rights plus invoking every function (--force, retention, reprocessing) and redriving dead-letter queues.`,
+      description: `backy2 administrator (stack ${stack.stackName}): the agent's rights plus invoking every function (--force, retention, reprocessing), running cleanup locally (delete blocks/manifests, write metadata) and redriving dead-letter queues.`,
       statements: [
         ...agentStatements.map((s) => s.copy({ sid: `Agent${s.sid ?? ''}` })),
         new iam.PolicyStatement({
           sid: 'InvokeAllFunctions',
           actions: ['lambda:InvokeFunction'],
           resources: props.allFunctions.map((f) => f.functionArn),
+        }),
+        // `backy2 cleanup --local`: the cleanup, run on an admin's host, applies the same
+        // rules as the cleanup function and needs the same data rights. Still no purge,
+        // no bucket or table deletion, no wildcard action.
+        new iam.PolicyStatement({
+          sid: 'LocalCleanupDeleteObjects',
+          actions: ['s3:DeleteObject'],
+          resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*')],
+        }),
+        new iam.PolicyStatement({
+          sid: 'LocalCleanupWriteMetadata',
+          actions: ADMIN_DYNAMODB_WRITE_ACTIONS,
+          resources: tableArns,
         }),
         new iam.PolicyStatement({
           sid: 'RedriveDeadLetters',

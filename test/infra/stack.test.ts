@@ -5,7 +5,7 @@ import { App } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../infra/app.ts';
-import { AGENT_DYNAMODB_ACTIONS } from '../../infra/policies.ts';
+import { ADMIN_DYNAMODB_WRITE_ACTIONS, AGENT_DYNAMODB_ACTIONS } from '../../infra/policies.ts';
 import type { Backy2Stack } from '../../infra/stack.ts';
 
 type Json = Record<string, unknown>;
@@ -259,7 +259,7 @@ describe('Backy2 stack (production defaults)', () => {
     });
   });
 
-  it('AdminPolicy: the agent\'s rights plus invoking every function', () => {
+  it('AdminPolicy: the agent\'s rights plus invoking every function and running cleanup locally, still no purge or wildcard', () => {
     const agent = new Set(actionsOf(managedPolicy(template, 'AgentPolicy')));
     const adminDoc = managedPolicy(template, 'AdminPolicy');
     const admin = new Set(actionsOf(adminDoc));
@@ -267,6 +267,11 @@ describe('Backy2 stack (production defaults)', () => {
     const invoke = statements(adminDoc).filter((s) => s.Sid === 'InvokeAllFunctions');
     expect(asArray(invoke[0]?.Resource)).toHaveLength(FUNCTIONS.length);
     expect([...admin].filter((a) => a.includes('*'))).toEqual([]);
+    for (const a of ADMIN_DYNAMODB_WRITE_ACTIONS) expect(admin.has(a), a).toBe(true);
+    const deletes = statements(adminDoc).filter((s) => asArray(s.Action as string | string[]).includes('s3:DeleteObject'));
+    expect(deletes).toHaveLength(1);
+    expect(JSON.stringify(deletes[0]!.Resource)).toMatch(/\/blocks\/\*.*\/manifests\/\*/);
+    expect([...admin].filter((a) => /^(sqs:PurgeQueue|sqs:DeleteQueue|s3:DeleteBucket|dynamodb:DeleteTable|dynamodb:UpdateTable)$/.test(a))).toEqual([]);
   });
 
   it('cdk-nag AwsSolutions: no unsuppressed errors or warnings, and every suppression says why', () => {
