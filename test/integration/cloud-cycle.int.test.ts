@@ -125,9 +125,10 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     expect(rm.code, rm.stderr).toBe(0);
     expect((await lsJson()).some((v) => v.uid === uid)).toBe(false);
 
+    // The test stack's scheduled cleanup (every minute, 10 s grace) may delete some of them first.
     const cleanup = await cli('--json', 'cleanup', '-f');
     expect(cleanup.code, cleanup.stderr).toBe(0);
-    expect(JSON.parse(cleanup.stdout).deleted).toBeGreaterThanOrEqual(4);
+    expect(JSON.parse(cleanup.stdout)).toHaveProperty('deleted');
     expect((await blockObjects()).length).toBe(before);
   });
 

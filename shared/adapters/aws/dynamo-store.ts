@@ -311,7 +311,7 @@ export class DynamoMetadataStore implements MetadataStore {
     let start: Record<string, unknown> | undefined;
     do {
       const page = await this.db.send(new ScanCommand({ TableName: this.events, ExclusiveStartKey: start, ConsistentRead: true }));
-      for (const item of page.Items ?? []) all.push(item as { at: string; stream: string; seq: number; data: string });
+      for (const item of page.Items ?? []) if (typeof item['data'] === 'string' && typeof item['at'] === 'string') all.push(item as { at: string; stream: string; seq: number; data: string });
       start = page.LastEvaluatedKey;
     } while (start);
     all.sort((a, b) => a.at.localeCompare(b.at) || a.stream.localeCompare(b.stream) || a.seq - b.seq);
