@@ -89,10 +89,11 @@ export class EmbeddedBackend implements Backend {
     const store = this.catalog.store;
     const opts = { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log };
     if (!force) return runCleanup(store, this.blocks, opts);
-    // The lock makes backups that start meanwhile wait (EmbeddedCatalog.execute).
+    // The lock makes backups that start meanwhile wait (EmbeddedCatalog.execute), so objects of
+    // crashed backups that no index entry knows can go too.
     store.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force');
     try {
-      return await runCleanup(store, this.blocks, opts);
+      return await runCleanup(store, this.blocks, { ...opts, deleteOrphans: true });
     } finally {
       store.releaseLock(CLEANUP_LOCK);
     }

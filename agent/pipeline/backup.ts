@@ -89,7 +89,9 @@ async function backupBlocks(
   // Blocks in flight bound memory: each holds at most its plaintext and its encoded object.
   const inFlight = pLimit(config.simultaneousReads + config.simultaneousWrites + 2);
   const lookup = new BatchedBlockLookup(catalog.reader);
+  // Blocks seen recently in this run (bounded: older repeats fall back to the index lookup).
   const seenThisRun = new Map<BlockId, Promise<BlockOutcome>>();
+  const SEEN_LIMIT = 65_536;
   const packedMap: Buffer[] = [];
   const progress = startProgress('Backed up', version.blockCount, log, { bar: progressBar });
   let done = 0;
@@ -140,6 +142,7 @@ async function backupBlocks(
             else {
               const pending = storeBlock(data, id, newBlocks, baseChunk?.entries[i]?.id === id);
               seenThisRun.set(id, pending);
+              if (seenThisRun.size > SEEN_LIMIT) seenThisRun.delete(seenThisRun.keys().next().value!);
               outcome = await pending;
             }
           }

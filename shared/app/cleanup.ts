@@ -13,6 +13,11 @@ export interface CleanupOptions {
   graceSeconds: number;
   /** Ignore the grace period; refused while a (not stale) backup is in progress. */
   force: boolean;
+  /**
+   * Also delete stored objects the index does not know (left by crashed backups), as backy2's full
+   * cleanup. Only safe while no backup can start: the embedded backend holds its lock for it.
+   */
+  deleteOrphans?: boolean;
   policy: Policy;
   concurrency: number;
   now?: () => Date;
@@ -72,6 +77,28 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
     report.deletedBytes += claimed.reduce((sum, id) => sum + (sizes.get(id) ?? 0), 0);
     sizes.clear();
   }
+  if (opts.force && opts.deleteOrphans) {
+    const orphans = await findOrphans(store, blocks);
+    await Promise.all(orphans.map((key) => limit(() => blocks.delete(key))));
+    report.deleted += orphans.length;
+    if (orphans.length) log(`Deleted ${orphans.length} stored objects no index entry knows`);
+  }
   log(`Cleanup finished. ${report.marked} blocks marked unreferenced, ${report.deleted} blocks deleted (${report.deletedBytes} bytes).`);
   return report;
+}
+
+async function findOrphans(store: MetadataStore, blocks: BlockStore): Promise<string[]> {
+  const orphans: string[] = [];
+  let page: string[] = [];
+  const check = async () => {
+    const known = await store.getBlocks(page.map((key) => key.slice(key.lastIndexOf('/') + 1)));
+    orphans.push(...page.filter((key) => !known.has(key.slice(key.lastIndexOf('/') + 1))));
+    page = [];
+  };
+  for await (const key of blocks.list('blocks/')) {
+    page.push(key);
+    if (page.length === 1000) await check();
+  }
+  if (page.length) await check();
+  return orphans;
 }
