@@ -117,7 +117,7 @@ export class Backy2Stack extends Stack {
     bucket.grantRead(this.cleanup.fn);
     bucket.grantDelete(this.cleanup.fn);
 
-    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired, unprotected versions; fail stale backups', Duration.minutes(5), 512);
+    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired, unprotected versions', Duration.minutes(5), 512);
     eventsTable.grantReadWriteData(this.retention.fn);
     projectionsTable.grantReadWriteData(this.retention.fn);
 
