@@ -20,14 +20,29 @@ const intKey = (name: string, min: number, def: number) =>
       return n;
     });
 
+/** An integer key that may be absent (undefined), for keys read from more than one section. */
+const optionalIntKey = (name: string, min: number) =>
+  z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      if (s === undefined || s.trim() === '') return undefined;
+      const n = Number(s.trim());
+      if (!Number.isInteger(n) || n < min) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be an integer >= ${min}, got "${s}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
 const DefaultsSchema = z.object({
   block_size: intKey('block_size', 4096, 4 * 1024 * 1024).refine((n) => n % 4096 === 0 && n <= 64 * 1024 * 1024, {
     message: 'block_size must be a multiple of 4096 and at most 64 MiB',
   }),
   encryption_key: z.string().optional(),
   disallow_rm_when_younger_than_days: intKey('disallow_rm_when_younger_than_days', 0, 6),
-  simultaneous_reads: intKey('simultaneous_reads', 1, 4),
-  simultaneous_writes: intKey('simultaneous_writes', 1, 4),
+  simultaneous_reads: optionalIntKey('simultaneous_reads', 1),
+  simultaneous_writes: optionalIntKey('simultaneous_writes', 1),
   lock_dir: z.string().optional(),
   cleanup_grace_seconds: intKey('cleanup_grace_seconds', 0, 3600),
   max_backup_age_seconds: intKey('max_backup_age_seconds', 60, 86400),
@@ -45,6 +60,9 @@ const DataSchema = z.object({
     .enum(['file', 'backy2.data_backends.file'], { message: 'type must be "file" (or backy2.data_backends.file)' })
     .optional(),
   path: z.string().optional(),
+  // backy2's shipped config sets the parallelism here; [DEFAULTS] wins when both do.
+  simultaneous_reads: optionalIntKey('simultaneous_reads', 1),
+  simultaneous_writes: optionalIntKey('simultaneous_writes', 1),
 });
 
 const AwsSchema = z.object({
@@ -97,8 +115,8 @@ export function parseConfig(text: string, source: string): Config {
     blockSize: defaults.block_size,
     encryptionKeyHex: defaults.encryption_key,
     minAgeDaysForRm: defaults.disallow_rm_when_younger_than_days,
-    simultaneousReads: defaults.simultaneous_reads,
-    simultaneousWrites: defaults.simultaneous_writes,
+    simultaneousReads: defaults.simultaneous_reads ?? data.simultaneous_reads ?? 4,
+    simultaneousWrites: defaults.simultaneous_writes ?? data.simultaneous_writes ?? 4,
     lockDir: defaults.lock_dir,
     cleanupGraceSeconds: defaults.cleanup_grace_seconds,
     maxBackupAgeSeconds: defaults.max_backup_age_seconds,

@@ -22,6 +22,7 @@ export function parseIni(text: string, source: string): IniSections {
       return;
     }
     const kv = /^([^:=]+?)\s*[:=]\s*(.*)$/.exec(line);
+    if (kv && !current) throw new Error(`${source} line ${i + 1}: "${kv[1]!.trim()}" appears before any [section]`);
     if (!kv || !current) throw new Error(`${source} line ${i + 1}: expected [section] or key: value, got "${line.trim()}"`);
     lastKey = kv[1]!.trim().toLowerCase();
     current[lastKey] = kv[2]!.replace(/\s+[#;].*$/, '');
