@@ -16,6 +16,8 @@ import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { policyOf, type Backend } from './backend.ts';
 
 export const CLEANUP_LOCK = 'cleanup-force';
+/** Held by every cleanup run; backups do not wait for it. */
+export const CLEANUP_RUN_LOCK = 'cleanup';
 
 /** Embedded catalog: the shared command handlers called in-process against SQLite. */
 export class EmbeddedCatalog implements Catalog {
@@ -88,14 +90,21 @@ export class EmbeddedBackend implements Backend {
   async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
     const store = this.catalog.store;
     const opts = { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log };
-    if (!force) return runCleanup(store, this.blocks, opts);
-    // The lock makes backups that start meanwhile wait (EmbeddedCatalog.execute), so objects of
-    // crashed backups that no index entry knows can go too.
-    store.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force');
+    // One cleanup at a time (as backy2's cleanup lock): a second run would delete blocks the first
+    // claimed a second time, possibly after a backup uploaded one of them anew in between.
+    store.acquireLock(CLEANUP_RUN_LOCK, force ? 'backy2 cleanup --force' : 'backy2 cleanup');
     try {
-      return await runCleanup(store, this.blocks, { ...opts, deleteOrphans: true });
+      if (!force) return await runCleanup(store, this.blocks, opts);
+      // The lock makes backups that start meanwhile wait (EmbeddedCatalog.execute), so objects of
+      // crashed backups that no index entry knows can go too.
+      store.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force');
+      try {
+        return await runCleanup(store, this.blocks, { ...opts, deleteOrphans: true });
+      } finally {
+        store.releaseLock(CLEANUP_LOCK);
+      }
     } finally {
-      store.releaseLock(CLEANUP_LOCK);
+      store.releaseLock(CLEANUP_RUN_LOCK);
     }
   }
 

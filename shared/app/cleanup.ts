@@ -1,5 +1,5 @@
 import pLimit from 'p-limit';
-import { blockKey } from '../blocks/codec.ts';
+import { blockKey, storedChecksum } from '../blocks/codec.ts';
 import { holdsBlocks, isStalePending, planCleanup } from '../domain/cleanup.ts';
 import type { Policy } from '../domain/version.ts';
 import type { BlockIndexEntry } from '../domain/types.ts';
@@ -61,17 +61,32 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
 
   const sizes = new Map<string, number>();
   const limit = pLimit(opts.concurrency);
+  const known = new Set(versions.map((v) => v.uid));
   for await (const page of store.scanBlocks()) {
-    const plan = planCleanup(page, referenced, oldestPendingStart, now(), graceSeconds);
+    const markedAt = now();
+    const plan = planCleanup(page, referenced, oldestPendingStart, markedAt, graceSeconds);
     page.forEach((e: BlockIndexEntry) => sizes.set(e.id, e.storedSize));
-    await store.markUnreferenced(plan.mark, now().toISOString());
+    await store.markUnreferenced(plan.mark, markedAt.toISOString());
+    const markWritten = now().getTime();
     await store.unmark(plan.unmark, now().toISOString());
     report.marked += plan.mark.length;
     report.unmarked += plan.unmark.length;
-    const claimed = [...plan.resumeDeletion, ...(await store.claimForDeletion(plan.claim, now().toISOString()))];
+    // A backup that started after the versions were listed is not in `referenced`, and may have
+    // found a block live until this run's mark was written: such a block is not claimed. With a
+    // grace period longer than a backup this never bites; with grace 0 (cleanup -f, or
+    // cleanup_grace_seconds 0) it is what keeps the invariant.
+    const claims = plan.claim.length ? await withoutLateStarters(store, known, plan.claim, new Set(plan.mark), markWritten) : [];
+    const fresh = await store.claimForDeletion(claims, now().toISOString());
+    const claimed = [...plan.resumeDeletion, ...fresh];
     // Objects go first, index entries after: a crash in between leaves entries still claimed,
-    // and the next run finishes them.
-    await Promise.all(claimed.map((id) => limit(() => blocks.delete(blockKey(id)))));
+    // and the next run finishes them. A resumed deletion first checks that the object is still
+    // the one the entry describes: after the crash, a backup may have uploaded the block anew
+    // (its record, not yet projected, will re-create the entry).
+    const entries = new Map(page.map((e) => [e.id, e]));
+    await Promise.all([
+      ...fresh.map((id) => limit(() => blocks.delete(blockKey(id)))),
+      ...plan.resumeDeletion.map((id) => limit(() => deleteIfIndexed(blocks, entries.get(id)!))),
+    ]);
     await store.removeBlocks(claimed, now().toISOString());
     report.deleted += claimed.length;
     report.deletedBytes += claimed.reduce((sum, id) => sum + (sizes.get(id) ?? 0), 0);
@@ -101,4 +116,31 @@ async function findOrphans(store: MetadataStore, blocks: BlockStore): Promise<st
   }
   if (page.length) await check();
   return orphans;
+}
+
+/**
+ * Drops claims of blocks that a backup unknown to this run (started after the listing), or one
+ * still in progress, may have relied on: those marked after it started. A mark made by this run
+ * counts from when its write completed, since until then a lookup still found the block live.
+ */
+async function withoutLateStarters(
+  store: MetadataStore,
+  known: Set<string>,
+  claims: { id: string; markedAt: string }[],
+  markedNow: Set<string>,
+  markWritten: number,
+): Promise<{ id: string; markedAt: string }[]> {
+  const starts = (await store.listVersions())
+    .filter((v) => v.status === 'pending' || (!known.has(v.uid) && holdsBlocks(v)))
+    .map((v) => Date.parse(v.date));
+  if (!starts.length) return claims;
+  const cutoff = Math.min(...starts);
+  return claims.filter((c) => (markedNow.has(c.id) ? markWritten : Date.parse(c.markedAt)) < cutoff);
+}
+
+/** Deletes a block's object only if it is the one its index entry was made for (same checksum). */
+async function deleteIfIndexed(blocks: BlockStore, entry: BlockIndexEntry): Promise<void> {
+  const key = blockKey(entry.id);
+  const stored = await blocks.get(key);
+  if (stored !== null && storedChecksum(stored) === entry.checksum) await blocks.delete(key);
 }

@@ -166,7 +166,9 @@ export class SqliteMetadataStore implements MetadataStore {
           `INSERT INTO blocks (id, stored_size, checksum, created_at, unreferenced_since, deleting, valid) VALUES (?, ?, ?, ?, NULL, 0, 1)
            ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, checksum = excluded.checksum, valid = 1, deleting = 0, unreferenced_since = NULL`,
         );
-        for (const b of event.newBlocks) insertBlock.run(b.id, b.storedSize, b.checksum, event.at);
+        // Only a backup still in progress vouches for its uploads: the record of one already removed
+        // or failed may arrive after a cleanup deleted its objects, and must not make them look live.
+        if (this.readVersion(event.uid)?.status === 'pending') for (const b of event.newBlocks) insertBlock.run(b.id, b.storedSize, b.checksum, event.at);
         db.prepare('INSERT OR REPLACE INTO map_chunks (uid, chunk, entries, same_uid, same_chunk) VALUES (?, ?, ?, ?, ?)').run(
           event.uid,
           event.chunk,
