@@ -113,7 +113,10 @@ export class DynamoMetadataStore implements MetadataStore {
   async recordChunk(event: EventOf<'BlocksRecorded'>): Promise<boolean> {
     // 1. index entries of new blocks (idempotent; a new upload also revives a claimed entry,
     //    whose old object the claiming cleanup has already deleted),
-    for (const b of event.newBlocks) await this.upsertNewBlock(b, event.at);
+    //    but only while the backup is in progress: the late record of a removed or failed one may
+    //    arrive after a cleanup deleted its objects, and must not make them look live,
+    if (event.newBlocks.length && (await this.getVersion(event.uid))?.status === 'pending')
+      for (const b of event.newBlocks) await this.upsertNewBlock(b, event.at);
     // 2. the chunk itself (idempotent),
     await this.db.send(
       new PutCommand({
