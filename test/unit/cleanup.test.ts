@@ -186,6 +186,17 @@ describe('runCleanup against SQLite and a block directory', () => {
     expect(await repo.storedBlocks()).toEqual([]);
   });
 
+  it('grace 0 deletes in one run even when the clock moves between marking and claiming', async () => {
+    repo = makeRepo();
+    const a = await repo.backup(patternImage([1, 2, 3]), 'a');
+    await executeVersionCommand(repo.store, { type: 'RemoveVersion', uid: a, force: true }, repo.backend.policy);
+    let t = Date.now() + 1000;
+    const ticking = () => new Date((t += 7));
+    const report = await runCleanup(repo.store, repo.backend.blocks, opts({ force: true, now: ticking }));
+    expect(report).toMatchObject({ marked: 3, deleted: 3 });
+    expect(await repo.storedBlocks()).toEqual([]);
+  });
+
   it('blocks recorded by a backup in progress are kept, and so are blocks marked after it started', async () => {
     repo = makeRepo();
     const a = await repo.backup(patternImage([1, 2]), 'a');
