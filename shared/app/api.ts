@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
 import type { Policy, VersionCommand } from '../domain/version.ts';
-import { StoredBlockSchema, VersionStatsSchema } from '../domain/events.ts';
+import { StoredBlockSchema, VersionStarted, VersionStatsSchema } from '../domain/events.ts';
 import type { Version } from '../domain/types.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
@@ -16,19 +16,7 @@ const tags = z.array(z.string().min(1).max(255)).max(100);
 const instant = z.string().datetime({ offset: true });
 
 export const VersionCommandSchema = z.discriminatedUnion('type', [
-  z.object({
-    type: z.literal('StartVersion'),
-    uid,
-    name: z.string().min(1).max(255),
-    snapshotName: z.string().max(255),
-    sizeBytes: z.number().int().nonnegative(),
-    blockSize: z.number().int().positive(),
-    chunkEntries: z.number().int().positive(),
-    baseUid: uid.nullable(),
-    tags,
-    expire: instant.nullable(),
-    host: z.string(),
-  }),
+  VersionStarted.omit({ type: true, v: true, at: true }).extend({ type: z.literal('StartVersion') }),
   z.object({ type: z.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
   z.object({ type: z.literal('FailVersion'), uid, reason: z.string() }),
   z.object({ type: z.literal('RemoveVersion'), uid, force: z.boolean() }),

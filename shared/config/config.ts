@@ -6,20 +6,6 @@ import { usageError } from '../domain/errors.ts';
  * backy2's config keys where they apply, validated with a schema so a malformed config
  * is one clear line naming the key. `[aws]` selects the serverless backend.
  */
-const intKey = (name: string, min: number, def: number) =>
-  z
-    .string()
-    .optional()
-    .transform((s, ctx) => {
-      if (s === undefined || s.trim() === '') return def;
-      const n = Number(s.trim());
-      if (!Number.isInteger(n) || n < min) {
-        ctx.addIssue({ code: 'custom', message: `${name} must be an integer >= ${min}, got "${s}"` });
-        return z.NEVER;
-      }
-      return n;
-    });
-
 /** An integer key that may be absent (undefined), for keys read from more than one section. */
 const optionalIntKey = (name: string, min: number) =>
   z
@@ -34,6 +20,8 @@ const optionalIntKey = (name: string, min: number) =>
       }
       return n;
     });
+
+const intKey = (name: string, min: number, def: number) => optionalIntKey(name, min).transform((n) => n ?? def);
 
 const DefaultsSchema = z.object({
   block_size: intKey('block_size', 4096, 4 * 1024 * 1024).refine((n) => n % 4096 === 0 && n <= 64 * 1024 * 1024, {
