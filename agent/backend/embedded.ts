@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
@@ -83,8 +84,9 @@ export class EmbeddedBackend implements Backend {
     mkdirSync(paths.dataPath, { recursive: true });
     this.blocks = new DirBlockStore(paths.dataPath);
     const keys = deriveKeys(masterKey);
-    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024));
     checkKeyId(store, keys.keyId.toString('hex'));
+    // Hashing, compression and encryption on worker threads, one per core.
+    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
   }
 
   async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
@@ -109,6 +111,7 @@ export class EmbeddedBackend implements Backend {
   }
 
   async close(): Promise<void> {
+    await this.codec.close();
     await this.catalog.close();
   }
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
-import { blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
+import { blockKey } from '../../shared/blocks/codec.ts';
 import { blockLength, chunkLength, DEFAULT_CHUNK_ENTRIES, packChunk } from '../../shared/domain/blockmap.ts';
 import { Backy2Error, ExitCode, storageError } from '../../shared/domain/errors.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
@@ -102,8 +102,9 @@ async function backupBlocks(
     if (sameAsBase) return 'dedup';
     const entry = await lookup.get(id);
     if (isLiveEntry(entry)) return 'dedup';
-    const body = await codec.encode(data, id);
-    const stored: StoredBlock = { id, storedSize: body.length, checksum: storedChecksum(body) };
+    // The plaintext is not needed after this: hand it to the codec (no copy to its worker).
+    const { stored: body, checksum } = await codec.encodeForUpload(data, id, true);
+    const stored: StoredBlock = { id, storedSize: body.length, checksum };
     const key = blockKey(id);
     if (entry && !entry.valid && !entry.deleting) {
       // A scrub found the stored copy bad: replace it with this good one.
@@ -128,7 +129,7 @@ async function backupBlocks(
         inFlight(async () => {
           const idx = first + i;
           const length = blockLength(idx, source.size, version.blockSize);
-          const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length));
+          let data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length));
           if (data.length !== length)
             throw new Backy2Error(ExitCode.sourceMismatch, `Source ${sourceUrl} shrank during backup: block ${idx} returned ${data.length} of ${length} bytes`);
           stats.bytesRead += length;
@@ -136,7 +137,7 @@ async function backupBlocks(
           let id: BlockId | null = null;
           if (codec.isZero(data)) outcome = 'sparse';
           else {
-            id = await codec.blockId(data);
+            ({ id, plaintext: data } = await codec.blockIdOf(data));
             const known = seenThisRun.get(id);
             if (known) outcome = (await known) === 'sparse' ? 'sparse' : 'dedup';
             else {

@@ -90,7 +90,7 @@ async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
   });
   if (stored === null) throw storageError(`Block ${ref.id} (block ${ref.idx}) is missing from storage`);
   try {
-    const plain = await backend.codec.decode(stored, ref.id!);
+    const plain = await backend.codec.decode(stored, ref.id!, true);
     if (plain.length !== ref.length) throw integrityError(`Block ${ref.id} (block ${ref.idx}) has ${plain.length} bytes, expected ${ref.length}`);
     return plain;
   } catch (e) {

@@ -1,39 +1,54 @@
-import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { promisify } from 'node:util';
-import { constants, zstdCompress, zstdDecompress } from 'node:zlib';
+import { zstdCompress, zstdDecompress } from 'node:zlib';
 import type { RepositoryKeys } from './keys.ts';
 import type { BlockId } from '../domain/types.ts';
+import { CodecPool } from './codec-pool.ts';
+import type { CodecResponse } from './codec-worker.ts';
+import { aad, checkHeader, COMPRESSION, compressionSample, HEADER_BYTES, newHeader, sampleSaysCompress, zstdOptions } from './codec-sync.ts';
 
 /**
  * The stored form of a block:
  *   header = magic "BK2B" | format u8 | compression u8 | key id (8) | nonce (12)   (26 bytes)
  *   body   = AES-256-GCM(zstd(plaintext) or plaintext), tag appended, AAD = header ‖ block id
- * Hashing, compression and encryption all run on libuv's thread pool (WebCrypto and async
- * zlib), so blocks in flight spread over the cores without a worker pool.
+ * A large block is compressed only if a sample of it compresses (codec-sync.ts).
+ *
+ * Two implementations of the one format: with `workers`, each block's work runs start to finish
+ * on a worker thread (codec-pool.ts, the agent's pipelines); without, on libuv's thread pool
+ * through WebCrypto and async zlib (the cloud functions, which bundle no worker file).
  */
-const MAGIC = Buffer.from('BK2B');
-const FORMAT = 1;
-export const HEADER_BYTES = 26;
-const enum_ = { none: 0, zstd: 1 } as const;
-
 const compress = promisify(zstdCompress);
 const decompress = promisify(zstdDecompress);
 const subtle = webcrypto.subtle;
 
+export { HEADER_BYTES };
+
 export class BlockFormatError extends Error {}
 export class WrongKeyError extends Error {}
+
+export interface CodecOptions {
+  /** Worker threads to run the codec on; 0 (default): WebCrypto and async zlib on libuv's pool. */
+  workers?: number;
+}
 
 export class BlockCodec {
   readonly keys: RepositoryKeys;
   private readonly aesKey: Promise<webcrypto.CryptoKey>;
   private readonly hmacKey: Promise<webcrypto.CryptoKey>;
   private readonly zeros: Buffer;
+  private readonly pool: CodecPool | null;
 
-  constructor(keys: RepositoryKeys, maxBlockSize: number) {
+  constructor(keys: RepositoryKeys, maxBlockSize: number, opts: CodecOptions = {}) {
     this.keys = keys;
     this.aesKey = subtle.importKey('raw', keys.encryptionKey, 'AES-GCM', false, ['encrypt', 'decrypt']);
     this.hmacKey = subtle.importKey('raw', keys.dedupKey, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
     this.zeros = Buffer.alloc(maxBlockSize);
+    this.pool = opts.workers ? new CodecPool(keys, maxBlockSize, opts.workers) : null;
+  }
+
+  /** Worker threads in use (0: none). */
+  get workers(): number {
+    return this.pool?.size ?? 0;
   }
 
   isZero(block: Buffer): boolean {
@@ -43,36 +58,63 @@ export class BlockCodec {
   }
 
   async blockId(plaintext: Buffer): Promise<BlockId> {
+    if (this.pool) return unwrap(await this.pool.run('id', plaintext)).id!;
     const mac = await subtle.sign('HMAC', await this.hmacKey, plaintext);
     return Buffer.from(mac).toString('hex');
   }
 
+  /**
+   * The block id, for a caller that hands its buffer over: with workers it travels to a worker
+   * and back without a copy, and the caller continues with the returned buffer (same bytes).
+   */
+  async blockIdOf(plaintext: Buffer): Promise<{ id: BlockId; plaintext: Buffer }> {
+    if (!this.pool) return { id: await this.blockId(plaintext), plaintext };
+    const res = unwrap(await this.pool.run('id', plaintext, undefined, true));
+    return { id: res.id!, plaintext: asBuffer(res.data!) };
+  }
+
   async encode(plaintext: Buffer, id: BlockId): Promise<Buffer> {
-    const packed = await compress(plaintext, { params: { [constants.ZSTD_c_compressionLevel]: 1 } });
-    const useZstd = packed.length < plaintext.length;
-    const header = Buffer.alloc(HEADER_BYTES);
-    MAGIC.copy(header, 0);
-    header.writeUInt8(FORMAT, 4);
-    header.writeUInt8(useZstd ? enum_.zstd : enum_.none, 5);
-    this.keys.keyId.copy(header, 6);
-    randomBytes(12).copy(header, 14);
+    return (await this.encodeForUpload(plaintext, id)).stored;
+  }
+
+  /**
+   * The stored object and its checksum (sha256 hex, recorded in the index for key-less scrubs).
+   * With `give`, the caller gives up `plaintext` (it may be moved to a worker without a copy).
+   */
+  async encodeForUpload(plaintext: Buffer, id: BlockId, give = false): Promise<{ stored: Buffer; checksum: string }> {
+    if (this.pool) {
+      const res = unwrap(await this.pool.run('encode', plaintext, id, give));
+      return { stored: asBuffer(res.data!), checksum: res.checksum! };
+    }
+    // A block whose sample does not compress (random, already compressed or encrypted data) is
+    // stored raw without the attempt, which costs as much as AES-GCM on such data.
+    const sample = compressionSample(plaintext);
+    const tryIt = sample === null || sampleSaysCompress(sample, await compress(sample, zstdOptions(sample.length)));
+    const packed = tryIt ? await compress(plaintext, zstdOptions(plaintext.length)) : null;
+    const useZstd = packed !== null && packed.length < plaintext.length;
+    const header = newHeader(this.keys.keyId, useZstd);
     const body = await subtle.encrypt(
       { name: 'AES-GCM', iv: header.subarray(14, 26), additionalData: aad(header, id) },
       await this.aesKey,
-      useZstd ? packed : plaintext,
+      useZstd ? packed! : plaintext,
     );
-    return Buffer.concat([header, Buffer.from(body)]);
+    const stored = Buffer.concat([header, Buffer.from(body)]);
+    return { stored, checksum: await storedChecksumAsync(stored) };
   }
 
-  /** Decrypts, decompresses and proves the plaintext hashes to `id`; throws otherwise. */
-  async decode(stored: Buffer, id: BlockId): Promise<Buffer> {
-    if (stored.length < HEADER_BYTES + 16 || !stored.subarray(0, 4).equals(MAGIC))
-      throw new BlockFormatError(`block ${id} is not a backy2 block object (${stored.length} bytes)`);
+  /**
+   * Decrypts, decompresses and proves the plaintext hashes to `id`; throws otherwise. With
+   * `give`, the caller gives up `stored` (it may be moved to a worker without a copy).
+   */
+  async decode(stored: Buffer, id: BlockId, give = false): Promise<Buffer> {
+    if (this.pool) {
+      const res = await this.pool.run('decode', stored, id, give);
+      if (!res.ok && res.failure) throw res.failure.kind === 'wrongKey' ? new WrongKeyError(res.failure.message) : new BlockFormatError(res.failure.message);
+      return asBuffer(unwrap(res).data!);
+    }
+    const bad = checkHeader(stored, id, this.keys.keyId);
+    if (bad) throw bad.kind === 'wrongKey' ? new WrongKeyError(bad.message) : new BlockFormatError(bad.message);
     const header = stored.subarray(0, HEADER_BYTES);
-    if (header.readUInt8(4) !== FORMAT) throw new BlockFormatError(`block ${id} has unknown format ${header.readUInt8(4)}`);
-    const keyId = header.subarray(6, 14);
-    if (!keyId.equals(this.keys.keyId))
-      throw new WrongKeyError(`block ${id} was written with key id ${keyId.toString('hex')}, but the configured key has id ${this.keys.keyId.toString('hex')}: wrong encryption_key?`);
     let body: Buffer;
     try {
       body = Buffer.from(
@@ -85,16 +127,36 @@ export class BlockCodec {
     } catch {
       throw new BlockFormatError(`block ${id} failed authentication (altered or truncated object)`);
     }
-    const plaintext = header.readUInt8(5) === enum_.zstd ? await decompress(body) : body;
+    let plaintext = body;
+    if (header.readUInt8(5) === COMPRESSION.zstd) {
+      try {
+        plaintext = await decompress(body, { chunkSize: Math.min(this.zeros.length, Math.max(64 * 1024, body.length * 16)) });
+      } catch (e) {
+        throw new BlockFormatError(`block ${id} does not decompress: ${(e as Error).message}`);
+      }
+    }
     if ((await this.blockId(plaintext)) !== id) throw new BlockFormatError(`block ${id} decrypted to data with a different block id`);
     return plaintext;
   }
+
+  /** Stops the worker threads, if any. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
 }
 
-const aad = (header: Buffer, id: BlockId) => Buffer.concat([header, Buffer.from(id, 'hex')]);
+function unwrap(res: CodecResponse): Extract<CodecResponse, { ok: true }> {
+  if (res.ok) return res;
+  throw new Error(res.failure?.message ?? `codec worker failed: ${res.error}`);
+}
+
+const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 /** Checksum of the stored object, recorded at upload so scrubs without the key can verify it. */
 export const storedChecksum = (stored: Buffer) => createHash('sha256').update(stored).digest('hex');
+
+/** The same checksum, computed on the thread pool (the backup pipeline's main thread has enough to do). */
+export const storedChecksumAsync = async (stored: Buffer) => Buffer.from(await subtle.digest('SHA-256', stored)).toString('hex');
 
 /** Object key of a block: spread over prefixes. */
 export const blockKey = (id: BlockId) => `blocks/${id.slice(0, 2)}/${id.slice(2, 4)}/${id}`;

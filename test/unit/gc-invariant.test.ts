@@ -219,6 +219,7 @@ async function runScenario(repo: TestRepo, ops: Op[], seed: number): Promise<{ c
     ),
   );
   await catalog.flush();
+  await slow.codec.close();
   stats.duplicates = catalog.duplicates;
   const committed = new Map<string, Buffer>();
   for (const v of await repo.store.listVersions()) {

@@ -82,6 +82,7 @@ export function makeRepo(opts: { blockSize?: number; graceSeconds?: number; minA
     },
     storedBlocks: () => listFiles(join(dataPath, 'blocks')),
     close() {
+      void backend.codec.close();
       store.close();
       rmSync(dir, { recursive: true, force: true });
     },

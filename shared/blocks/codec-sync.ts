@@ -1,0 +1,122 @@
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import type { BlockId } from '../domain/types.ts';
+
+/**
+ * The block format of codec.ts, implemented with node:crypto and node:zlib's synchronous calls:
+ * what the codec's worker threads run (one block start to finish on one thread, no hops, no
+ * copies between them). Byte for byte the same format as the WebCrypto path; the tests encode
+ * with one and decode with the other.
+ */
+export const MAGIC = Buffer.from('BK2B');
+export const FORMAT = 1;
+export const HEADER_BYTES = 26;
+export const COMPRESSION = { none: 0, zstd: 1 } as const;
+
+/** Sampling before compressing: SAMPLES slices of SAMPLE_BYTES, spread over a large block. */
+const SAMPLES = 4;
+const SAMPLE_BYTES = 16 * 1024;
+
+export interface SyncKeys {
+  keyId: Buffer;
+  encryptionKey: Buffer;
+  dedupKey: Buffer;
+}
+
+export type DecodeFailure = { kind: 'format' | 'wrongKey'; message: string };
+
+/**
+ * zstd level 1, with zlib's output chunk as large as the input: the default 16 KiB chunk costs a
+ * round trip between the thread pool and the main thread (and a copy) per 16 KiB.
+ */
+export const zstdOptions = (inputLength: number) => ({
+  chunkSize: Math.max(64 * 1024, inputLength),
+  params: { [constants.ZSTD_c_compressionLevel]: 1 },
+});
+
+/** The slices a large block's compressibility is judged by; null: too small to sample, just try. */
+export function compressionSample(plaintext: Buffer): Buffer | null {
+  if (plaintext.length < SAMPLES * SAMPLE_BYTES * 4) return null;
+  const stride = Math.floor((plaintext.length - SAMPLE_BYTES) / (SAMPLES - 1));
+  return Buffer.concat(Array.from({ length: SAMPLES }, (_, i) => plaintext.subarray(i * stride, i * stride + SAMPLE_BYTES)));
+}
+
+/** A sample that shrinks by less than 3 % says the whole block would not shrink either. */
+export const sampleSaysCompress = (sample: Buffer, packed: Buffer) => packed.length < sample.length * 0.97;
+
+export function newHeader(keyId: Buffer, compressed: boolean): Buffer {
+  const header = Buffer.alloc(HEADER_BYTES);
+  MAGIC.copy(header, 0);
+  header.writeUInt8(FORMAT, 4);
+  header.writeUInt8(compressed ? COMPRESSION.zstd : COMPRESSION.none, 5);
+  keyId.copy(header, 6);
+  randomBytes(12).copy(header, 14);
+  return header;
+}
+
+export const aad = (header: Buffer, id: BlockId) => Buffer.concat([header, Buffer.from(id, 'hex')]);
+
+/** Checks magic, format and key id; returns a failure or null. */
+export function checkHeader(stored: Buffer, id: BlockId, keyId: Buffer): DecodeFailure | null {
+  if (stored.length < HEADER_BYTES + 16 || !stored.subarray(0, 4).equals(MAGIC))
+    return { kind: 'format', message: `block ${id} is not a backy2 block object (${stored.length} bytes)` };
+  if (stored.readUInt8(4) !== FORMAT) return { kind: 'format', message: `block ${id} has unknown format ${stored.readUInt8(4)}` };
+  const storedKeyId = stored.subarray(6, 14);
+  if (!storedKeyId.equals(keyId))
+    return {
+      kind: 'wrongKey',
+      message: `block ${id} was written with key id ${storedKeyId.toString('hex')}, but the configured key has id ${keyId.toString('hex')}: wrong encryption_key?`,
+    };
+  return null;
+}
+
+export const blockIdSync = (keys: SyncKeys, plaintext: Buffer): BlockId => createHmac('sha256', keys.dedupKey).update(plaintext).digest('hex');
+
+export const checksumSync = (stored: Buffer) => createHash('sha256').update(stored).digest('hex');
+
+export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId): Buffer {
+  const sample = compressionSample(plaintext);
+  let body = plaintext;
+  let compressed = false;
+  if (sample === null || sampleSaysCompress(sample, zstdCompressSync(sample, zstdOptions(sample.length)))) {
+    const packed = zstdCompressSync(plaintext, zstdOptions(plaintext.length));
+    if (packed.length < plaintext.length) {
+      body = packed;
+      compressed = true;
+    }
+  }
+  const header = newHeader(keys.keyId, compressed);
+  const cipher = createCipheriv('aes-256-gcm', keys.encryptionKey, header.subarray(14, 26));
+  cipher.setAAD(aad(header, id));
+  const out = Buffer.allocUnsafeSlow(HEADER_BYTES + body.length + 16);
+  header.copy(out, 0);
+  let at = HEADER_BYTES + cipher.update(body).copy(out, HEADER_BYTES);
+  at += cipher.final().copy(out, at);
+  cipher.getAuthTag().copy(out, at);
+  return out;
+}
+
+export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk: number): Buffer | DecodeFailure {
+  const bad = checkHeader(stored, id, keys.keyId);
+  if (bad) return bad;
+  const header = stored.subarray(0, HEADER_BYTES);
+  let body: Buffer;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', keys.encryptionKey, header.subarray(14, 26));
+    decipher.setAAD(aad(header, id));
+    decipher.setAuthTag(stored.subarray(stored.length - 16));
+    body = Buffer.concat([decipher.update(stored.subarray(HEADER_BYTES, stored.length - 16)), decipher.final()]);
+  } catch {
+    return { kind: 'format', message: `block ${id} failed authentication (altered or truncated object)` };
+  }
+  let plaintext = body;
+  if (header.readUInt8(5) === COMPRESSION.zstd) {
+    try {
+      plaintext = zstdDecompressSync(body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)) });
+    } catch (e) {
+      return { kind: 'format', message: `block ${id} does not decompress: ${(e as Error).message}` };
+    }
+  }
+  if (blockIdSync(keys, plaintext) !== id) return { kind: 'format', message: `block ${id} decrypted to data with a different block id` };
+  return plaintext;
+}
