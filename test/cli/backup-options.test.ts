@@ -3,7 +3,7 @@
  * that change a version afterwards (protect/unprotect, add-tag/remove-tag, expire).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { flag, lastLine, makeImage, Repo } from '../support/cli.ts';
+import { HOOK_TIMEOUT, flag, lastLine, makeImage, Repo } from '../support/cli.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const BS = 256 * 1024;
@@ -13,7 +13,7 @@ describe('backup output and options', { timeout: 90_000 }, () => {
   beforeAll(async () => {
     repo = await Repo.create({ blockSize: BS });
     makeImage(repo.path('ten.img'), ['random', 'random', 'zero', 'random', 'text', 'random', 'random', 'zero', 'random', 'random'], BS);
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   test('-m: the uid alone on stdout, its last line; nothing but errors on stderr', async () => {

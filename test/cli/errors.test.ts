@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
-import { configText, fileSha, flag, makeImage, MiB, pauseOutsideTransaction, randomKey, Repo, resume } from '../support/cli.ts';
+import { HOOK_TIMEOUT, configText, fileSha, flag, makeImage, MiB, pauseOutsideTransaction, randomKey, Repo, resume } from '../support/cli.ts';
 
 describe('usage errors, missing sources, unknown and ambiguous uids', { timeout: 60_000 }, () => {
   let repo: Repo;
@@ -17,7 +17,7 @@ describe('usage errors, missing sources, unknown and ambiguous uids', { timeout:
     repo = await Repo.create();
     makeImage(repo.path('img'), ['random', 'random'], MiB);
     uid = await repo.backup('img', 'existing');
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   test('a missing source is exit 1 and creates no version', async () => {
@@ -148,7 +148,7 @@ describe('a wrong encryption key', { timeout: 60_000 }, () => {
     makeImage(repo.path('img'), ['random', 'zero', 'random'], MiB);
     uid = await repo.backup('img', 'keyed');
     wrong = repo.writeConfig('wrong-key.cfg', { key: randomKey() });
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   test('restore refuses with exit 7 and the existing target is untouched', async () => {
@@ -188,15 +188,15 @@ describe('a source that changes size during the backup', { timeout: 90_000 }, ()
     makeImage(repo.path('keep.img'), ['random', 'random', 'random'], 4096);
     keepUid = await repo.backup('keep.img', 'keep');
     keepFiles = repo.blockFiles();
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
-  /** Starts a backup of an 8 MiB image, pauses it after the first progress line, runs `change`, resumes. */
+  /** Starts a backup of a 2 MiB image, pauses it after the first progress line, runs `change`, resumes. */
   async function backupWhile(change: (path: string) => void) {
     const path = repo.path(`src-${randomBytes(3).toString('hex')}.img`);
-    writeFileSync(path, randomBytes(8 * MiB));
+    writeFileSync(path, randomBytes(2 * MiB));
     const running = repo.startCli('backup', `file://${path}`, 'changing');
-    await running.waitForStderr(/Backed up \d+\/2048 blocks/);
+    await running.waitForStderr(/Backed up \d+\/512 blocks/);
     await pauseOutsideTransaction(running.child, repo.sqlitePath);
     try {
       change(path);
@@ -222,7 +222,7 @@ describe('a source that changes size during the backup', { timeout: 90_000 }, ()
   test('a source that grows: exit 5 as well', async () => {
     const r = await backupWhile((p) => appendFileSync(p, randomBytes(MiB)));
     expect(r.code, r.output).toBe(5);
-    expect(r.stderr).toMatch(/changed size during backup \(8388608 → 9437184 bytes\)/);
+    expect(r.stderr).toMatch(/changed size during backup \(2097152 → 3145728 bytes\)/);
     expect((await repo.ls('changing')).every((v) => flag(v.valid) === 0)).toBe(true);
   });
 

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { fileSha, flag, lastLine, makeImage, MiB, parseTable, Repo, Sandbox, type LsRow } from '../support/cli.ts';
+import { HOOK_TIMEOUT, fileSha, flag, lastLine, makeImage, MiB, parseTable, Repo, Sandbox, type LsRow } from '../support/cli.ts';
 
 const COLUMNS = ['date', 'name', 'snapshot_name', 'size', 'size_bytes', 'uid', 'valid', 'protected', 'tags', 'expire'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -117,7 +117,7 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     // 4 random blocks, a zero block, and a short compressible tail.
     image1 = makeImage(repo.path('TESTFILE'), ['random', 'random', 'random', 'random', 'zero'], MiB, { spec: 'text', bytes: 300_000 });
     image2 = makeImage(repo.path('second.img'), ['random', 'text', 'random'], MiB);
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   test('backup of a relative file:// path', async () => {

@@ -5,7 +5,7 @@
  */
 import { copyFileSync, existsSync, readdirSync, readFileSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { flag, makeImage, overwriteBlock, blockData, Repo } from '../support/cli.ts';
+import { HOOK_TIMEOUT, flag, makeImage, overwriteBlock, blockData, Repo } from '../support/cli.ts';
 
 const BS = 256 * 1024;
 
@@ -33,7 +33,7 @@ describe('scrub finds damaged blocks; repairs make versions valid again', { time
     uidB = await repo.backup('b.img', 'b');
     idsA = await repo.blockIdsOf(uidA);
     for (const id of idsA) if (id) copyFileSync(repo.blockPath(id), repo.path(`saved-${id}`));
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   const put_back = (id: string) => copyFileSync(repo.path(`saved-${id}`), repo.blockPath(id));

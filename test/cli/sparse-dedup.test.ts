@@ -6,7 +6,7 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { blockData, makeImage, overwriteBlock, Repo } from '../support/cli.ts';
+import { HOOK_TIMEOUT, blockData, makeImage, overwriteBlock, Repo } from '../support/cli.ts';
 
 const BS = 256 * 1024;
 
@@ -35,7 +35,7 @@ describe('sparse blocks', { timeout: 60_000 }, () => {
       spec: 'zero',
       bytes: 5000,
     });
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   test('zero blocks are not stored', async () => {
@@ -90,7 +90,7 @@ describe('dedup and incremental backups', { timeout: 90_000 }, () => {
     repo = await Repo.create({ blockSize: BS });
     // Seeds 1, 2, 3 repeat: 8 blocks, 3 distinct contents.
     image = makeImage(repo.path('dup.img'), [1, 2, 1, 1, 2, 3, 1, 3], BS);
-  });
+  }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
   test('repeated identical blocks are stored once', async () => {

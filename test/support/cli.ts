@@ -380,3 +380,6 @@ export function parseTable(text: string): string[][] {
         .map((c) => c.trim()),
     );
 }
+
+/** beforeAll hooks that run the CLI several times need more than vitest's default 10 s on a busy machine. */
+export const HOOK_TIMEOUT = 120_000;
