@@ -14,19 +14,26 @@ interface Slot {
 }
 
 export class CodecPool {
-  private readonly slots: Slot[];
+  private slots: Slot[] = [];
+  private readonly workerData: { keyId: Uint8Array; encryptionKey: Uint8Array; dedupKey: Uint8Array; maxBlockSize: number };
+  private readonly wanted: number;
   private seq = 0;
   private closed = false;
 
+  /** Workers start on the first job: commands that touch no block (ls, rm, protect…) start none. */
   constructor(keys: RepositoryKeys, maxBlockSize: number, size: number) {
-    const workerData = {
+    this.workerData = {
       keyId: new Uint8Array(keys.keyId),
       encryptionKey: new Uint8Array(keys.encryptionKey),
       dedupKey: new Uint8Array(keys.dedupKey),
       maxBlockSize,
     };
-    this.slots = Array.from({ length: Math.max(1, size) }, () => {
-      const worker = new Worker(new URL('./codec-worker.ts', import.meta.url), { workerData });
+    this.wanted = Math.max(1, size);
+  }
+
+  private start(): Slot[] {
+    this.slots = Array.from({ length: this.wanted }, () => {
+      const worker = new Worker(new URL('./codec-worker.ts', import.meta.url), { workerData: this.workerData });
       worker.unref();
       const slot: Slot = { worker, pending: new Map() };
       worker.on('message', (res: CodecResponse) => {
@@ -44,10 +51,11 @@ export class CodecPool {
       worker.on('exit', (code) => fail(new Error(`codec worker exited (${code})`)));
       return slot;
     });
+    return this.slots;
   }
 
   get size(): number {
-    return this.slots.length;
+    return this.wanted;
   }
 
   /**
@@ -57,7 +65,8 @@ export class CodecPool {
    */
   run(op: CodecRequest['op'], data: Buffer, id?: string, give = false): Promise<CodecResponse> {
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
-    const slot = this.slots.reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
+    const slots = this.slots.length ? this.slots : this.start();
+    const slot = slots.reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
     const seq = ++this.seq;
     const payload = give && ownsItsMemory(data) ? data : new Uint8Array(data);
     return new Promise((resolve, reject) => {

@@ -21,7 +21,7 @@ import { MASTER_KEY, makeRepo, patternBlock, type TestRepo } from './helpers/rep
  * every metadata call is delayed by a random amount, so their steps interleave; block-map records
  * travel asynchronously (as through SQS), delayed, reordered and sometimes delivered twice.
  * Afterwards every committed, non-removed version must restore bit-exact, before and after a
- * final cleanup.
+ * final cleanup. GC_RUNS=200 runs more scenarios (default 15); GC_DEBUG=1 prints what happened.
  */
 
 /** A deterministic PRNG, so a failing run can be replayed from fast-check's seed. */
@@ -166,7 +166,7 @@ async function runScenario(repo: TestRepo, ops: Op[], seed: number): Promise<{ c
     policy: slow.policy,
     catalog,
     blocks: slow.blocks,
-    codec: slow.codec,
+    codec: repo.backend.codec, // one codec (and its worker threads) per repository
     cleanup: (force, log) => slow.cleanup(force, log),
     close: async () => {},
   };
@@ -278,7 +278,7 @@ describe('GC invariant: no block of a committed version or a backup in progress 
         for (const v of await repo.store.listVersions()) if (v.status === 'committed') await referencedIds(repo.store, v, needed);
         expect((await repo.storedBlocks()).filter((id) => !needed.has(id))).toEqual([]);
       }),
-      { numRuns: Number(process.env['GC_RUNS'] ?? 20), endOnFailure: true },
+      { numRuns: Number(process.env['GC_RUNS'] ?? 15), endOnFailure: true },
     );
     // The scenarios did exercise what they claim to.
     expect(totals['backups']).toBeGreaterThan(0);
