@@ -32,8 +32,19 @@ export class EmbeddedCatalog implements Catalog {
   }
 
   async execute(cmd: VersionCommand): Promise<Version> {
-    if (cmd.type === 'StartVersion') await this.waitForCleanupLock();
-    return executeVersionCommand(this.store, cmd, this.policy);
+    if (cmd.type !== 'StartVersion') return executeVersionCommand(this.store, cmd, this.policy);
+    await this.waitForCleanupLock();
+    const started = await executeVersionCommand(this.store, cmd, this.policy);
+    // A cleanup --force that took its lock between the check above and the start may have listed
+    // the versions without this one (and deletes objects no index entry knows): wait until it is
+    // done before the backup looks anything up or uploads anything.
+    try {
+      await this.waitForCleanupLock();
+    } catch (e) {
+      await executeVersionCommand(this.store, { type: 'FailVersion', uid: started.uid, reason: (e as Error).message }, this.policy).catch(() => {});
+      throw e;
+    }
+    return started;
   }
 
   /** A backup waits (up to a minute) for a running `cleanup --force`, then fails clearly. */

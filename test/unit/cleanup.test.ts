@@ -10,10 +10,11 @@ import type { BlockIndexEntry, Version } from '../../shared/domain/types.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../../agent/backend/backend.ts';
 import { runBackup } from '../../agent/pipeline/backup.ts';
-import type { EventOf } from '../../shared/domain/events.ts';
+import type { EventOf, VersionEvent } from '../../shared/domain/events.ts';
+import { CLEANUP_LOCK, EmbeddedBackend } from '../../agent/backend/embedded.ts';
 import type { Catalog } from '../../shared/ports/catalog.ts';
 import type { MetadataStore } from '../../shared/ports/metadata-store.ts';
-import { makeRepo, patternImage, type TestRepo } from './helpers/repo.ts';
+import { MASTER_KEY, makeRepo, patternImage, type TestRepo } from './helpers/repo.ts';
 
 const NOW = new Date('2026-03-01T12:00:00.000Z');
 const at = (secondsFromNow: number) => new Date(NOW.getTime() + secondsFromNow * 1000).toISOString();
@@ -407,4 +408,45 @@ describe('embedded cleanup locking', () => {
     expect(repo.store.lockHolder('cleanup')).toBeUndefined();
     expect(repo.store.lockHolder('cleanup-force')).toBeUndefined();
   });
+});
+
+describe('embedded cleanup --force and a backup starting at that moment', () => {
+  let repo: TestRepo;
+  afterEach(() => repo?.close());
+
+  it('a backup whose start lands just after cleanup -f took the lock waits for it before it looks anything up or uploads', async () => {
+    repo = makeRepo();
+    // cleanup -f takes its lock between the backup's check of the lock and the append of VersionStarted.
+    let tookLock = false;
+    const store = new Proxy(repo.store, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver);
+        if (typeof value !== 'function') return value;
+        if (prop !== 'appendVersionEvents') return value.bind(target);
+        return async (expectedSeq: number, events: VersionEvent[], next: Version) => {
+          if (!tookLock && events[0]?.type === 'VersionStarted') {
+            tookLock = true;
+            target.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force (test)');
+          }
+          return target.appendVersionEvents(expectedSeq, events, next);
+        };
+      },
+    });
+    const backend = new EmbeddedBackend(repo.backend.config, { sqlitePath: repo.sqlitePath, dataPath: repo.dataPath }, store, MASTER_KEY);
+    const image = patternImage([1, 2, 3]);
+    const path = repo.image('d.img', image);
+    let finished = false;
+    const d = runBackup(backend, { sourceUrl: `file://${path}`, name: 'd', snapshotName: '', tags: [], expire: null, baseUid: null }, repo.log, false).finally(() => {
+      finished = true;
+    });
+    await sleep(1500);
+    // The cleanup may not have seen the new version: the backup must not have stored anything yet.
+    expect(tookLock).toBe(true);
+    expect(finished).toBe(false);
+    expect(await repo.storedBlocks()).toEqual([]);
+    repo.store.releaseLock(CLEANUP_LOCK);
+    const { version } = await d;
+    expect((await repo.restore(version.uid)).equals(image)).toBe(true);
+    await backend.codec.close();
+  }, 20_000);
 });
