@@ -5,7 +5,8 @@ import { usageError } from '../../shared/domain/errors.ts';
 import { humanBytes, renderRows, type Column } from '../ui/table.ts';
 import { outputMode, print, withBackend } from './context.ts';
 
-const b = (x: boolean) => (x ? '1' : '0');
+// Numbers, not strings: in --json a script's `if (v.valid)` must be false for an invalid version ("0" is truthy).
+const b = (x: boolean) => (x ? 1 : 0);
 
 /** The columns of backy2's `ls`, in its order. */
 export const versionColumns = (human: boolean): Column<Version>[] => [

@@ -49,7 +49,10 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     inPlace = isBlockDevice || req.continueFrom !== null;
   }
   if (!inPlace) writePath = join(dirname(path), `.${basename(path)}.backy2-partial`);
-  target = await open(writePath, inPlace ? 'r+' : 'w', 0o600);
+  // A target that cannot be opened (no such directory, no permission, …) is the user's to fix: exit 1, one line.
+  target = await open(writePath, inPlace ? 'r+' : 'w', 0o600).catch((e: Error) => {
+    throw usageError(`Cannot open restore target ${req.targetUrl}: ${e.message}`);
+  });
   const fresh = !inPlace;
   let lastContiguous = (req.continueFrom ?? 0) - 1;
   try {

@@ -1,5 +1,6 @@
 import { decideVersion, evolveVersion, type Policy, type VersionCommand } from '../domain/version.ts';
-import { Backy2Error, ExitCode } from '../domain/errors.ts';
+import { Backy2Error, ExitCode, usageError } from '../domain/errors.ts';
+import { DomainEventSchema, type VersionEvent } from '../domain/events.ts';
 import type { Version } from '../domain/types.ts';
 import { ConcurrencyError, type MetadataStore } from '../ports/metadata-store.ts';
 
@@ -17,7 +18,7 @@ export async function executeVersionCommand(
   for (let attempt = 0; attempt < 10; attempt++) {
     const state = await store.getVersion(cmd.uid);
     const base = cmd.type === 'StartVersion' && cmd.baseUid ? await store.getVersion(cmd.baseUid) : undefined;
-    const events = decideVersion(cmd, state, { now: now(), policy, base });
+    const events = decideVersion(cmd, state, { now: now(), policy, base }).map(validated);
     if (events.length === 0) return state!;
     const next = events.reduce<Version | undefined>(evolveVersion, state)!;
     try {
@@ -28,4 +29,16 @@ export async function executeVersionCommand(
     }
   }
   throw new Backy2Error(ExitCode.unexpected, `Version ${cmd.uid} kept changing concurrently; gave up`);
+}
+
+/**
+ * Events are validated before they are appended: an event the schema refuses (an empty backup
+ * name, a tag too long, …) would otherwise sit in the log and make every later replay fail.
+ */
+function validated(event: VersionEvent): VersionEvent {
+  const result = DomainEventSchema.safeParse(event);
+  if (result.success) return event;
+  const issue = result.error.issues[0]!;
+  const field = issue.path.join('.');
+  throw usageError(`Invalid ${event.type}${field ? ` ${field}` : ''}: ${issue.message}`);
 }

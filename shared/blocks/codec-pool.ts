@@ -40,7 +40,9 @@ export class CodecPool {
         const job = slot.pending.get(res.seq);
         if (!job) return;
         slot.pending.delete(res.seq);
-        if (slot.pending.size === 0) worker.unref();
+        // Not while closing: a reply that arrives after terminate() would unref a worker whose
+        // exit close() still awaits, the event loop would drain, and the process end with exit 13.
+        if (slot.pending.size === 0 && !this.closed) worker.unref();
         job.resolve(res);
       });
       const fail = (e: unknown) => {
@@ -80,7 +82,14 @@ export class CodecPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    // Every worker stays ref'ed until it has exited: otherwise the event loop could drain while
+    // terminate() is awaited and the process end mid-await (exit 13), e.g. after a failed restore.
+    await Promise.all(
+      this.slots.map((s) => {
+        s.worker.ref();
+        return s.worker.terminate();
+      }),
+    );
   }
 }
 

@@ -83,6 +83,32 @@ describe('usage errors, missing sources, unknown and ambiguous uids', { timeout:
     expect((await repo.ls('-t', 'picked')).map((v) => v.uid)).toEqual([a]);
   });
 
+  test('a restore target in a directory that does not exist is exit 1 with one line, not a stack trace', async () => {
+    const r = await repo.cli('restore', uid, `file://${repo.path('no-such-dir', 'out.img')}`);
+    expect(r.code, r.output).toBe(1);
+    expect(r.stderr).toMatch(/ERROR: Cannot open restore target file:\/\/\S+no-such-dir\/out\.img: ENOENT/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  test('values the event schema refuses are exit 1 before anything is stored, and the log stays replayable', async () => {
+    const files = repo.blockFiles();
+    const [emptyName, longTag, longAddTag] = await Promise.all([
+      repo.cli('backup', 'file://img', ''),
+      repo.cli('backup', 'file://img', 'fine', '-t', 'x'.repeat(300)),
+      repo.cli('add-tag', uid, 'y'.repeat(300)),
+    ]);
+    expect(emptyName.code, emptyName.output).toBe(1);
+    expect(emptyName.stderr).toMatch(/ERROR: Invalid VersionStarted name/);
+    expect(longTag.code, longTag.output).toBe(1);
+    expect(longTag.stderr).toMatch(/ERROR: Invalid VersionStarted tags/);
+    expect(longAddTag.code, longAddTag.output).toBe(1);
+    expect(longAddTag.stderr).toMatch(/ERROR: Invalid TagsAdded tags/);
+    expect(repo.blockFiles()).toEqual(files);
+    const rebuild = await repo.cli('rebuild-projections');
+    expect(rebuild.code, rebuild.output).toBe(0);
+    expect((await repo.version(uid))!.tags).not.toContain('yyy');
+  });
+
   test('usage errors are exit 1', async () => {
     const results = await Promise.all([
       repo.cli('no-such-command'),

@@ -182,6 +182,8 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     expect(rows.map((r) => r.uid).sort()).toEqual([uid1, uid2, uid3].sort());
     const r2 = rows.find((r) => r.uid === uid2)!;
     expect(Object.keys(r2)).toEqual(COLUMNS);
+    // Numbers are numbers: a script's `if (v.valid)` must not be fooled by a "0".
+    expect([typeof r2.size, typeof r2.size_bytes, r2.valid, r2.protected]).toEqual(['number', 'number', 1, 0]);
     expect([r2.name, r2.snapshot_name, Number(r2.size), Number(r2.size_bytes), flag(r2.valid), flag(r2.protected), r2.tags, r2.expire]).toEqual([
       'secondbackup',
       'snap-1',
@@ -232,6 +234,15 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
 
     const forced = await repo.cli('restore', '--force', uid1, 'file://RESTOREFILE');
     expect(forced.code, forced.output).toBe(0);
+    expect(readFileSync(repo.path('RESTOREFILE')).equals(image1)).toBe(true);
+
+    // -c resumes an interrupted restore in place from a block: only blocks from there on are written.
+    const damaged = Buffer.from(image1);
+    damaged.fill(0xee, 3 * MiB);
+    writeFileSync(repo.path('RESTOREFILE'), damaged);
+    const resumed = await repo.cli('restore', '-c', '3', uid1, 'file://RESTOREFILE');
+    expect(resumed.code, resumed.output).toBe(0);
+    expect(resumed.stderr).toMatch(/Restored 3\/3 blocks \(100\.0%\)/);
     expect(readFileSync(repo.path('RESTOREFILE')).equals(image1)).toBe(true);
 
     // Absolute target path, and a unique uid prefix.

@@ -55,6 +55,10 @@ describe('scrub finds damaged blocks; repairs make versions valid again', { time
 
     const restore = await restoreFails(uidA, [6]);
     expect(restore.stderr).toMatch(/missing/);
+    // An invalid version is no base for an incremental backup.
+    const inc = await repo.cli('backup', 'file://a.img', 'a', '-f', uidA);
+    expect(inc.code).toBe(4);
+    expect(inc.stderr).toMatch(/invalid/);
   });
 
   test('the block put back: scrub exits 0 and the versions are valid again', async () => {
@@ -96,6 +100,10 @@ describe('scrub finds damaged blocks; repairs make versions valid again', { time
     expect(await valid(uidB)).toBe(1); // does not use that block
 
     await restoreFails(uidA, [7]);
+    // Every time: a failed restore closes its codec workers cleanly (not exit 13 half-way, as it once did).
+    const again = await Promise.all(Array.from({ length: 6 }, (_, i) => repo.cli('restore', uidA, `file://again-${i}.img`)));
+    expect(again.map((r) => r.code)).toEqual([7, 7, 7, 7, 7, 7]);
+    expect(readdirSync(repo.dir).filter((f) => f.includes('again-'))).toEqual([]);
     // An existing target is not touched by a failed forced restore either.
     writeFileSync(repo.path('keep.img'), 'keep me');
     const forced = await repo.cli('restore', '-f', uidA, 'file://keep.img');

@@ -70,6 +70,16 @@ describe('sparse blocks', { timeout: 60_000 }, () => {
     expect(readFileSync(repo.path('dirty.img')).equals(image)).toBe(true);
   });
 
+  test('an empty source is a version of size 0 that restores to an empty file', async () => {
+    writeFileSync(repo.path('empty.img'), '');
+    const b = await jsonBackup(repo, 'file://empty.img', 'empty');
+    expect(b.stats).toMatchObject({ bytesRead: 0, blocksWritten: 0 });
+    const row = (await repo.version(b.uid))!;
+    expect([row.size, row.size_bytes, row.valid]).toEqual([0, 0, 1]);
+    expect((await repo.cli('restore', b.uid, 'file://empty.out')).code).toBe(0);
+    expect(readFileSync(repo.path('empty.out')).length).toBe(0);
+  });
+
   test('an all-zero image stores nothing and restores to zeros of the right size', async () => {
     writeFileSync(repo.path('zeros.img'), Buffer.alloc(3 * BS + 777));
     const before = repo.blockFiles();
@@ -86,6 +96,7 @@ describe('dedup and incremental backups', { timeout: 90_000 }, () => {
   let repo: Repo;
   let image: Buffer;
   let uid1: string;
+  let incUid: string;
   beforeAll(async () => {
     repo = await Repo.create({ blockSize: BS });
     // Seeds 1, 2, 3 repeat: 8 blocks, 3 distinct contents.
@@ -126,6 +137,7 @@ describe('dedup and incremental backups', { timeout: 90_000 }, () => {
     const before = new Set(repo.blockFiles());
 
     const inc = await jsonBackup(repo, 'file://mod.img', 'dup', '-f', uid1);
+    incUid = inc.uid;
     expect(inc.stats).toMatchObject({ blocksWritten: 2, blocksSparse: 1, blocksDedup: 5 });
     const added = repo.blockFiles().filter((f) => !before.has(f));
     expect(added).toHaveLength(2);
@@ -137,6 +149,19 @@ describe('dedup and incremental backups', { timeout: 90_000 }, () => {
     expect(readFileSync(repo.path('v1.out')).equals(image)).toBe(true);
     expect(readFileSync(repo.path('v2.out')).equals(modified)).toBe(true);
     expect((await repo.cli('scrub', inc.uid)).code).toBe(0);
+  });
+
+  test('an incremental version still restores after its base is removed and cleaned up', async () => {
+    expect((await repo.cli('rm', '-f', uid1)).code).toBe(0);
+    const c = await repo.cli('cleanup', '-f');
+    expect(c.code, c.output).toBe(0);
+    // incUid shares blocks with uid1 (as do other versions): they must survive the removal.
+    expect((await repo.cli('scrub', incUid)).code).toBe(0);
+    expect((await repo.cli('restore', incUid, 'file://v2-after-rm.out')).code).toBe(0);
+    expect(readFileSync(repo.path('v2-after-rm.out')).equals(readFileSync(repo.path('mod.img')))).toBe(true);
+    // And it can be the base of the next incremental backup.
+    const next = await jsonBackup(repo, 'file://mod.img', 'dup', '-f', incUid);
+    expect(next.stats.blocksWritten).toBe(0);
   });
 
   test('an invalid base is refused and creates no version', async () => {
@@ -155,7 +180,7 @@ describe('dedup and incremental backups', { timeout: 90_000 }, () => {
 
     // A base written with another block size cannot be used.
     const other = repo.writeConfig('other-bs.cfg', { blockSize: 2 * BS });
-    const bs = await repo.run('-c', other, 'backup', 'file://dup.img', 'dup', '-f', uid1);
+    const bs = await repo.run('-c', other, 'backup', 'file://dup.img', 'dup', '-f', incUid);
     expect(bs.code).toBe(4);
     expect(bs.stderr).toMatch(/block size/);
     expect((await repo.ls()).length).toBe(before);
@@ -188,5 +213,12 @@ describe('incremental block maps', { timeout: 60_000 }, () => {
     expect((await repo.cli('restore', inc.uid, 'file://inc.out')).code).toBe(0);
     expect(readFileSync(repo.path('base.out')).equals(image)).toBe(true);
     expect(readFileSync(repo.path('inc.out')).equals(changed)).toBe(true);
+
+    // The base removed and cleaned up: chunks 0 and 2 of the incremental version still resolve.
+    expect((await repo.cli('rm', '-f', base)).code).toBe(0);
+    expect((await repo.cli('cleanup', '-f')).code).toBe(0);
+    expect((await repo.cli('scrub', inc.uid)).code).toBe(0);
+    expect((await repo.cli('restore', inc.uid, 'file://inc-after-rm.out')).code).toBe(0);
+    expect(readFileSync(repo.path('inc-after-rm.out')).equals(changed)).toBe(true);
   });
 });

@@ -72,7 +72,7 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
   const lsJson = async () => {
     const r = await cli('--json', 'ls');
     expect(r.code, r.stderr).toBe(0);
-    return JSON.parse(r.stdout) as { uid: string; valid: string; name: string; size_bytes: number; tags: string }[];
+    return JSON.parse(r.stdout) as { uid: string; valid: number; name: string; size_bytes: number; tags: string }[];
   };
 
   beforeAll(() => {
@@ -106,7 +106,7 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     expect((await blockObjects()).length - before).toBe(4);
 
     const listed = (await lsJson()).find((v) => v.uid === uid)!;
-    expect(listed).toMatchObject({ name: 'vm1', valid: '1', size_bytes: image.length, tags: 'cloud,first' });
+    expect(listed).toMatchObject({ name: 'vm1', valid: 1, size_bytes: image.length, tags: 'cloud,first' });
 
     const scrub = await cli('scrub', uid);
     expect(scrub.code, scrub.stderr).toBe(0);
@@ -207,7 +207,7 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const cloudScrub = await cli('scrub', '--in-cloud', uid);
     expect(cloudScrub.code, cloudScrub.stderr).toBe(20);
     expect(cloudScrub.stderr).toMatch(/checksum/);
-    expect((await lsJson()).find((v) => v.uid === uid)?.valid).toBe('0');
+    expect((await lsJson()).find((v) => v.uid === uid)?.valid).toBe(0);
 
     const localScrub = await cli('scrub', uid);
     expect(localScrub.code).toBe(20);
@@ -218,7 +218,7 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     await s3.send(new PutObjectCommand({ Bucket: stack.outputs.BucketName, Key: key, Body: original }));
     const clean = await cli('scrub', '--in-cloud', uid);
     expect(clean.code, clean.stderr).toBe(0);
-    expect((await lsJson()).find((v) => v.uid === uid)?.valid).toBe('1');
+    expect((await lsJson()).find((v) => v.uid === uid)?.valid).toBe(1);
   });
 
   it('duplicated and reordered delivery of block records changes nothing', async () => {
