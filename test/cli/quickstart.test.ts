@@ -2,9 +2,9 @@
  * The quick start of backy2, end to end through the real CLI binary: first run on the embedded
  * default, initdb, backup → ls → scrub → restore → rm → cleanup.
  */
-import { existsSync, readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { HOOK_TIMEOUT, fileSha, flag, lastLine, makeImage, MiB, parseTable, Repo, Sandbox, type LsRow } from '../support/cli.ts';
+import { HOOK_TIMEOUT, configText, listFiles, fileSha, flag, lastLine, makeImage, MiB, parseTable, Repo, Sandbox, type LsRow } from '../support/cli.ts';
 
 const COLUMNS = ['date', 'name', 'snapshot_name', 'size', 'size_bytes', 'uid', 'valid', 'protected', 'tags', 'expire'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -52,6 +52,18 @@ describe('first run without a config (embedded default repository)', { timeout: 
     expect((await box.run('restore', '--force', uid!, 'file://RESTOREFILE')).code).toBe(0);
   });
 
+  test('a key file readable by others is used, with a warning to chmod it', async () => {
+    const keyFile = `${box.home}/key`;
+    chmodSync(keyFile, 0o644);
+    try {
+      const r = await box.run('ls');
+      expect(r.code).toBe(0);
+      expect(r.stderr).toMatch(/WARNING: Key file .*key is readable by others \(mode 644\); chmod 600 it/);
+    } finally {
+      chmodSync(keyFile, 0o600);
+    }
+  });
+
   test('a repository whose key file is gone is an error, not a reason to make a new key', async () => {
     const keyFile = `${box.home}/key`;
     const saved = readFileSync(keyFile);
@@ -74,6 +86,22 @@ describe('initdb with a config', { timeout: 60_000 }, () => {
     repo = new Repo();
   });
   afterAll(() => repo.remove());
+
+  test('./backy.cfg in the working directory is used without -c, as backy2 does', async () => {
+    const box2 = new Sandbox();
+    try {
+      writeFileSync(box2.path('backy.cfg'), configText(box2.path('cwd-repo')));
+      const init = await box2.run('initdb');
+      expect(init.code, init.output).toBe(0);
+      expect(existsSync(box2.path('cwd-repo', 'backy.sqlite'))).toBe(true);
+      expect(existsSync(box2.home)).toBe(false); // not the embedded default
+      makeImage(box2.path('img'), ['random'], MiB);
+      expect((await box2.run('backup', 'file://img', 'cwd')).code).toBe(0);
+      expect(listFiles(box2.path('cwd-repo', 'data', 'blocks'))).toHaveLength(1);
+    } finally {
+      box2.remove();
+    }
+  });
 
   test('a repository named by a config must be initialised first', async () => {
     const r = await repo.cli('ls');
@@ -175,6 +203,13 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     const bad = await repo.cliG(['-m'], 'ls', '-f', 'uid,nonsense');
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/nonsense/);
+  });
+
+  test('ls -r prints byte counts in KiB/MiB/GiB', async () => {
+    const r = await repo.cliG(['-m', '-s', '-r'], 'ls', '-f', 'uid,size_bytes');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`${uid2}|3.0 MiB`);
+    expect(r.stdout).toContain(`${uid1}|${(image1.length / MiB).toFixed(1)} MiB`);
   });
 
   test('ls --json prints an array of versions', async () => {
