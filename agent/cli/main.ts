@@ -12,6 +12,10 @@ import * as protect from './cmd_protect.ts';
 import * as tags from './cmd_tags.ts';
 import * as expire from './cmd_expire.ts';
 import * as rebuild from './cmd_rebuild.ts';
+// reports (stats, du, diff-meta)
+// schedules and retention (due, sla, enforce)
+// export / import
+// keys (add-key, rekey)
 
 const VERSION = '0.1.0';
 
@@ -29,7 +33,24 @@ const program = new Command('backy2')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-for (const command of [initdb, backup, restore, ls, scrub, rm, cleanup, protect, tags, expire, rebuild]) command.register(program);
+const commands = [
+  initdb,
+  backup,
+  restore,
+  ls,
+  scrub,
+  rm,
+  cleanup,
+  protect,
+  tags,
+  expire,
+  rebuild,
+  // reports: stats, du, diffMeta
+  // schedules: due, sla, enforce
+  // transfer: exportCmd, importCmd
+  // keys: addKey, rekey
+];
+for (const command of commands) command.register(program);
 
 try {
   await program.parseAsync(process.argv);
