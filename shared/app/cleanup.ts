@@ -1,7 +1,7 @@
 import pLimit from 'p-limit';
 import { blockKey, storedChecksum } from '../blocks/codec.ts';
 import { holdsBlocks, isStalePending, planCleanup } from '../domain/cleanup.ts';
-import type { Policy } from '../domain/version.ts';
+import { runStartedAt, type Policy } from '../domain/version.ts';
 import type { BlockIndexEntry } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
@@ -54,7 +54,7 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
       throw new Backy2Error(ExitCode.locked, `A backup is in progress (${running.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
   }
   const graceSeconds = opts.force ? 0 : opts.graceSeconds;
-  const pendingStarts = versions.filter((v) => v.status === 'pending').map((v) => Date.parse(v.date));
+  const pendingStarts = versions.filter((v) => v.status === 'pending').map(runStartedAt);
   const oldestPendingStart = pendingStarts.length ? Math.min(...pendingStarts) : null;
   const referenced = new Set<string>();
   for (const v of versions.filter(holdsBlocks)) await recordedIds(store, v, referenced);
@@ -132,7 +132,7 @@ async function withoutLateStarters(
 ): Promise<{ id: string; markedAt: string }[]> {
   const starts = (await store.listVersions())
     .filter((v) => v.status === 'pending' || (!known.has(v.uid) && holdsBlocks(v)))
-    .map((v) => Date.parse(v.date));
+    .map(runStartedAt);
   if (!starts.length) return claims;
   const cutoff = Math.min(...starts);
   return claims.filter((c) => (markedNow.has(c.id) ? markWritten : Date.parse(c.markedAt)) < cutoff);

@@ -1,4 +1,5 @@
 import type { BlockIndexEntry, Version } from './types.ts';
+import { runStartedAt } from './version.ts';
 
 /**
  * The garbage-collection rule (DESIGN "Dedup and GC"), pure. No block referenced by a
@@ -48,7 +49,7 @@ export const holdsBlocks = (v: Version) => v.status === 'committed' || v.status 
 
 /** A pending backup older than the maximum age is dead: it is failed and stops holding the GC cutoff. */
 export const isStalePending = (v: Version, now: Date, maxBackupAgeSeconds: number) =>
-  v.status === 'pending' && now.getTime() - Date.parse(v.date) > maxBackupAgeSeconds * 1000;
+  v.status === 'pending' && now.getTime() - runStartedAt(v) > maxBackupAgeSeconds * 1000;
 
 /** Committed, unprotected versions past their expiry date: what retention removes. */
 export const isExpired = (v: Version, now: Date) =>

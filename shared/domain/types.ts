@@ -35,6 +35,12 @@ export interface Version {
   name: string;
   snapshotName: string;
   date: string; // ISO instant the backup started
+  /**
+   * When the current run of work on this version started: the backup's start, or a `backup -c`
+   * resume, or an import. The max-backup-age and cleanup's "in progress" rules use this, not `date`.
+   * Absent in projections written before it existed (then `date`).
+   */
+  startedAt?: string;
   sizeBytes: number;
   blockSize: number;
   blockCount: number;

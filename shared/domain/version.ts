@@ -63,7 +63,7 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
     case 'CommitVersion': {
       if (v.status === 'committed') return []; // a retried commit is a no-op
       if (v.status !== 'pending') throw refused(`Version ${v.uid} is ${v.status}; its commit is refused`);
-      if (ctx.now.getTime() - Date.parse(v.date) > ctx.policy.maxBackupAgeSeconds * 1000)
+      if (ctx.now.getTime() - runStartedAt(v) > ctx.policy.maxBackupAgeSeconds * 1000)
         throw refused(`Version ${v.uid} started more than ${ctx.policy.maxBackupAgeSeconds} s ago; its commit is refused and cleanup may already have reclaimed its blocks`);
       if (v.recordedChunks < v.chunkCount)
         throw refused(`Version ${v.uid} has ${v.recordedChunks}/${v.chunkCount} block map chunks recorded; not committing`);
@@ -114,6 +114,7 @@ export function evolveVersion(state: Version | undefined, event: DomainEvent): V
       name: event.name,
       snapshotName: event.snapshotName,
       date: event.at,
+      startedAt: event.at,
       sizeBytes: event.sizeBytes,
       blockSize: event.blockSize,
       blockCount,
@@ -167,6 +168,9 @@ function requireVersion(state: Version | undefined, uid: string): Version {
 }
 
 const unique = (xs: string[]) => [...new Set(xs)];
+
+/** When the version's current run (backup, resume, import) started, in ms. */
+export const runStartedAt = (v: Version): number => Date.parse(v.startedAt ?? v.date);
 
 function withoutType<T extends { type: string }>(cmd: T): Omit<T, 'type'> {
   const { type: _type, ...rest } = cmd;
