@@ -2,6 +2,31 @@ import type { Command } from 'commander';
 import { parseBackyDate } from '../../shared/domain/dates.ts';
 import { runBackup } from '../pipeline/backup.ts';
 import { print, wantsBar, withBackend } from './context.ts';
+import { readFile } from 'node:fs/promises';
+import { parseHints } from '../../shared/domain/hints.ts';
+import { usageError } from '../../shared/domain/errors.ts';
+
+interface BackupOptions {
+  snapshotName: string;
+  tag?: string;
+  expire?: string;
+  fromVersion?: string;
+  continueVersion?: string;
+  rbdHints?: string;
+}
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+async function readHintsFile(file: string): Promise<string> {
+  if (file === '-') {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+  return readFile(file, 'utf8').catch((e: Error) => {
+    throw usageError(`Cannot read hints file ${file}: ${e.message}`);
+  });
+}
 
 export const parseTags = (csv: string) => csv.split(',').map((t) => t.trim()).filter(Boolean);
 
@@ -16,12 +41,28 @@ export function register(program: Command): void {
     .option('-t, --tag <tags>', 'comma-separated tags (default: automatic b_daily/b_weekly/b_monthly)')
     .option('-e, --expire <date>', 'expiry date: YYYY-MM-DD or "YYYY-MM-DD HH:MM:SS"')
     .option('-f, --from-version <uid>', 'incremental: base version whose unchanged blocks are reused')
-    .action(async (source: string, name: string, opts: { snapshotName: string; tag?: string; expire?: string; fromVersion?: string }, cmd: Command) => {
+    .option('-c, --continue-version <uid>', 'continue an interrupted backup of the same source: recorded blocks are not read again')
+    .option('-r, --rbd-hints <file>', 'read only the regions in this `rbd diff --format=json` output (- for stdin); the rest comes from -f BASE')
+    .action(async (source: string, name: string, opts: BackupOptions, cmd: Command) => {
       const expire = opts.expire !== undefined ? parseBackyDate(opts.expire, 'expire date') : null;
+      if (opts.continueVersion !== undefined) {
+        const clash = (['fromVersion', 'tag', 'expire'] as const).find((o) => opts[o] !== undefined) ?? (opts.snapshotName ? 'snapshotName' : undefined);
+        if (clash) throw usageError(`-c continues version ${opts.continueVersion} as it was started; it cannot be combined with --${kebab(clash)}`);
+      }
+      const hints = opts.rbdHints === undefined ? null : parseHints(await readHintsFile(opts.rbdHints), opts.rbdHints);
       await withBackend(cmd, async (backend, g, log) => {
         const { version, stats } = await runBackup(
           backend,
-          { sourceUrl: source, name, snapshotName: opts.snapshotName, tags: opts.tag !== undefined ? parseTags(opts.tag) : null, expire, baseUid: opts.fromVersion ?? null },
+          {
+            sourceUrl: source,
+            name,
+            snapshotName: opts.snapshotName,
+            tags: opts.tag !== undefined ? parseTags(opts.tag) : null,
+            expire,
+            baseUid: opts.fromVersion ?? null,
+            resumeUid: opts.continueVersion ?? null,
+            hints,
+          },
           log,
           wantsBar(g),
         );

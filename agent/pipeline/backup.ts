@@ -4,11 +4,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
 import { blockKey } from '../../shared/blocks/codec.ts';
 import { blockLength, chunkLength, DEFAULT_CHUNK_ENTRIES, packChunk } from '../../shared/domain/blockmap.ts';
-import { Backy2Error, ExitCode, storageError } from '../../shared/domain/errors.ts';
+import { Backy2Error, ExitCode, refused, storageError, usageError } from '../../shared/domain/errors.ts';
+import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
 import { autoTags } from '../../shared/domain/version.ts';
+import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
 import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
-import { readChunkWithOrigin } from '../../shared/app/block-map.ts';
+import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup, isLiveEntry } from '../../shared/app/lookup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
@@ -24,6 +26,10 @@ export interface BackupRequest {
   tags: string[] | null;
   expire: string | null;
   baseUid: string | null;
+  /** backup -c: continue this interrupted version instead of starting a new one. */
+  resumeUid?: string | null;
+  /** backup -r: only these regions changed (rbd diff --format=json). */
+  hints?: Hint[] | null;
 }
 
 type BlockOutcome = 'sparse' | 'dedup' | 'written';
@@ -38,25 +44,11 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
   const started = Date.now();
   const source = await openSource(req.sourceUrl);
   try {
-    const base = req.baseUid ? await resolveVersion(catalog.reader, req.baseUid) : undefined;
-    const tags = req.tags ?? autoTags(req.name, await catalog.reader.listVersions(), new Date());
-    // Durable before any dedup lookup (DESIGN: GC invariant, step 1).
-    const version = await catalog.execute({
-      type: 'StartVersion',
-      uid: randomUUID(),
-      name: req.name,
-      snapshotName: req.snapshotName,
-      sizeBytes: source.size,
-      blockSize: config.blockSize,
-      chunkEntries: DEFAULT_CHUNK_ENTRIES,
-      baseUid: base?.uid ?? null,
-      tags,
-      expire: req.expire,
-      host: hostname(),
-    });
-    log.debug(`Started version ${version.uid} of ${source.path} (${source.size} bytes, ${version.blockCount} blocks)`);
+    // Hints are checked before a version exists: hints for another device create nothing.
+    const plan = req.hints ? planHintedBlocks(req.hints, source.size, config.blockSize) : null;
+    const { version, base, recorded } = req.resumeUid ? await resumeVersion(backend, req.resumeUid, req.name, source.size, log) : await startVersion(backend, req, source.size);
     try {
-      const stats = await backupBlocks(backend, version, base, source, req.sourceUrl, log, progressBar);
+      const stats = await backupBlocks(backend, version, base, source, req.sourceUrl, log, progressBar, { plan, recorded });
       const after = await deviceSize(source.path, source.fh);
       if (after.size !== source.size)
         throw new Backy2Error(ExitCode.sourceMismatch, `Source ${req.sourceUrl} changed size during backup (${source.size} → ${after.size} bytes); stop writers or back up a snapshot`);
@@ -73,6 +65,55 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
   }
 }
 
+interface StartedRun {
+  version: Version;
+  base: Version | undefined;
+  /** Chunks of the block map already recorded (by an interrupted run): not read again. */
+  recorded: Set<number>;
+}
+
+async function startVersion(backend: Backend, req: BackupRequest, sizeBytes: number): Promise<StartedRun> {
+  const { catalog, config } = backend;
+  const base = req.baseUid ? await resolveVersion(catalog.reader, req.baseUid) : undefined;
+  const tags = req.tags ?? autoTags(req.name, await catalog.reader.listVersions(), new Date());
+  // Durable before any dedup lookup (DESIGN: GC invariant, step 1).
+  const version = await catalog.execute({
+      type: 'StartVersion',
+      uid: randomUUID(),
+      name: req.name,
+      snapshotName: req.snapshotName,
+      sizeBytes,
+      blockSize: config.blockSize,
+      chunkEntries: DEFAULT_CHUNK_ENTRIES,
+      baseUid: base?.uid ?? null,
+      tags,
+      expire: req.expire,
+      host: hostname(),
+    });
+  return { version, base, recorded: new Set() };
+}
+
+/**
+ * backup -c: the version is pending again (durable before anything else, as a new backup's
+ * start), then every block its recorded chunks reference is touched, because a cleanup may have
+ * marked them while the version was failed. Blocks that are gone are stored again from the
+ * source by the chunk's re-check (`repairRecordedChunk`).
+ */
+async function resumeVersion(backend: Backend, uid: string, name: string, sizeBytes: number, log: Log): Promise<StartedRun> {
+  const { catalog, config } = backend;
+  const interrupted = await resolveVersion(catalog.reader, uid);
+  if (interrupted.name !== name) throw usageError(`Version ${interrupted.uid} is a backup of "${interrupted.name}", not "${name}"`);
+  const version = await catalog.execute({ type: 'ResumeVersion', uid: interrupted.uid, sizeBytes, blockSize: config.blockSize, host: hostname() });
+  // The base's blocks are reused without an index lookup only while the base is a valid, committed version.
+  const candidate = version.baseUid ? await catalog.reader.getVersion(version.baseUid) : undefined;
+  const base = candidate && candidate.status === 'committed' && candidate.valid ? candidate : undefined;
+  if (version.baseUid && !base) log.warn(`Base version ${version.baseUid} is no longer valid; the rest of the backup is read in full`);
+  const recorded = new Set<number>();
+  for (let chunk = 0; chunk < version.chunkCount; chunk++) if (await catalog.reader.getChunk(version.uid, chunk)) recorded.add(chunk);
+  log.info(`Continuing version ${version.uid}: ${recorded.size} of ${version.chunkCount} block map chunks were recorded and are not read again`);
+  return { version, base, recorded };
+}
+
 async function backupBlocks(
   backend: Backend,
   version: Version,
@@ -81,6 +122,7 @@ async function backupBlocks(
   sourceUrl: string,
   log: Log,
   progressBar: boolean,
+  run: { plan: Uint8Array | null; recorded: Set<number> },
 ): Promise<VersionStats> {
   const { catalog, blocks, codec, config } = backend;
   const stats: VersionStats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
@@ -118,9 +160,26 @@ async function backupBlocks(
     return 'written';
   };
 
+  const readBlock = async (idx: number, length: number): Promise<Buffer> => {
+    const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length));
+    if (data.length !== length)
+      throw new Backy2Error(ExitCode.sourceMismatch, `Source ${sourceUrl} shrank during backup: block ${idx} returned ${data.length} of ${length} bytes`);
+    stats.bytesRead += length;
+    return data;
+  };
+  // Hinted backups re-read a sample of the blocks outside the hints and compare them with the base.
+  const sanitySample = new Set(run.plan ? sanityCheckSample(run.plan) : []);
+
   for (let chunk = 0; chunk < version.chunkCount; chunk++) {
     const first = chunk * version.chunkEntries;
     const count = chunkLength(chunk, version.blockCount, version.chunkEntries);
+    if (run.recorded.has(chunk)) {
+      const recordedEntries = await keepRecordedChunk(backend, version, chunk, readBlock, stats);
+      packedMap.push(packChunk(recordedEntries));
+      done += count;
+      progress.tick(done, stats.bytesRead);
+      continue;
+    }
     const baseChunk = base && chunk < base.chunkCount ? await readChunkWithOrigin(catalog.reader, base, chunk) : null;
     const entries: BlockRef[] = new Array(count);
     const newBlocks: StoredBlock[] = [];
@@ -129,10 +188,15 @@ async function backupBlocks(
         inFlight(async () => {
           const idx = first + i;
           const length = blockLength(idx, source.size, version.blockSize);
-          let data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length));
-          if (data.length !== length)
-            throw new Backy2Error(ExitCode.sourceMismatch, `Source ${sourceUrl} shrank during backup: block ${idx} returned ${data.length} of ${length} bytes`);
-          stats.bytesRead += length;
+          const hinted = run.plan ? hintedEntry(run.plan[idx]!, idx, length, base ? (baseChunk?.entries[i] ?? null) : undefined) : null;
+          if (hinted && !sanitySample.has(idx)) {
+            if (hinted.id === null) stats.blocksSparse++;
+            else stats.blocksDedup++;
+            entries[i] = hinted;
+            progress.tick(++done, stats.bytesRead);
+            return;
+          }
+          let data = await readBlock(idx, length);
           let outcome: BlockOutcome;
           let id: BlockId | null = null;
           if (codec.isZero(data)) outcome = 'sparse';
@@ -147,6 +211,11 @@ async function backupBlocks(
               outcome = await pending;
             }
           }
+          if (hinted && hinted.id !== id)
+            throw new Backy2Error(
+              ExitCode.sourceMismatch,
+              `Block ${idx} lies outside the hints but differs from ${base ? `base version ${base.uid}` : 'zeros'}: the hints are incomplete; back up without -r`,
+            );
           if (outcome === 'sparse') stats.blocksSparse++;
           else if (outcome === 'dedup') stats.blocksDedup++;
           else stats.blocksWritten++;
@@ -193,4 +262,67 @@ async function relyOnExisting(backend: Backend, stored: StoredBlock, body: Buffe
     await sleep(Math.min(5000, 250 * (attempt + 1)));
   }
   throw storageError(`Block ${stored.id} is being deleted by a cleanup that has not finished; run "backy2 cleanup" and retry the backup`);
+}
+
+/**
+ * The entry a hinted backup records without reading the block, or null when it must be read:
+ * `zero` is sparse; otherwise the base's entry at that position (sparse without a base), unless
+ * the base has no block of that length there (the source grew, or its last block changed size).
+ * `base` is undefined for a backup without a base version, null when the base lacks this chunk.
+ */
+function hintedEntry(plan: number, idx: number, length: number, base: BlockRef | null | undefined): BlockRef | null {
+  if (plan === BlockPlan.read) return null;
+  if (plan === BlockPlan.zero || base === undefined) return { idx, id: null, length };
+  if (base === null || base.length !== length) return null;
+  return { idx, id: base.id, length };
+}
+
+/**
+ * A chunk an interrupted run recorded: its blocks are not read again, only made safe. Touching
+ * them unmarks those a cleanup marked while the version was failed; a block that is gone (or is
+ * being deleted) is read from the source at its first position and stored again, and must have
+ * the recorded id, or the source is not the one the interrupted run read.
+ */
+async function keepRecordedChunk(
+  backend: Backend,
+  version: Version,
+  chunk: number,
+  readBlock: (idx: number, length: number) => Promise<Buffer>,
+  stats: VersionStats,
+): Promise<BlockRef[]> {
+  const { catalog, codec } = backend;
+  const entries = await readChunk(catalog.reader, version, chunk);
+  const firstRef = new Map<BlockId, BlockRef>();
+  for (const e of entries) if (e.id !== null && !firstRef.has(e.id)) firstRef.set(e.id, e);
+  for (const e of entries) {
+    if (e.id === null) stats.blocksSparse++;
+    else stats.blocksDedup++;
+  }
+  const ids = [...firstRef.keys()];
+  for (let at = 0; at < ids.length; at += 1000) {
+    const batch = ids.slice(at, at + 1000);
+    const index = await catalog.reader.getBlocks(batch);
+    const invalid = batch.find((id) => index.get(id)?.valid === false);
+    if (invalid)
+      throw refused(`Block ${invalid} of interrupted version ${version.uid} failed a scrub; start a new backup instead of continuing this one`);
+    const indexed = batch.filter((id) => index.has(id)).map((id) => ({ id, storedSize: index.get(id)!.storedSize, checksum: index.get(id)!.checksum }));
+    const touched = indexed.length ? await catalog.touch(indexed) : new Map<BlockId, TouchResult>();
+    for (const id of batch) {
+      const result = touched.get(id);
+      if (result === 'live') continue;
+      if (result === 'created' && (await backend.blocks.head(blockKey(id))) !== null) continue;
+      const ref = firstRef.get(id)!;
+      const data = await readBlock(ref.idx, ref.length);
+      const again = codec.isZero(data) ? null : (await codec.blockIdOf(data)).id;
+      if (again !== id)
+        throw new Backy2Error(ExitCode.sourceMismatch, `Block ${ref.idx} of the source differs from what the interrupted backup recorded; start a new backup instead of -c`);
+      const { stored: body, checksum } = await codec.encodeForUpload(data, id, true);
+      await backend.blocks.putIfAbsent(blockKey(id), body);
+      await relyOnExisting(backend, { id, storedSize: body.length, checksum }, body);
+      stats.bytesWritten += body.length;
+      stats.blocksWritten++;
+      stats.blocksDedup--;
+    }
+  }
+  return entries;
 }

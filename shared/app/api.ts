@@ -19,6 +19,7 @@ export const VersionCommandSchema = z.discriminatedUnion('type', [
   VersionStarted.omit({ type: true, v: true, at: true }).extend({ type: z.literal('StartVersion') }),
   z.object({ type: z.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
   z.object({ type: z.literal('FailVersion'), uid, reason: z.string() }),
+  z.object({ type: z.literal('ResumeVersion'), uid, sizeBytes: z.number().int().nonnegative(), blockSize: z.number().int().positive(), host: z.string() }),
   z.object({ type: z.literal('RemoveVersion'), uid, force: z.boolean() }),
   z.object({ type: z.literal('ProtectVersion'), uid }),
   z.object({ type: z.literal('UnprotectVersion'), uid }),

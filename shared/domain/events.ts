@@ -64,6 +64,8 @@ export const VersionCommitted = z.object({
   stats: VersionStatsSchema,
   at: instant,
 });
+/** `backup -c`: work on an interrupted (pending or failed) version starts again on `host`. */
+export const VersionResumed = z.object({ type: z.literal('VersionResumed'), v: z.literal(1), uid, host: z.string(), at: instant });
 export const VersionFailed = z.object({ type: z.literal('VersionFailed'), v: z.literal(1), uid, reason: z.string(), at: instant });
 export const VersionRemoved = z.object({ type: z.literal('VersionRemoved'), v: z.literal(1), uid, forced: z.boolean(), at: instant });
 export const VersionProtected = z.object({ type: z.literal('VersionProtected'), v: z.literal(1), uid, at: instant });
@@ -95,6 +97,7 @@ export const DomainEventSchema = z.discriminatedUnion('type', [
   BlocksRecorded,
   VersionCommitted,
   VersionFailed,
+  VersionResumed,
   VersionRemoved,
   VersionProtected,
   VersionUnprotected,

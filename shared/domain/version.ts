@@ -1,6 +1,8 @@
 import type { DomainEvent, EventOf, VersionEvent } from './events.ts';
 import type { Version, VersionStats } from './types.ts';
-import { notFound, refused, usageError } from './errors.ts';
+import { Backy2Error, ExitCode, notFound, refused, usageError } from './errors.ts';
+
+const sourceMismatch = (m: string) => new Backy2Error(ExitCode.sourceMismatch, m);
 
 /**
  * The rules of a version's life, decided against its current state.
@@ -22,6 +24,7 @@ export type VersionCommand =
     }
   | { type: 'CommitVersion'; uid: string; stats: VersionStats }
   | { type: 'FailVersion'; uid: string; reason: string }
+  | { type: 'ResumeVersion'; uid: string; sizeBytes: number; blockSize: number; host: string }
   | { type: 'RemoveVersion'; uid: string; force: boolean }
   | { type: 'ProtectVersion'; uid: string }
   | { type: 'UnprotectVersion'; uid: string }
@@ -69,6 +72,13 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
         throw refused(`Version ${v.uid} has ${v.recordedChunks}/${v.chunkCount} block map chunks recorded; not committing`);
       return [{ type: 'VersionCommitted', v: 1, uid: v.uid, stats: cmd.stats, at }];
     }
+    case 'ResumeVersion':
+      if (v.status === 'removed') throw notFound(`Version ${v.uid} not found`);
+      if (v.status === 'committed') throw refused(`Version ${v.uid} is complete${v.valid ? ' and valid' : ''}; only an interrupted backup can be continued`);
+      if (v.sizeBytes !== cmd.sizeBytes)
+        throw sourceMismatch(`Source has ${cmd.sizeBytes} bytes, version ${v.uid} was a backup of ${v.sizeBytes} bytes; continue it from the same source`);
+      if (v.blockSize !== cmd.blockSize) throw refused(`Version ${v.uid} uses block size ${v.blockSize}, the config says ${cmd.blockSize}`);
+      return [{ type: 'VersionResumed', v: 1, uid: v.uid, host: cmd.host, at }];
     case 'FailVersion':
       if (v.status !== 'pending') return [];
       return [{ type: 'VersionFailed', v: 1, uid: v.uid, reason: cmd.reason, at }];
@@ -144,6 +154,8 @@ function applyLifecycle(v: Version, e: Exclude<VersionEvent, EventOf<'VersionSta
       return { ...v, status: 'committed', valid: true, stats: e.stats };
     case 'VersionFailed':
       return { ...v, status: 'failed', valid: false };
+    case 'VersionResumed':
+      return { ...v, status: 'pending', valid: false, host: e.host, startedAt: e.at };
     case 'VersionRemoved':
       return { ...v, status: 'removed' };
     case 'VersionProtected':
