@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import type { Node } from 'constructs';
+import { parseIni } from '../shared/config/ini.ts';
+import { parseRetentionPolicy, parseRetentionPolicyText, type RetentionPolicy } from '../shared/domain/retention-rules.ts';
 
 /**
  * Deploy-time settings of the stack, read from CDK context
@@ -35,6 +38,12 @@ export interface Backy2Settings {
    * dead-lettered after 5 receives, so test stacks use 1 with short timeouts.
    */
   readonly visibilityTimeoutFactor: number;
+  /**
+   * Per-name retention rules applied by the retention schedule, validated at synth: context
+   * `retention` (`"vm1: latest3,days7; *: latest7"`) or `retentionConfig` (a backy config file
+   * whose `[retention]` section is used). Default none (only expired versions are removed).
+   */
+  readonly retention: RetentionPolicy;
 }
 
 export const DEFAULT_SETTINGS: Backy2Settings = {
@@ -47,7 +56,26 @@ export const DEFAULT_SETTINGS: Backy2Settings = {
   ingestTimeoutSeconds: 60,
   scrubWorkerTimeoutSeconds: 300,
   visibilityTimeoutFactor: 6,
+  retention: {},
 };
+
+function retentionPolicy(text: unknown, configFile: unknown): RetentionPolicy {
+  const fail = (key: string, e: unknown) => new Error(`context ${key}: ${(e as Error).message}`);
+  if (text !== undefined && text !== null && text !== '') {
+    try {
+      return parseRetentionPolicyText(String(text), 'retention');
+    } catch (e) {
+      throw fail('retention', e);
+    }
+  }
+  if (configFile === undefined || configFile === null || configFile === '') return DEFAULT_SETTINGS.retention;
+  try {
+    const file = String(configFile);
+    return parseRetentionPolicy(parseIni(readFileSync(file, 'utf8'), file)['retention'] ?? {}, `${file} [retention]`);
+  } catch (e) {
+    throw fail('retentionConfig', e);
+  }
+}
 
 function bool(value: unknown, fallback: boolean, key: string): boolean {
   if (value === undefined || value === null || value === '') return fallback;
@@ -84,5 +112,6 @@ export function readSettings(node: Node): Backy2Settings {
     ingestTimeoutSeconds: int(c('ingestTimeoutSeconds'), DEFAULT_SETTINGS.ingestTimeoutSeconds, 'ingestTimeoutSeconds', 3)!,
     scrubWorkerTimeoutSeconds: int(c('scrubWorkerTimeoutSeconds'), DEFAULT_SETTINGS.scrubWorkerTimeoutSeconds, 'scrubWorkerTimeoutSeconds', 3)!,
     visibilityTimeoutFactor: int(c('visibilityTimeoutFactor'), DEFAULT_SETTINGS.visibilityTimeoutFactor, 'visibilityTimeoutFactor', 1)!,
+    retention: retentionPolicy(c('retention'), c('retentionConfig')),
   };
 }

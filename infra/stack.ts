@@ -117,7 +117,9 @@ export class Backy2Stack extends Stack {
     bucket.grantRead(this.cleanup.fn);
     bucket.grantDelete(this.cleanup.fn);
 
-    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired, unprotected versions', Duration.minutes(5), 512);
+    // The per-name policy travels as JSON in the environment; absent when none is configured.
+    const retentionPolicy: Record<string, string> = Object.keys(settings.retention).length ? { RETENTION_POLICY: JSON.stringify(settings.retention) } : {};
+    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired versions, apply the per-name policy', Duration.minutes(5), 512, retentionPolicy);
     eventsTable.grantReadWriteData(this.retention.fn);
     projectionsTable.grantReadWriteData(this.retention.fn);
 

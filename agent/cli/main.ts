@@ -13,7 +13,9 @@ import * as tags from './cmd_tags.ts';
 import * as expire from './cmd_expire.ts';
 import * as rebuild from './cmd_rebuild.ts';
 // reports (stats, du, diff-meta)
-// schedules and retention (due, sla, enforce)
+import * as due from './cmd_due.ts';
+import * as sla from './cmd_sla.ts';
+import * as enforce from './cmd_enforce.ts';
 // export / import
 // keys (add-key, rekey)
 
@@ -46,7 +48,9 @@ const commands = [
   expire,
   rebuild,
   // reports: stats, du, diffMeta
-  // schedules: due, sla, enforce
+  due,
+  sla,
+  enforce,
   // transfer: exportCmd, importCmd
   // keys: addKey, rekey
 ];

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { parseIni } from './ini.ts';
 import { usageError } from '../domain/errors.ts';
+import { parseDuration, type Scheduler } from '../domain/schedules.ts';
+import { parseRetentionPolicy, type RetentionPolicy } from '../domain/retention-rules.ts';
 
 /**
  * backy2's config keys where they apply, validated with a schema so a malformed config
@@ -60,6 +62,30 @@ const AwsSchema = z.object({
   profile: z.string().optional(),
 });
 
+/** `interval`/`sla` as backy2: N followed by s, m, h or d. */
+const durationKey = (name: string, min: number) =>
+  z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      const seconds = s === undefined ? null : parseDuration(s);
+      if (seconds === null || seconds < min) {
+        const shape = `N followed by s, m, h or d (e.g. 6h)${min > 0 ? ', more than 0' : ''}`;
+        ctx.addIssue({ code: 'custom', message: s === undefined ? `${name} is missing: ${shape}` : `${name} must be ${shape}, got "${s}"` });
+        return z.NEVER;
+      }
+      return seconds;
+    });
+
+const SchedulerSchema = z.object({
+  interval: durationKey('interval', 1),
+  keep: optionalIntKey('keep', 0).refine((n) => n !== undefined, { message: 'keep is missing: how many versions to keep (an integer >= 0)' }),
+  sla: durationKey('sla', 0),
+});
+
+/** Sections that configure something else; any other section with interval, keep or sla is a scheduler. */
+const NON_SCHEDULER_SECTIONS = new Set(['DEFAULTS', 'MetaBackend', 'DataBackend', 'aws', 'retention']);
+
 export interface Config {
   source: string;
   blockSize: number;
@@ -74,6 +100,10 @@ export interface Config {
   sqlitePath: string | undefined;
   dataPath: string | undefined;
   aws: { stackName: string; region?: string | undefined; endpointUrl?: string | undefined; profile?: string | undefined } | undefined;
+  /** Scheduler sections (`[daily] interval: 1d, keep: 8, sla: 6h`); empty when none are configured. */
+  schedulers: Scheduler[];
+  /** `[retention]`: backup name (or `*`) → rules, for `enforce NAME` and the cloud retention function. */
+  retention: RetentionPolicy;
 }
 
 export function parseConfig(text: string, source: string): Config {
@@ -96,6 +126,13 @@ export function parseConfig(text: string, source: string): Config {
   const meta = pick(MetaSchema, 'MetaBackend');
   const data = pick(DataSchema, 'DataBackend');
   const aws = sections['aws'] ? pick(AwsSchema, 'aws') : undefined;
+  const schedulers = Object.entries(sections)
+    .filter(([name, keys]) => !NON_SCHEDULER_SECTIONS.has(name) && ('interval' in keys || 'keep' in keys || 'sla' in keys))
+    .map(([name]): Scheduler => {
+      const s = pick(SchedulerSchema, name);
+      return { name, intervalSeconds: s.interval, keep: s.keep!, slaSeconds: s.sla };
+    });
+  const retention = sections['retention'] ? parseRetentionPolicy(sections['retention'], `Malformed config ${source}: [retention]`) : {};
   const sqlitePath = meta.engine?.replace(/^sqlite:\/\/\//, '');
   if (sqlitePath && !sqlitePath.startsWith('/')) throw usageError(`Malformed config ${source}: [MetaBackend] engine must name an absolute path`);
   return {
@@ -111,5 +148,7 @@ export function parseConfig(text: string, source: string): Config {
     sqlitePath,
     dataPath: data.path,
     aws: aws && { stackName: aws.stack_name, region: aws.region, endpointUrl: aws.endpoint_url, profile: aws.profile },
+    schedulers,
+    retention,
   };
 }

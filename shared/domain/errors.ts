@@ -13,6 +13,7 @@ export const ExitCode = {
   locked: 8, // another process holds the lock
   cloud: 9, // stack missing, outputs missing, credentials or endpoint problem
   scrubErrors: 20,
+  slaBreach: 21, // sla found a breach (backy2 exited 0; monitoring wants to know)
   importExists: 22,
   importFormat: 23,
   unexpected: 100,

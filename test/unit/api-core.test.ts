@@ -68,7 +68,7 @@ describe('api core', () => {
       await handleApiRequest({ kind: 'command', command: { type: 'CommitVersion', uid, stats } }, store, policy);
     }
     await handleApiRequest({ kind: 'command', command: { type: 'ProtectVersion', uid: protectedOne } }, store, policy);
-    expect(await runRetention(store, policy)).toEqual([expired]);
+    expect((await runRetention(store, policy)).removed).toEqual([expired]);
     expect((await store.getVersion(expired))?.status).toBe('removed');
     expect((await store.getVersion(protectedOne))?.status).toBe('committed');
     expect((await store.getVersion(future))?.status).toBe('committed');
