@@ -3,7 +3,7 @@ import { formatDateTime, formatExpire } from '../../shared/domain/dates.ts';
 import type { Version } from '../../shared/domain/types.ts';
 import { usageError } from '../../shared/domain/errors.ts';
 import { humanBytes, renderRows, type Column } from '../ui/table.ts';
-import { outputMode, print, withBackend } from './context.ts';
+import { outputMode, print, withBackend, type Globals } from './context.ts';
 
 // Numbers, not strings: in --json a script's `if (v.valid)` must be false for an invalid version ("0" is truthy).
 const b = (x: boolean) => (x ? 1 : 0);
@@ -21,6 +21,16 @@ export const versionColumns = (human: boolean): Column<Version>[] => [
   { name: 'tags', align: 'l', value: (v) => v.tags.join(',') },
   { name: 'expire', align: 'l', value: (v) => formatExpire(v.expire) },
 ];
+
+/**
+ * What a command that changes one version prints for scripts: with --json the version as `ls --json`
+ * shows it (one object), with -m its `ls -m` row; for a person, nothing (the log line says it).
+ */
+export function printChangedVersion(g: Globals, version: Version): void {
+  const columns = versionColumns(g.humanReadable);
+  if (g.json) print(JSON.stringify(Object.fromEntries(columns.map((c) => [c.name, c.value(version)]))) + '\n');
+  else if (g.machineOutput) print(renderRows(columns, [version], outputMode(g)));
+}
 
 export function register(program: Command): void {
   program

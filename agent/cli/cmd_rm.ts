@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import { withBackend } from './context.ts';
+import { printChangedVersion } from './cmd_ls.ts';
 
 /** rm UID: marks a version removed (its blocks go at the next cleanup). */
 export function register(program: Command): void {
@@ -10,10 +11,11 @@ export function register(program: Command): void {
     .argument('<uid>', 'version uid (or a unique prefix)')
     .option('-f, --force', 'remove even if younger than the configured minimum age')
     .action(async (uid: string, opts: { force?: boolean }, cmd: Command) => {
-      await withBackend(cmd, async (backend, _g, log) => {
+      await withBackend(cmd, async (backend, g, log) => {
         const version = await resolveVersion(backend.catalog.reader, uid);
-        await backend.catalog.execute({ type: 'RemoveVersion', uid: version.uid, force: !!opts.force });
+        const after = await backend.catalog.execute({ type: 'RemoveVersion', uid: version.uid, force: !!opts.force });
         log.info(`Removed backup version ${version.uid} with ${version.blockCount} blocks.`);
+        printChangedVersion(g, after);
       });
     });
 }
