@@ -7,7 +7,7 @@ import { blockLength, chunkLength, DEFAULT_CHUNK_ENTRIES, packChunk } from '../.
 import { Backy2Error, ExitCode, refused, storageError, usageError } from '../../shared/domain/errors.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
-import { autoTags } from '../../shared/domain/version.ts';
+import { scheduleTags } from '../../shared/domain/schedules.ts';
 import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
 import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
@@ -75,7 +75,7 @@ interface StartedRun {
 async function startVersion(backend: Backend, req: BackupRequest, sizeBytes: number): Promise<StartedRun> {
   const { catalog, config } = backend;
   const base = req.baseUid ? await resolveVersion(catalog.reader, req.baseUid) : undefined;
-  const tags = req.tags ?? autoTags(req.name, await catalog.reader.listVersions(), new Date());
+  const tags = req.tags ?? scheduleTags(req.name, await catalog.reader.listVersions(), new Date(), config.schedulers);
   // Durable before any dedup lookup (DESIGN: GC invariant, step 1).
   const version = await catalog.execute({
       type: 'StartVersion',
