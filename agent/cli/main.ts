@@ -12,7 +12,9 @@ import * as protect from './cmd_protect.ts';
 import * as tags from './cmd_tags.ts';
 import * as expire from './cmd_expire.ts';
 import * as rebuild from './cmd_rebuild.ts';
-// reports (stats, du, diff-meta)
+import * as stats from './cmd_stats.ts';
+import * as du from './cmd_du.ts';
+import * as diffMeta from './cmd_diff_meta.ts';
 import * as due from './cmd_due.ts';
 import * as sla from './cmd_sla.ts';
 import * as enforce from './cmd_enforce.ts';
@@ -47,7 +49,9 @@ const commands = [
   tags,
   expire,
   rebuild,
-  // reports: stats, du, diffMeta
+  stats,
+  du,
+  diffMeta,
   due,
   sla,
   enforce,
