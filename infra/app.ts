@@ -8,7 +8,8 @@ import { Backy2Stack } from './stack.ts';
  * defaults are in config.ts: stackName (Backy2), retain (true),
  * scheduleRateMinutes (unset: production schedules), cleanupGraceSeconds
  * (3600), maxBackupAgeSeconds (86400), minAgeDaysForRm (6), ingestTimeoutSeconds (60),
- * scrubWorkerTimeoutSeconds (300), visibilityTimeoutFactor (6).
+ * scrubWorkerTimeoutSeconds (300), visibilityTimeoutFactor (6), retention / retentionConfig
+ * (per-name retention rules for the retention schedule; none).
  */
 export function buildApp(app: App = new App()): { app: App; stack: Backy2Stack } {
   const settings = readSettings(app.node);

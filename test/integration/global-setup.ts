@@ -32,6 +32,8 @@ export const TEST_CONTEXT: Readonly<Record<string, string>> = {
   ingestTimeoutSeconds: '10',
   scrubWorkerTimeoutSeconds: '30',
   visibilityTimeoutFactor: '1',
+  // Per-name retention for retention.int.test.ts only (no `*`: other files' names are untouched).
+  retention: 'sched-retention-int: latest1',
 };
 
 const log = (line: string): void => {
