@@ -1,9 +1,10 @@
 import { holdsBlocks } from '../domain/cleanup.ts';
 import { refused } from '../domain/errors.ts';
-import { addBlockUsage, diffStatus, emptyUsage, selectStats, statsRowOf, type DiffStatus, type StatsRow, type Usage } from '../domain/reports.ts';
+import { addBlockUsage, diffStatus, emptyUsage, lastBlockOutcome, selectStats, statsRowOf, type DiffStatus, type LastBlockOutcome, type StatsRow, type Usage } from '../domain/reports.ts';
 import type { BlockId, BlockRef, Version } from '../domain/types.ts';
 import type { MetadataReader } from '../ports/catalog.ts';
 import { readBlockMap, readChunk } from './block-map.ts';
+import { runStartedAt } from '../domain/version.ts';
 import { resolveVersion } from './resolve.ts';
 
 /**
@@ -23,7 +24,7 @@ export async function statsReport(reader: MetadataReader, opts: { uid?: string; 
   const rows: StatsRow[] = [];
   for (const v of versions) {
     if (!v.stats) continue;
-    const row = statsRowOf(v, await lastBlockSparse(reader, v));
+    const row = statsRowOf(v, await shortLastBlock(reader, v));
     if (row) rows.push(row);
   }
   return selectStats(rows, opts.limit);
@@ -40,11 +41,13 @@ async function resolveWithRemoved(reader: MetadataReader, uid: string): Promise<
   }
 }
 
-/** Only whether the last block is sparse matters for the stats bytes, and only if it is short. */
-async function lastBlockSparse(reader: MetadataReader, v: Version): Promise<boolean> {
-  if (v.blockCount === 0 || v.sizeBytes % v.blockSize === 0) return false;
-  const entries = await readChunk(reader, v, v.chunkCount - 1);
-  return entries.at(-1)!.id === null;
+/** What the run did with a short last block: read from the last map chunk and that block's index entry. */
+async function shortLastBlock(reader: MetadataReader, v: Version): Promise<LastBlockOutcome> {
+  if (v.blockCount === 0 || v.sizeBytes % v.blockSize === 0) return null;
+  const last = (await readChunk(reader, v, v.chunkCount - 1)).at(-1)!;
+  if (last.id === null) return lastBlockOutcome(v, true, undefined);
+  const entry = (await reader.getBlocks([last.id])).get(last.id);
+  return lastBlockOutcome(v, false, entry && Date.parse(entry.createdAt) >= runStartedAt(v));
 }
 
 // ---------------------------------------------------------------- du

@@ -24,19 +24,20 @@ export interface StatsRow {
   durationSeconds: number;
 }
 
+/** How the backup run handled the version's last block when it is short (null: not short, or no blocks). */
+export type LastBlockOutcome = 'sparse' | 'dedup' | 'written' | null;
+
 /**
  * A version's stats row, or null when it has none (a backup that never committed: pending or failed).
  * The run's stats keep block counts and bytes read/written; the bytes of the dedup'd and sparse
- * blocks are the counts times the block size, with the short last block (if any) counted at its
- * length: as sparse when the map says it is sparse, else as dedup unless the run dedup'd nothing.
- * Every block read is full except the last, so ceil(bytes read / block size) is the blocks read.
+ * blocks are their counts times the block size, less the shortfall of a short last block counted
+ * among them. Every block read is full except the last, so ceil(bytes read / block size) is the
+ * number of blocks read.
  */
-export function statsRowOf(v: Version, lastBlockSparse: boolean): StatsRow | null {
+export function statsRowOf(v: Version, lastBlock: LastBlockOutcome): StatsRow | null {
   const s = v.stats;
   if (!s) return null;
-  const shortfall = v.blockCount > 0 ? v.blockCount * v.blockSize - v.sizeBytes : 0;
-  const sparseShort = shortfall > 0 && lastBlockSparse && s.blocksSparse > 0 ? shortfall : 0;
-  const dedupShort = shortfall > 0 && !lastBlockSparse && s.blocksDedup > 0 ? shortfall : 0;
+  const shortfall = v.blockCount * v.blockSize - v.sizeBytes;
   return {
     date: v.date,
     uid: v.uid,
@@ -47,12 +48,28 @@ export function statsRowOf(v: Version, lastBlockSparse: boolean): StatsRow | nul
     blocksRead: Math.ceil(s.bytesRead / v.blockSize),
     bytesWritten: s.bytesWritten,
     blocksWritten: s.blocksWritten,
-    bytesDedup: s.blocksDedup * v.blockSize - dedupShort,
+    bytesDedup: s.blocksDedup * v.blockSize - (lastBlock === 'dedup' ? shortfall : 0),
     blocksDedup: s.blocksDedup,
-    bytesSparse: s.blocksSparse * v.blockSize - sparseShort,
+    bytesSparse: s.blocksSparse * v.blockSize - (lastBlock === 'sparse' ? shortfall : 0),
     blocksSparse: s.blocksSparse,
     durationSeconds: s.durationSeconds,
   };
+}
+
+/**
+ * Whether a run wrote or dedup'd the short last block, from what is known without its events:
+ * the counts decide when the run did only one of the two; otherwise `createdInRun` says whether
+ * the block's index entry was created during the run (undefined when the entry is gone).
+ */
+export function lastBlockOutcome(v: Version, sparse: boolean, createdInRun: boolean | undefined): LastBlockOutcome {
+  if (!v.stats || v.blockCount === 0 || v.sizeBytes % v.blockSize === 0) return null;
+  if (sparse) return 'sparse';
+  if (v.stats.blocksWritten === 0) return 'dedup';
+  if (v.stats.blocksDedup === 0) return 'written';
+  // A short block is unique within its version (only the last block is short), so a run that
+  // created its entry wrote it. Without the entry: an incremental run most likely kept it.
+  if (createdInRun !== undefined) return createdInRun ? 'written' : 'dedup';
+  return v.baseUid ? 'dedup' : 'written';
 }
 
 /** Oldest first; `limit` keeps the newest N (backy2: `stats -l N`). */
