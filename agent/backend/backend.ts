@@ -1,6 +1,7 @@
 import type { BlockCodec } from '../../shared/blocks/codec.ts';
 import type { Config } from '../../shared/config/config.ts';
 import type { CleanupReport } from '../../shared/app/cleanup.ts';
+import type { AddKeyResult, RekeyOptions, RekeyReport } from '../../shared/app/rekey.ts';
 import type { Policy } from '../../shared/domain/version.ts';
 import type { BlockStore } from '../../shared/ports/block-store.ts';
 import type { Catalog } from '../../shared/ports/catalog.ts';
@@ -18,6 +19,10 @@ export interface Backend {
    * invokes the cleanup function, or with `local` runs it on this host (needs AdminPolicy).
    */
   cleanup(force: boolean, log: (line: string) => void, local?: boolean): Promise<CleanupReport>;
+  /** Key rotation: adds a master key to the key ring (cloud: needs AdminPolicy). Both backends have it; test doubles may not. */
+  addKey?(newMaster: Buffer): Promise<AddKeyResult>;
+  /** Key rotation: re-encrypts what older keys wrote under the configured key (cloud: on this host, needs AdminPolicy). */
+  rekey?(opts: RekeyOptions): Promise<RekeyReport>;
   close(): Promise<void>;
 }
 

@@ -9,7 +9,8 @@ import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
 import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
 import type { BlockFailure } from '../../shared/app/scrub.ts';
 import { BlockCodec } from '../../shared/blocks/codec.ts';
-import { deriveKeys, parseMasterKey } from '../../shared/blocks/keys.ts';
+import { parseMasterKey, type RepositoryKeys } from '../../shared/blocks/keys.ts';
+import { addKeyToRing, loadRepositoryKeys, oldMasterKeys, runRekey, type AddKeyResult, type RekeyOptions, type RekeyReport } from '../../shared/app/rekey.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import type { EventOf } from '../../shared/domain/events.ts';
@@ -135,14 +136,14 @@ export class CloudBackend implements Backend {
   private readonly clients: AwsClients;
   private readonly outputs: Outputs;
 
-  constructor(config: Config, clients: AwsClients, outputs: Outputs, masterKey: Buffer, log: Log) {
+  constructor(config: Config, clients: AwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log) {
     this.config = config;
     this.policy = policyOf(config);
     this.clients = clients;
     this.outputs = outputs;
     this.catalog = new CloudCatalog(clients, outputs, log);
     this.blocks = new S3BlockStore(clients.s3, outputs.BucketName);
-    this.codec = new BlockCodec(deriveKeys(masterKey), Math.max(config.blockSize, 4 * 1024 * 1024));
+    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024));
   }
 
   /** Cleanup runs in the cloud (only the cleanup function may delete objects), or locally with admin rights. */
@@ -157,6 +158,25 @@ export class CloudBackend implements Backend {
     }
     const answer = await invoke<{ report: CleanupReport }>(this.clients, this.outputs.CleanupFunctionName, { force });
     return answer.report;
+  }
+
+  /** Writes to `keys/`, which only AdminPolicy may. */
+  async addKey(newMaster: Buffer): Promise<AddKeyResult> {
+    try {
+      return await addKeyToRing(this.blocks, this.codec.keys, newMaster);
+    } catch (e) {
+      throw cloudError(e, 'the key ring');
+    }
+  }
+
+  /** Runs on this host with the keys (the functions have none), writing the index as `cleanup --local` does (AdminPolicy). */
+  async rekey(opts: RekeyOptions): Promise<RekeyReport> {
+    const store = new DynamoMetadataStore(this.clients.dynamo, { eventsTable: this.outputs.EventsTableName, projectionsTable: this.outputs.ProjectionsTableName });
+    try {
+      return await runRekey(store, this.blocks, this.codec, opts);
+    } catch (e) {
+      throw cloudError(e, 'rekey');
+    }
   }
 
   /** A key-less scrub by the scrub functions; waits for its verdict. */
@@ -186,5 +206,12 @@ export async function openCloudBackend(config: Config, log: Log, _opts: { initdb
   const masterKey = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
   const outputs = await describeOutputs(clients, aws.stackName, where);
   log.debug(`Using stack ${aws.stackName}: bucket ${outputs.BucketName}`);
-  return new CloudBackend(config, clients, outputs, masterKey, log);
+  // Key rotation: the key ring in the bucket gives the repository's dedup key.
+  let keys: RepositoryKeys;
+  try {
+    keys = await loadRepositoryKeys(new S3BlockStore(clients.s3, outputs.BucketName), masterKey, oldMasterKeys(config));
+  } catch (e) {
+    throw cloudError(e, 'the key ring');
+  }
+  return new CloudBackend(config, clients, outputs, keys, log);
 }

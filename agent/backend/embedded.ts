@@ -3,8 +3,9 @@ import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
+import { addKeyToRing, runRekey, type AddKeyResult, type RekeyOptions, type RekeyReport } from '../../shared/app/rekey.ts';
 import { BlockCodec } from '../../shared/blocks/codec.ts';
-import { deriveKeys } from '../../shared/blocks/keys.ts';
+import { deriveKeys, type RepositoryKeys } from '../../shared/blocks/keys.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import type { EventOf } from '../../shared/domain/events.ts';
@@ -88,16 +89,17 @@ export class EmbeddedBackend implements Backend {
   readonly blocks: DirBlockStore;
   readonly codec: BlockCodec;
 
-  constructor(config: Config, paths: EmbeddedPaths, store: SqliteMetadataStore, masterKey: Buffer) {
+  /** `keys`: as loaded from the key ring (open.ts); a bare master key stands for a repository that never rotated. */
+  constructor(config: Config, paths: EmbeddedPaths, store: SqliteMetadataStore, keys: RepositoryKeys | Buffer) {
     this.config = config;
     this.policy = policyOf(config);
     this.catalog = new EmbeddedCatalog(store, this.policy);
     mkdirSync(paths.dataPath, { recursive: true });
     this.blocks = new DirBlockStore(paths.dataPath);
-    const keys = deriveKeys(masterKey);
-    checkKeyId(store, keys.keyId.toString('hex'));
+    const repoKeys = Buffer.isBuffer(keys) ? deriveKeys(keys) : keys;
+    checkKeyId(store, repoKeys.keyId.toString('hex'));
     // Hashing, compression and encryption on worker threads, one per core.
-    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
+    this.codec = new BlockCodec(repoKeys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
   }
 
   async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
@@ -121,19 +123,51 @@ export class EmbeddedBackend implements Backend {
     }
   }
 
+  async addKey(newMaster: Buffer): Promise<AddKeyResult> {
+    const result = await addKeyToRing(this.blocks, this.codec.keys, newMaster);
+    acceptKeyId(this.catalog.store, result.keyId);
+    return result;
+  }
+
+  /** Under the cleanup run lock: a cleanup cannot delete a block between rekey's check and its overwrite. */
+  async rekey(opts: RekeyOptions): Promise<RekeyReport> {
+    const store = this.catalog.store;
+    store.acquireLock(CLEANUP_RUN_LOCK, opts.dryRun ? 'backy2 rekey --dry-run' : 'backy2 rekey');
+    try {
+      return await runRekey(store, this.blocks, this.codec, opts);
+    } finally {
+      store.releaseLock(CLEANUP_RUN_LOCK);
+    }
+  }
+
   async close(): Promise<void> {
     await this.codec.close();
     await this.catalog.close();
   }
 }
 
-/** The repository remembers the id of its key: a wrong key fails every command up front, before anything is read or written. */
+/**
+ * The repository remembers the id of its key, and of every key `add-key` added (meta
+ * `accepted_key_ids`): a wrong key fails every command up front, before anything is read or written.
+ */
 function checkKeyId(store: SqliteMetadataStore, keyId: string): void {
   const row = store.db.prepare("SELECT value FROM meta WHERE key = 'key_id'").get() as { value: string } | undefined;
   if (!row) {
     store.db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_id', ?)").run(keyId);
     return;
   }
-  if (row.value !== keyId)
-    throw new Backy2Error(ExitCode.integrity, `Wrong encryption key: this repository was written with key id ${row.value}, the configured key has id ${keyId}`);
+  const accepted = [row.value, ...acceptedKeyIds(store)];
+  if (!accepted.includes(keyId))
+    throw new Backy2Error(ExitCode.integrity, `Wrong encryption key: this repository was written with key id ${accepted.join(', ')}, the configured key has id ${keyId}`);
+}
+
+const acceptedKeyIds = (store: SqliteMetadataStore): string[] =>
+  ((store.db.prepare("SELECT value FROM meta WHERE key = 'accepted_key_ids'").get() as { value: string } | undefined)?.value ?? '').split(',').filter(Boolean);
+
+/** `add-key`: the repository accepts this key id from now on (its ring entry is written first). */
+export function acceptKeyId(store: SqliteMetadataStore, keyId: string): void {
+  store.transaction(() => {
+    const ids = acceptedKeyIds(store);
+    if (!ids.includes(keyId)) store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('accepted_key_ids', ?)").run([...ids, keyId].join(','));
+  });
 }

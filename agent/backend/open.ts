@@ -4,6 +4,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, type Config } from '../../shared/config/config.ts';
 import { parseMasterKey } from '../../shared/blocks/keys.ts';
+import { loadRepositoryKeys, oldMasterKeys } from '../../shared/app/rekey.ts';
+import { DirBlockStore } from '../../shared/adapters/local/dir-block-store.ts';
 import { usageError } from '../../shared/domain/errors.ts';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
 import type { Log } from '../ui/log.ts';
@@ -66,12 +68,14 @@ export async function openBackend(configFile: string | undefined, log: Log, opts
   const paths = embeddedPaths(config, isDefault);
   const exists = SqliteMetadataStore.exists(paths.sqlitePath);
   const masterKey = isDefault ? defaultKey(log, !exists) : parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
+  // Key rotation: the key ring in the block directory gives the repository's dedup key.
+  const keys = await loadRepositoryKeys(new DirBlockStore(paths.dataPath), masterKey, oldMasterKeys(config));
   let store: SqliteMetadataStore;
   if (opts.initdb) store = SqliteMetadataStore.init(paths.sqlitePath);
   else if (!exists && isDefault) store = SqliteMetadataStore.init(paths.sqlitePath);
   else store = SqliteMetadataStore.open(paths.sqlitePath);
   try {
-    return new EmbeddedBackend(config, paths, store, masterKey);
+    return new EmbeddedBackend(config, paths, store, keys);
   } catch (e) {
     store.close();
     throw e;

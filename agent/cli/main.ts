@@ -19,7 +19,8 @@ import * as due from './cmd_due.ts';
 import * as sla from './cmd_sla.ts';
 import * as enforce from './cmd_enforce.ts';
 // export / import
-// keys (add-key, rekey)
+import * as addKey from './cmd_add_key.ts';
+import * as rekey from './cmd_rekey.ts';
 
 const VERSION = '0.1.0';
 
@@ -56,7 +57,8 @@ const commands = [
   sla,
   enforce,
   // transfer: exportCmd, importCmd
-  // keys: addKey, rekey
+  addKey,
+  rekey,
 ];
 for (const command of commands) command.register(program);
 

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { RepositoryKeys } from './keys.ts';
-import type { CodecRequest, CodecResponse } from './codec-worker.ts';
+import type { CodecRequest, CodecResponse, WorkerKeys } from './codec-worker.ts';
 
 /**
  * Worker threads that run the block codec (codec-sync.ts), one block start to finish per job:
@@ -15,7 +15,7 @@ interface Slot {
 
 export class CodecPool {
   private slots: Slot[] = [];
-  private readonly workerData: { keyId: Uint8Array; encryptionKey: Uint8Array; dedupKey: Uint8Array; maxBlockSize: number };
+  private readonly workerData: WorkerKeys;
   private readonly wanted: number;
   private seq = 0;
   private closed = false;
@@ -26,6 +26,7 @@ export class CodecPool {
       keyId: new Uint8Array(keys.keyId),
       encryptionKey: new Uint8Array(keys.encryptionKey),
       dedupKey: new Uint8Array(keys.dedupKey),
+      readKeys: (keys.readKeys ?? []).map((k) => ({ keyId: new Uint8Array(k.keyId), encryptionKey: new Uint8Array(k.encryptionKey) })),
       maxBlockSize,
     };
     this.wanted = Math.max(1, size);

@@ -21,6 +21,8 @@ export interface SyncKeys {
   keyId: Buffer;
   encryptionKey: Buffer;
   dedupKey: Buffer;
+  /** Older keys (rotation): decode only. */
+  readKeys?: readonly { keyId: Buffer; encryptionKey: Buffer }[] | undefined;
 }
 
 export type DecodeFailure = { kind: 'format' | 'wrongKey'; message: string };
@@ -56,18 +58,33 @@ export function newHeader(keyId: Buffer, compressed: boolean): Buffer {
 
 export const aad = (header: Buffer, id: BlockId) => Buffer.concat([header, Buffer.from(id, 'hex')]);
 
-/** Checks magic, format and key id; returns a failure or null. */
-export function checkHeader(stored: Buffer, id: BlockId, keyId: Buffer): DecodeFailure | null {
+/** The key id in a stored object's header, or null when it is no block object. */
+export function storedKeyId(stored: Buffer): Buffer | null {
+  if (stored.length < HEADER_BYTES + 16 || !stored.subarray(0, 4).equals(MAGIC)) return null;
+  return stored.subarray(6, 14);
+}
+
+/** The encryption key for a stored key id: the current key, or an older one still configured for reading. */
+export function encryptionKeyFor(keys: SyncKeys, keyId: Buffer): Buffer | null {
+  if (keyId.equals(keys.keyId)) return keys.encryptionKey;
+  return keys.readKeys?.find((k) => k.keyId.equals(keyId))?.encryptionKey ?? null;
+}
+
+/** Checks magic, format and key id; returns a failure, or the encryption key to decrypt with. */
+export function checkHeader(stored: Buffer, id: BlockId, keys: SyncKeys): DecodeFailure | { encryptionKey: Buffer } {
   if (stored.length < HEADER_BYTES + 16 || !stored.subarray(0, 4).equals(MAGIC))
     return { kind: 'format', message: `block ${id} is not a backy2 block object (${stored.length} bytes)` };
   if (stored.readUInt8(4) !== FORMAT) return { kind: 'format', message: `block ${id} has unknown format ${stored.readUInt8(4)}` };
-  const storedKeyId = stored.subarray(6, 14);
-  if (!storedKeyId.equals(keyId))
+  const storedId = stored.subarray(6, 14);
+  const encryptionKey = encryptionKeyFor(keys, storedId);
+  if (!encryptionKey) {
+    const old = keys.readKeys?.length ? ` (older keys configured: ${keys.readKeys.map((k) => k.keyId.toString('hex')).join(', ')})` : '';
     return {
       kind: 'wrongKey',
-      message: `block ${id} was written with key id ${storedKeyId.toString('hex')}, but the configured key has id ${keyId.toString('hex')}: wrong encryption_key?`,
+      message: `block ${id} was written with key id ${storedId.toString('hex')}, but the configured key has id ${keys.keyId.toString('hex')}${old}: wrong encryption_key, or an old key missing from old_encryption_keys?`,
     };
-  return null;
+  }
+  return { encryptionKey };
 }
 
 export const blockIdSync = (keys: SyncKeys, plaintext: Buffer): BlockId => createHmac('sha256', keys.dedupKey).update(plaintext).digest('hex');
@@ -97,12 +114,12 @@ export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId): Buff
 }
 
 export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk: number): Buffer | DecodeFailure {
-  const bad = checkHeader(stored, id, keys.keyId);
-  if (bad) return bad;
+  const checked = checkHeader(stored, id, keys);
+  if ('kind' in checked) return checked;
   const header = stored.subarray(0, HEADER_BYTES);
   let body: Buffer;
   try {
-    const decipher = createDecipheriv('aes-256-gcm', keys.encryptionKey, header.subarray(14, 26));
+    const decipher = createDecipheriv('aes-256-gcm', checked.encryptionKey, header.subarray(14, 26));
     decipher.setAAD(aad(header, id));
     decipher.setAuthTag(stored.subarray(stored.length - 16));
     body = Buffer.concat([decipher.update(stored.subarray(HEADER_BYTES, stored.length - 16)), decipher.final()]);

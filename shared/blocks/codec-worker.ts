@@ -16,8 +16,22 @@ export type CodecResponse =
   | { seq: number; ok: true; id?: string; data?: Uint8Array; checksum?: string }
   | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string };
 
-const init = workerData as { keyId: Uint8Array; encryptionKey: Uint8Array; dedupKey: Uint8Array; maxBlockSize: number };
-const keys: SyncKeys = { keyId: Buffer.from(init.keyId), encryptionKey: Buffer.from(init.encryptionKey), dedupKey: Buffer.from(init.dedupKey) };
+/** The keys as they travel to a worker (older keys: decode only, key rotation). */
+export interface WorkerKeys {
+  keyId: Uint8Array;
+  encryptionKey: Uint8Array;
+  dedupKey: Uint8Array;
+  readKeys: { keyId: Uint8Array; encryptionKey: Uint8Array }[];
+  maxBlockSize: number;
+}
+
+const init = workerData as WorkerKeys;
+const keys: SyncKeys = {
+  keyId: Buffer.from(init.keyId),
+  encryptionKey: Buffer.from(init.encryptionKey),
+  dedupKey: Buffer.from(init.dedupKey),
+  readKeys: init.readKeys.map((k) => ({ keyId: Buffer.from(k.keyId), encryptionKey: Buffer.from(k.encryptionKey) })),
+};
 
 /** Transfers a buffer the worker owns outright; a view into a shared pool is copied instead. */
 const transferable = (b: Buffer): ArrayBuffer[] => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? [b.buffer as ArrayBuffer] : []);

@@ -112,15 +112,15 @@ export class BlockCodec {
       if (!res.ok && res.failure) throw res.failure.kind === 'wrongKey' ? new WrongKeyError(res.failure.message) : new BlockFormatError(res.failure.message);
       return asBuffer(unwrap(res).data!);
     }
-    const bad = checkHeader(stored, id, this.keys.keyId);
-    if (bad) throw bad.kind === 'wrongKey' ? new WrongKeyError(bad.message) : new BlockFormatError(bad.message);
+    const checked = checkHeader(stored, id, this.keys);
+    if ('kind' in checked) throw checked.kind === 'wrongKey' ? new WrongKeyError(checked.message) : new BlockFormatError(checked.message);
     const header = stored.subarray(0, HEADER_BYTES);
     let body: Buffer;
     try {
       body = Buffer.from(
         await subtle.decrypt(
           { name: 'AES-GCM', iv: header.subarray(14, 26), additionalData: aad(header, id) },
-          await this.aesKey,
+          checked.encryptionKey === this.keys.encryptionKey ? await this.aesKey : await subtle.importKey('raw', checked.encryptionKey, 'AES-GCM', false, ['decrypt']),
           stored.subarray(HEADER_BYTES),
         ),
       );

@@ -10,6 +10,18 @@ export interface RepositoryKeys {
   keyId: Buffer; // 8 bytes
   encryptionKey: Buffer; // 32 bytes, AES-256-GCM
   dedupKey: Buffer; // 32 bytes, HMAC-SHA256
+  /**
+   * Key rotation (keyring.ts): older master keys' ids and encryption keys, so blocks they wrote
+   * stay readable until `rekey`; new blocks are always written with `keyId`.
+   */
+  readKeys?: readonly ReadKey[];
+  /** Wraps the repository's dedup key in the key ring (derived from the configured master key). */
+  wrapKey?: Buffer;
+}
+
+export interface ReadKey {
+  keyId: Buffer;
+  encryptionKey: Buffer;
 }
 
 const SALT = Buffer.from('backy2-serverless/v1');
@@ -30,6 +42,9 @@ export function deriveKeys(master: Buffer): RepositoryKeys {
     dedupKey: derive('dedup', 32),
   };
 }
+
+/** The key that wraps the repository's dedup key in this master key's key-ring entry. */
+export const deriveWrapKey = (master: Buffer) => Buffer.from(hkdfSync('sha256', master, SALT, 'key-ring-wrap', 32));
 
 /** A short fingerprint to print next to the key's location (never the key itself). */
 export const keyFingerprint = (keys: RepositoryKeys) => createHash('sha256').update(keys.keyId).digest('hex').slice(0, 16);

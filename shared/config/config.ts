@@ -30,6 +30,8 @@ const DefaultsSchema = z.object({
     message: 'block_size must be a multiple of 4096 and at most 64 MiB',
   }),
   encryption_key: z.string().optional(),
+  /** Key rotation: older keys (comma-separated hex), read-only until `rekey` moved their blocks. */
+  old_encryption_keys: z.string().optional(),
   disallow_rm_when_younger_than_days: intKey('disallow_rm_when_younger_than_days', 0, 6),
   simultaneous_reads: optionalIntKey('simultaneous_reads', 1),
   simultaneous_writes: optionalIntKey('simultaneous_writes', 1),
@@ -90,6 +92,8 @@ export interface Config {
   source: string;
   blockSize: number;
   encryptionKeyHex: string | undefined;
+  /** `old_encryption_keys`: keys that wrote blocks not yet rekeyed (decrypt only). */
+  oldEncryptionKeysHex: string[];
   minAgeDaysForRm: number;
   simultaneousReads: number;
   simultaneousWrites: number;
@@ -139,6 +143,7 @@ export function parseConfig(text: string, source: string): Config {
     source,
     blockSize: defaults.block_size,
     encryptionKeyHex: defaults.encryption_key,
+    oldEncryptionKeysHex: (defaults.old_encryption_keys ?? '').split(',').map((k) => k.trim()).filter((k) => k !== ''),
     minAgeDaysForRm: defaults.disallow_rm_when_younger_than_days,
     simultaneousReads: defaults.simultaneous_reads ?? data.simultaneous_reads ?? 4,
     simultaneousWrites: defaults.simultaneous_writes ?? data.simultaneous_writes ?? 4,

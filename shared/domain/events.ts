@@ -91,6 +91,8 @@ export const BlocksMarkedUnreferenced = z.object({ type: z.literal('BlocksMarked
 export const BlocksReferenced = z.object({ type: z.literal('BlocksReferenced'), v: z.literal(1), ids: z.array(blockId), created: z.array(StoredBlockSchema), at: instant });
 export const BlocksDeletionClaimed = z.object({ type: z.literal('BlocksDeletionClaimed'), v: z.literal(1), ids: z.array(blockId), at: instant });
 export const BlocksDeleted = z.object({ type: z.literal('BlocksDeleted'), v: z.literal(1), ids: z.array(blockId), at: instant });
+/** `rekey` re-encrypted these blocks' objects under the current key (same ids): their new size and checksum. */
+export const BlocksRekeyed = z.object({ type: z.literal('BlocksRekeyed'), v: z.literal(1), blocks: z.array(StoredBlockSchema), at: instant });
 
 export const DomainEventSchema = z.discriminatedUnion('type', [
   VersionStarted,
@@ -109,13 +111,14 @@ export const DomainEventSchema = z.discriminatedUnion('type', [
   BlocksReferenced,
   BlocksDeletionClaimed,
   BlocksDeleted,
+  BlocksRekeyed,
 ]);
 
 export type DomainEvent = z.infer<typeof DomainEventSchema>;
 export type EventOf<T extends DomainEvent['type']> = Extract<DomainEvent, { type: T }>;
 export type VersionEvent = Exclude<
   DomainEvent,
-  { type: 'BlocksRecorded' | 'BlocksMarkedUnreferenced' | 'BlocksReferenced' | 'BlocksDeletionClaimed' | 'BlocksDeleted' }
+  { type: 'BlocksRecorded' | 'BlocksMarkedUnreferenced' | 'BlocksReferenced' | 'BlocksDeletionClaimed' | 'BlocksDeleted' | 'BlocksRekeyed' }
 >;
 
 export const parseEvent = (raw: unknown): DomainEvent => DomainEventSchema.parse(raw);

@@ -33,6 +33,11 @@ export interface MetadataStore {
   /** Claims each id for deletion only if it is still marked with exactly that time; returns the claimed ids. */
   claimForDeletion(marks: { id: BlockId; markedAt: string }[], at: string): Promise<BlockId[]>;
   removeBlocks(ids: BlockId[], at: string): Promise<void>;
+  /**
+   * Key rotation: the objects of these blocks were re-encrypted (same ids); sets their stored size
+   * and checksum. Entries claimed for deletion, or gone, are left alone.
+   */
+  rekeyBlocks(blocks: StoredBlock[], at: string): Promise<void>;
   /** Unmarks live entries, creates missing ones, reports those being deleted. */
   touchBlocks(blocks: StoredBlock[], at: string): Promise<Map<BlockId, TouchResult>>;
 

@@ -219,6 +219,13 @@ export class DynamoMetadataStore implements MetadataStore {
     }
   }
 
+  async rekeyBlocks(blocks: StoredBlock[], at: string): Promise<void> {
+    if (!blocks.length) return;
+    await this.appendToBlockIndex({ type: 'BlocksRekeyed', v: 1, blocks, at });
+    for (const b of blocks)
+      await this.conditionalUpdate(b.id, 'SET storedSize = :size, checksum = :sum', 'attribute_exists(pk) AND deleting = :f', { ':size': b.storedSize, ':sum': b.checksum, ':f': false });
+  }
+
   async touchBlocks(blocks: StoredBlock[], at: string): Promise<Map<BlockId, TouchResult>> {
     const results = new Map<BlockId, TouchResult>();
     for (const b of blocks) {

@@ -140,6 +140,10 @@ export class SqliteMetadataStore implements MetadataStore {
     if (ids.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksDeleted', v: 1, ids, at }));
   }
 
+  async rekeyBlocks(blocks: { id: BlockId; storedSize: number; checksum: string }[], at: string): Promise<void> {
+    if (blocks.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksRekeyed', v: 1, blocks, at }));
+  }
+
   async touchBlocks(blocks: { id: BlockId; storedSize: number; checksum: string }[], at: string): Promise<Map<BlockId, TouchResult>> {
     return this.transaction(() => {
       const results = new Map<BlockId, TouchResult>();
@@ -199,6 +203,11 @@ export class SqliteMetadataStore implements MetadataStore {
       case 'BlocksDeleted': {
         const del = db.prepare('DELETE FROM blocks WHERE id = ? AND deleting = 1');
         for (const id of event.ids) del.run(id);
+        return;
+      }
+      case 'BlocksRekeyed': {
+        const rekeyed = db.prepare('UPDATE blocks SET stored_size = ?, checksum = ? WHERE id = ? AND deleting = 0');
+        for (const b of event.blocks) rekeyed.run(b.storedSize, b.checksum, b.id);
         return;
       }
       case 'ScrubCompleted': {
