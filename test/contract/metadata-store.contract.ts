@@ -126,6 +126,30 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
       expect((await store.getBlocks([b!])).get(b!)?.valid).toBe(true);
     });
 
+    it('rekeyBlocks sets size and checksum of live and marked entries, leaves claimed and unknown ones alone, and is logged', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 2), policy);
+      const [a, b, c, unknown] = [id(), id(), id(), id()];
+      await store.recordChunk(chunkRecord(uid, 0, [a!, b!]));
+      await store.touchBlocks([stored(c!)], '2026-01-01T00:00:00.000Z');
+      const t1 = '2026-01-01T00:00:00.000Z';
+      await store.markUnreferenced([b!, c!], t1);
+      expect(await store.claimForDeletion([{ id: c!, markedAt: t1 }], t1)).toEqual([c]);
+      const claimedBefore = (await store.getBlocks([c!])).get(c!)!;
+      const fresh = [a!, b!, c!, unknown!].map((x) => ({ id: x, storedSize: 4242, checksum: randomBytes(32).toString('hex') }));
+      await store.rekeyBlocks(fresh, '2026-01-02T00:00:00.000Z');
+      const after = await store.getBlocks([a!, b!, c!, unknown!]);
+      expect(after.get(a!)).toMatchObject({ storedSize: 4242, checksum: fresh[0]!.checksum, deleting: false, unreferencedSince: null });
+      expect(after.get(b!)).toMatchObject({ storedSize: 4242, checksum: fresh[1]!.checksum, unreferencedSince: t1 });
+      expect(after.get(c!)).toMatchObject({ storedSize: claimedBefore.storedSize, checksum: claimedBefore.checksum, deleting: true });
+      expect(after.has(unknown!)).toBe(false);
+      const rekeyed: string[][] = [];
+      for await (const e of store.readAllEvents()) if (e.type === 'BlocksRekeyed') rekeyed.push(e.blocks.map((x) => x.id));
+      expect(rekeyed).toContainEqual([a, b, c, unknown]);
+      await store.rekeyBlocks([], t1);
+    });
+
     it('lists versions and scans the block index', async () => {
       const store = await makeStore();
       const uid = randomUUID();
