@@ -32,6 +32,7 @@ export function suppressNagFindings(stack: Stack, subjects: NagSubjects): void {
         `Resource::${bucket}/*`,
         `Resource::${bucket}/blocks/*`,
         `Resource::${bucket}/manifests/*`,
+        `Resource::${bucket}/keys/*`,
         ...subjects.tables.map((t) => `Resource::${arn(t)}/index/*`),
         'Action::s3:GetBucket*',
         'Action::s3:GetObject*',

@@ -118,6 +118,13 @@ export class AccessPolicies extends Construct {
           actions: ['s3:DeleteObject'],
           resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*')],
         }),
+        // Key rotation (`add-key`): only an admin may add a master key to the key ring; an agent
+        // that could would let a stolen host key stay valid after rotation.
+        new iam.PolicyStatement({
+          sid: 'AddKeysToKeyRing',
+          actions: ['s3:PutObject'],
+          resources: [props.bucket.arnForObjects('keys/*')],
+        }),
         new iam.PolicyStatement({
           sid: 'LocalCleanupWriteMetadata',
           actions: ADMIN_DYNAMODB_WRITE_ACTIONS,

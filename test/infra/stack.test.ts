@@ -271,6 +271,12 @@ describe('Backy2 stack (production defaults)', () => {
     const deletes = statements(adminDoc).filter((s) => asArray(s.Action as string | string[]).includes('s3:DeleteObject'));
     expect(deletes).toHaveLength(1);
     expect(JSON.stringify(deletes[0]!.Resource)).toMatch(/\/blocks\/\*.*\/manifests\/\*/);
+    // Key rotation: only the admin may write the key ring (keys/*); the agent's puts stop at blocks/ and manifests/.
+    const ringPuts = statements(adminDoc).filter((s) => s.Sid === 'AddKeysToKeyRing');
+    expect(ringPuts).toHaveLength(1);
+    expect(asArray(ringPuts[0]!.Action as string | string[])).toEqual(['s3:PutObject']);
+    expect(JSON.stringify(ringPuts[0]!.Resource)).toMatch(/\/keys\/\*/);
+    expect(JSON.stringify(statements(managedPolicy(template, 'AgentPolicy')).filter((s) => asArray(s.Action as string | string[]).includes('s3:PutObject')))).not.toMatch(/keys/);
     expect([...admin].filter((a) => /^(sqs:PurgeQueue|sqs:DeleteQueue|s3:DeleteBucket|dynamodb:DeleteTable|dynamodb:UpdateTable)$/.test(a))).toEqual([]);
   });
 
