@@ -18,7 +18,8 @@ import * as diffMeta from './cmd_diff_meta.ts';
 import * as due from './cmd_due.ts';
 import * as sla from './cmd_sla.ts';
 import * as enforce from './cmd_enforce.ts';
-// export / import
+import * as exportCmd from './cmd_export.ts';
+import * as importCmd from './cmd_import.ts';
 import * as addKey from './cmd_add_key.ts';
 import * as rekey from './cmd_rekey.ts';
 
@@ -56,7 +57,8 @@ const commands = [
   due,
   sla,
   enforce,
-  // transfer: exportCmd, importCmd
+  exportCmd,
+  importCmd,
   addKey,
   rekey,
 ];

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
 import type { Policy, VersionCommand } from '../domain/version.ts';
-import { StoredBlockSchema, VersionStarted, VersionStatsSchema } from '../domain/events.ts';
+import { StoredBlockSchema, VersionImported, VersionStarted, VersionStatsSchema } from '../domain/events.ts';
 import type { Version } from '../domain/types.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
@@ -17,6 +17,7 @@ const instant = z.string().datetime({ offset: true });
 
 export const VersionCommandSchema = z.discriminatedUnion('type', [
   VersionStarted.omit({ type: true, v: true, at: true }).extend({ type: z.literal('StartVersion') }),
+  VersionImported.omit({ type: true, v: true, at: true }).extend({ type: z.literal('ImportVersion') }),
   z.object({ type: z.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
   z.object({ type: z.literal('FailVersion'), uid, reason: z.string() }),
   z.object({ type: z.literal('ResumeVersion'), uid, sizeBytes: z.number().int().nonnegative(), blockSize: z.number().int().positive(), host: z.string() }),

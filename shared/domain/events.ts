@@ -64,6 +64,11 @@ export const VersionCommitted = z.object({
   stats: VersionStatsSchema,
   at: instant,
 });
+/**
+ * `import`: a version exported from another repository (or this one) starts pending here. It keeps
+ * its original `date` and header; `at` is when this import run started (the version's startedAt).
+ */
+export const VersionImported = VersionStarted.extend({ type: z.literal('VersionImported'), date: instant });
 /** `backup -c`: work on an interrupted (pending or failed) version starts again on `host`. */
 export const VersionResumed = z.object({ type: z.literal('VersionResumed'), v: z.literal(1), uid, host: z.string(), at: instant });
 export const VersionFailed = z.object({ type: z.literal('VersionFailed'), v: z.literal(1), uid, reason: z.string(), at: instant });
@@ -96,6 +101,7 @@ export const BlocksRekeyed = z.object({ type: z.literal('BlocksRekeyed'), v: z.l
 
 export const DomainEventSchema = z.discriminatedUnion('type', [
   VersionStarted,
+  VersionImported,
   BlocksRecorded,
   VersionCommitted,
   VersionFailed,

@@ -22,6 +22,21 @@ export type VersionCommand =
       expire: string | null;
       host: string;
     }
+  | {
+      /** A version exported elsewhere: same header as StartVersion plus its original date. */
+      type: 'ImportVersion';
+      uid: string;
+      name: string;
+      snapshotName: string;
+      date: string;
+      sizeBytes: number;
+      blockSize: number;
+      chunkEntries: number;
+      baseUid: string | null;
+      tags: string[];
+      expire: string | null;
+      host: string;
+    }
   | { type: 'CommitVersion'; uid: string; stats: VersionStats }
   | { type: 'FailVersion'; uid: string; reason: string }
   | { type: 'ResumeVersion'; uid: string; sizeBytes: number; blockSize: number; host: string }
@@ -60,6 +75,11 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
       if (base.blockSize !== cmd.blockSize) throw refused(`Base version ${cmd.baseUid} uses block size ${base.blockSize}, not ${cmd.blockSize}`);
     }
     return [{ type: 'VersionStarted', v: 1, ...withoutType(cmd), at }];
+  }
+  if (cmd.type === 'ImportVersion') {
+    // Even a removed version keeps its uid: an import never revives or overwrites one.
+    if (state) throw new Backy2Error(ExitCode.importExists, `Version ${cmd.uid} already exists${state.status === 'removed' ? ' (removed)' : ''}; not importing it`);
+    return [{ type: 'VersionImported', v: 1, ...withoutType(cmd), at }];
   }
   const v = requireVersion(state, cmd.uid);
   switch (cmd.type) {
@@ -116,14 +136,15 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
 
 /** Folds one event into the version projection. Unknown or foreign events leave it unchanged. */
 export function evolveVersion(state: Version | undefined, event: DomainEvent): Version | undefined {
-  if (event.type === 'VersionStarted') {
+  if (event.type === 'VersionStarted' || event.type === 'VersionImported') {
     if (state) return state;
     const blockCount = Math.ceil(event.sizeBytes / event.blockSize);
     return {
       uid: event.uid,
       name: event.name,
       snapshotName: event.snapshotName,
-      date: event.at,
+      // An imported version keeps its original date; its run (the import) starts now.
+      date: event.type === 'VersionImported' ? event.date : event.at,
       startedAt: event.at,
       sizeBytes: event.sizeBytes,
       blockSize: event.blockSize,
@@ -148,7 +169,7 @@ export function evolveVersion(state: Version | undefined, event: DomainEvent): V
   return { ...next, seq: state.seq + 1 };
 }
 
-function applyLifecycle(v: Version, e: Exclude<VersionEvent, EventOf<'VersionStarted'>>): Version {
+function applyLifecycle(v: Version, e: Exclude<VersionEvent, EventOf<'VersionStarted' | 'VersionImported'>>): Version {
   switch (e.type) {
     case 'VersionCommitted':
       return { ...v, status: 'committed', valid: true, stats: e.stats };

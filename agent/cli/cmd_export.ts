@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { resolveVersion } from '../../shared/app/resolve.ts';
+import { exportVersion } from '../../shared/app/transfer.ts';
+import { humanBytes, renderRows, type Column } from '../ui/table.ts';
+import { outputMode, print, withBackend } from './context.ts';
+
+interface ExportRow {
+  uid: string;
+  name: string;
+  file: string;
+  bytes: number;
+}
+
+const exportColumns = (human: boolean): Column<ExportRow>[] => [
+  { name: 'uid', align: 'l', value: (r) => r.uid },
+  { name: 'name', align: 'l', value: (r) => r.name },
+  { name: 'file', align: 'l', value: (r) => r.file },
+  { name: 'bytes', align: 'r', value: (r) => (human ? humanBytes(r.bytes) : r.bytes) },
+];
+
+/** export UID FILE|-: the version's metadata as a self-contained file (see shared/app/transfer.ts). */
+export function register(program: Command): void {
+  program
+    .command('export')
+    .description('Export the metadata of version UID to FILE (- for stdout), for "backy2 import"')
+    .argument('<uid>', 'version uid (or a unique prefix)')
+    .argument('<file>', 'file to write (replaced), or - for stdout')
+    .action(async (uid: string, file: string, _opts, cmd: Command) => {
+      await withBackend(cmd, async (backend, g, log) => {
+        const version = await resolveVersion(backend.catalog.reader, uid);
+        const lines = exportVersion(backend.catalog.reader, version);
+        if (file === '-') {
+          await writeAll(lines, process.stdout);
+          return;
+        }
+        // Written beside the target and renamed: a failed export never leaves a half file under FILE's name.
+        const partial = `${file}.${process.pid}.partial`;
+        const out = createWriteStream(partial, { flags: 'wx' });
+        let bytes: number;
+        try {
+          bytes = await writeAll(lines, out);
+          out.end();
+          await once(out, 'close');
+          await rename(partial, file);
+        } catch (e) {
+          out.destroy();
+          await rm(partial, { force: true });
+          throw e;
+        }
+        log.info(`Exported version ${version.uid} to ${file}`);
+        if (g.json || g.machineOutput) print(renderRows(exportColumns(g.humanReadable), [{ uid: version.uid, name: version.name, file, bytes }], outputMode(g)));
+      });
+    });
+}
+
+/** Writes every piece, waiting for the stream to drain: memory stays bounded on a slow pipe. */
+async function writeAll(pieces: AsyncIterable<string>, out: Writable): Promise<number> {
+  let bytes = 0;
+  for await (const piece of pieces) {
+    bytes += Buffer.byteLength(piece);
+    if (!out.write(piece)) await Promise.race([once(out, 'drain'), once(out, 'error').then(([e]) => Promise.reject(e))]);
+  }
+  return bytes;
+}
