@@ -2,10 +2,8 @@
  * backup -c (continue an interrupted backup) and backup -r (rbd diff hints) in cloud mode:
  * the real CLI against the real stack, chunks recorded through SQS by the ingest function.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -13,9 +11,9 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import type { Version } from '../../shared/domain/types.ts';
-import { clientConfig, cliEnv, testStack } from './context.ts';
+import { CloudCli } from './cloud-cli.ts';
+import { clientConfig, testStack } from './context.ts';
 
-const CLI = join(import.meta.dirname, '..', '..', 'agent', 'cli', 'main.ts');
 const BS = 4096; // 1024 blocks per chunk: 4 MiB chunks
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -26,35 +24,24 @@ describe('cloud mode: backup -c and backup -r', () => {
     eventsTable: stack.outputs.EventsTableName,
     projectionsTable: stack.outputs.ProjectionsTableName,
   });
+  let cloud: CloudCli;
   let dir: string;
-  let config: string;
-  const start = (...args: string[]) => {
-    const child = spawn(process.execPath, [CLI, '-c', config, ...args], { cwd: dir, env: cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' }) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const result = new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr }));
-    });
-    return { child, result };
-  };
-  const cli = (...args: string[]) => start(...args).result;
+  const start = (...args: string[]) => cloud.start(...args);
+  const cli = (...args: string[]) => cloud.run(...args);
   const byName = async (name: string): Promise<Version | undefined> => (await store.listVersions()).find((v) => v.name === name);
 
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'backy2-cloud-resume-'));
-    config = join(dir, 'backy.cfg');
-    writeFileSync(
-      config,
-      ['[DEFAULTS]', `encryption_key: ${randomBytes(32).toString('hex')}`, `block_size: ${BS}`, 'disallow_rm_when_younger_than_days: 0', '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
-    );
+    cloud = new CloudCli([`block_size: ${BS}`, 'disallow_rm_when_younger_than_days: 0']);
+    dir = cloud.dir;
   });
 
   it('a killed backup continues with -c: recorded chunks are not read again; restore is bit-exact', async () => {
     const name = `resume-${randomBytes(3).toString('hex')}`;
-    const image = randomBytes(12 * MiB);
+    // Chunk 0 (1024 blocks) is almost all sparse: it is recorded at once. Chunk 1 holds 512 blocks
+    // to upload, so the backup is still busy there when chunk 0 shows up as recorded.
+    const image = Buffer.alloc(12 * MiB);
+    randomBytes(BS).copy(image, 5 * BS);
+    randomBytes(512 * BS).copy(image, 1024 * BS);
     writeFileSync(join(dir, 'r.img'), image);
     const running = start('backup', 'file://r.img', name);
     let version: Version | undefined;
