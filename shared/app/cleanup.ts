@@ -1,5 +1,7 @@
 import pLimit from 'p-limit';
-import { blockKey, storedChecksum } from '../blocks/codec.ts';
+import { blockKey, manifestKey, storedChecksum } from '../blocks/codec.ts';
+
+const MANIFEST_PREFIX = manifestKey('');
 import { holdsBlocks, isStalePending, planCleanup } from '../domain/cleanup.ts';
 import { runStartedAt, type Policy } from '../domain/version.ts';
 import type { BlockIndexEntry } from '../domain/types.ts';
@@ -30,13 +32,15 @@ export interface CleanupReport {
   unmarked: number;
   deleted: number;
   deletedBytes: number;
+  /** Manifests (`manifests/<uid>`) of removed versions deleted. */
+  manifestsDeleted: number;
 }
 
 /** One cleanup run (both phases), the same in embedded mode and in the cloud `cleanup` function. */
 export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts: CleanupOptions): Promise<CleanupReport> {
   const now = opts.now ?? (() => new Date());
   const log = opts.log ?? (() => {});
-  const report: CleanupReport = { failedStaleBackups: [], marked: 0, unmarked: 0, deleted: 0, deletedBytes: 0 };
+  const report: CleanupReport = { failedStaleBackups: [], marked: 0, unmarked: 0, deleted: 0, deletedBytes: 0, manifestsDeleted: 0 };
 
   for (const v of await store.listVersions()) {
     if (isStalePending(v, now(), opts.policy.maxBackupAgeSeconds)) {
@@ -98,8 +102,21 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
     report.deleted += orphans.length;
     if (orphans.length) log(`Deleted ${orphans.length} stored objects no index entry knows`);
   }
+  report.manifestsDeleted = await deleteManifestsOfRemoved(blocks, new Set(versions.filter((v) => v.status === 'removed').map((v) => v.uid)), limit);
   log(`Cleanup finished. ${report.marked} blocks marked unreferenced, ${report.deleted} blocks deleted (${report.deletedBytes} bytes).`);
   return report;
+}
+
+/**
+ * A removed version's manifest goes with its blocks. Manifests of uids the metadata does not know
+ * stay: they are what a repository whose metadata was lost is rebuilt from.
+ */
+async function deleteManifestsOfRemoved(blocks: BlockStore, removed: Set<string>, limit: ReturnType<typeof pLimit>): Promise<number> {
+  if (!removed.size) return 0;
+  const doomed: string[] = [];
+  for await (const key of blocks.list(MANIFEST_PREFIX)) if (removed.has(key.slice(MANIFEST_PREFIX.length))) doomed.push(key);
+  await Promise.all(doomed.map((key) => limit(() => blocks.delete(key))));
+  return doomed.length;
 }
 
 async function findOrphans(store: MetadataStore, blocks: BlockStore): Promise<string[]> {

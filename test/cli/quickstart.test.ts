@@ -2,7 +2,8 @@
  * The quick start of backy2, end to end through the real CLI binary: first run on the embedded
  * default, initdb, backup → ls → scrub → restore → rm → cleanup.
  */
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { HOOK_TIMEOUT, configText, listFiles, fileSha, flag, lastLine, makeImage, MiB, parseTable, Repo, Sandbox, type LsRow } from '../support/cli.ts';
 
@@ -307,10 +308,13 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     const c = await repo.cli('cleanup');
     expect(c.code, c.output).toBe(0);
     expect(repo.blockFiles()).toEqual(before);
+    // The removed version's manifest goes at once (it restores nothing any more); the others' stay.
+    expect(existsSync(join(repo.dataDir, 'manifests', uid1))).toBe(false);
+    expect(existsSync(join(repo.dataDir, 'manifests', uid3))).toBe(true);
 
     const f = await repo.cliG(['--json'], 'cleanup', '-f');
     expect(f.code, f.output).toBe(0);
-    expect(JSON.parse(f.stdout)).toMatchObject({ deleted: 5 });
+    expect(JSON.parse(f.stdout)).toMatchObject({ deleted: 5, manifestsDeleted: 0 });
     // The blocks of the removed version are gone; those of the other versions remain and restore.
     expect(repo.blockFiles()).toHaveLength(3);
     expect((await repo.cli('restore', uid3, 'file://restored3')).code).toBe(0);
@@ -328,5 +332,6 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     expect(f.code, f.output).toBe(0);
     expect(repo.blockFiles()).toEqual([]);
     expect(await repo.ls()).toEqual([]);
+    expect(readdirSync(join(repo.dataDir, 'manifests'))).toEqual([]);
   });
 });
