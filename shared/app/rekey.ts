@@ -156,6 +156,8 @@ export async function runRekey(store: MetadataStore, blocks: BlockStore, codec: 
     report.rekeyed++;
     if (opts.dryRun) return null;
     const fresh = await codec.encodeForUpload(plaintext, entry.id, true);
+    // The new object replaces the only copy: it must decode to the block id before it does.
+    await codec.decode(fresh.stored, entry.id);
     // Right before the overwrite the entry must still be live and unchanged: a block that cleanup
     // claimed meanwhile is not brought back (see DESIGN-NOTES for the window that remains).
     const latest = (await store.getBlocks([entry.id])).get(entry.id);
@@ -217,6 +219,9 @@ async function rekeyManifests(blocks: BlockStore, codec: BlockCodec, dryRun: boo
       continue;
     }
     report.manifestsRekeyed++;
-    if (!dryRun) await blocks.put(key, Buffer.concat([stored.subarray(0, 32), await codec.encode(plaintext, id)]));
+    if (dryRun) continue;
+    const fresh = await codec.encode(plaintext, id);
+    await codec.decode(fresh, id);
+    await blocks.put(key, Buffer.concat([stored.subarray(0, 32), fresh]));
   }
 }
