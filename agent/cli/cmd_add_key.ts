@@ -23,10 +23,12 @@ export function register(program: Command): void {
     .argument('<keyfile>', 'file holding the new key (64 hex characters); with --generate, created')
     .option('--generate', 'create a new random key in <keyfile> (mode 0600; refuses to overwrite)')
     .action(async (keyFile: string, opts: { generate?: boolean }, cmd: Command) => {
-      const newMaster = opts.generate ? generateKeyFile(keyFile) : readKeyFile(keyFile);
+      if (opts.generate && existsSync(keyFile)) throw usageError(`Key file ${keyFile} exists; refusing to overwrite it`);
+      const given = opts.generate ? null : readKeyFile(keyFile);
       await withBackend(cmd, async (backend, g, log) => {
         if (!backend.addKey) throw usageError('This backend cannot add keys');
-        const result = await backend.addKey(newMaster);
+        // Generated only once the repository opened with the current key: no stray key files.
+        const result = await backend.addKey(given ?? generateKeyFile(keyFile));
         log.info(result.added ? `Added key ${result.keyId} to the key ring (${result.ring.length} keys)` : `Key ${result.keyId} is in the key ring already`);
         log.info(`Next: set encryption_key to the new key, list the current one under old_encryption_keys, then run "backy2 rekey"`);
         if (g.json || g.machineOutput) print(renderRows(columns, [{ ...result, file: keyFile }], outputMode(g)));
