@@ -1,5 +1,5 @@
 import pLimit from 'p-limit';
-import { blockKey, storedChecksum, type BlockCodec } from '../blocks/codec.ts';
+import { blockKey, manifestKey, storedChecksum, type BlockCodec } from '../blocks/codec.ts';
 import { storedKeyId } from '../blocks/codec-sync.ts';
 import { KEY_RING_PREFIX, KeyRingError, keyRingKey, ringKeyIdOf, ringOwner, unwrapDedupKey, wrapDedupKey, type RingOwner } from '../blocks/keyring.ts';
 import { deriveKeys, deriveWrapKey, parseMasterKey, type RepositoryKeys } from '../blocks/keys.ts';
@@ -194,13 +194,20 @@ export async function runRekey(store: MetadataStore, blocks: BlockStore, codec: 
     }
     report.blocks += page.length;
   }
-  await rekeyManifests(blocks, codec, opts.dryRun, report);
+  await rekeyManifests(store, blocks, codec, opts.dryRun, report);
   return report;
 }
 
-/** Manifests (`manifests/<uid>` = manifest id ‖ encoded object) are written once at commit and never deleted. */
-async function rekeyManifests(blocks: BlockStore, codec: BlockCodec, dryRun: boolean, report: RekeyReport): Promise<void> {
-  for await (const key of blocks.list('manifests/')) {
+/**
+ * Manifests (`manifests/<uid>` = manifest id ‖ encoded object) are written once at commit; cleanup
+ * deletes those of removed versions, so those are left alone (checked again right before the
+ * overwrite). Manifests of uids the metadata does not know are kept by cleanup and rekeyed.
+ */
+async function rekeyManifests(store: MetadataStore, blocks: BlockStore, codec: BlockCodec, dryRun: boolean, report: RekeyReport): Promise<void> {
+  const PREFIX = manifestKey('');
+  const removed = async (key: string) => (await store.getVersion(key.slice(PREFIX.length)))?.status === 'removed';
+  for await (const key of blocks.list(PREFIX)) {
+    if (await removed(key)) continue;
     const stored = await blocks.get(key);
     if (!stored) continue;
     report.bytesRead += stored.length;
@@ -222,6 +229,10 @@ async function rekeyManifests(blocks: BlockStore, codec: BlockCodec, dryRun: boo
     if (dryRun) continue;
     const fresh = await codec.encode(plaintext, id);
     await codec.decode(fresh, id);
+    if (await removed(key)) {
+      report.manifestsRekeyed--;
+      continue;
+    }
     await blocks.put(key, Buffer.concat([stored.subarray(0, 32), fresh]));
   }
 }

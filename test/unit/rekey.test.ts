@@ -118,6 +118,10 @@ describe('runRekey', () => {
     try {
       const image = patternImage([1, 2, 3, 0, 4, 5, 6]);
       const uid = await repo.backup(image, 'vm');
+      // A removed version's manifest is cleanup's to delete: rekey leaves it alone.
+      const gone = await repo.backup(patternImage([1, 2]), 'gone');
+      await repo.backend.catalog.execute({ type: 'RemoveVersion', uid: gone, force: true });
+      const goneManifest = (await repo.backend.blocks.get(manifestKey(gone)))!;
       const index = async () => {
         const all: BlockIndexEntry[] = [];
         for await (const page of repo.store.scanBlocks()) all.push(...page);
@@ -155,6 +159,7 @@ describe('runRekey', () => {
       }
       const manifest = (await blocks.get(manifestKey(uid)))!;
       expect(manifest.subarray(32 + 6, 32 + 14).equals(deriveKeys(B).keyId)).toBe(true);
+      expect((await blocks.get(manifestKey(gone)))!.equals(goneManifest)).toBe(true);
 
       // Replaying the log gives the same index (BlocksRekeyed is an event like any other).
       const before = await index();
