@@ -33,7 +33,8 @@ export class EmbeddedCatalog implements Catalog {
   }
 
   async execute(cmd: VersionCommand): Promise<Version> {
-    if (cmd.type !== 'StartVersion') return executeVersionCommand(this.store, cmd, this.policy);
+    // An import relies on stored objects no index entry may know yet, as a backup's uploads: same wait.
+    if (cmd.type !== 'StartVersion' && cmd.type !== 'ImportVersion') return executeVersionCommand(this.store, cmd, this.policy);
     await this.waitForCleanupLock();
     const started = await executeVersionCommand(this.store, cmd, this.policy);
     // A cleanup --force that took its lock between the check above and the start may have listed

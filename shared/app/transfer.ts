@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
-import { chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
+import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
 import { Backy2Error, ExitCode, integrityError, refused, storageError } from '../domain/errors.ts';
 import { BlocksRecorded, StoredBlockSchema, VersionStatsSchema } from '../domain/events.ts';
 import type { BlockId, StoredBlock, Version } from '../domain/types.ts';
@@ -165,8 +165,8 @@ export async function checkExport(lines: AsyncIterable<string>): Promise<Checked
   let nextChunk = 0;
   let blocks = 0;
   let ended = false;
+  // Referenced ids without their block line yet; block lines follow all chunks, so one set suffices.
   const unlisted = new Set<BlockId>();
-  const listed = new Set<BlockId>();
   for await (const text of lines) {
     lineNo++;
     if (lineNo === 1) {
@@ -190,14 +190,14 @@ export async function checkExport(lines: AsyncIterable<string>): Promise<Checked
       }
       if (entries.length !== expected) throw formatError(`Line ${lineNo}: chunk ${item.chunk} has ${entries.length} entries, expected ${expected}`);
       for (const e of entries) {
-        if (e.length <= 0 || e.length > version!.blockSize) throw formatError(`Line ${lineNo}: block ${e.idx} has length ${e.length}`);
-        if (e.id && !listed.has(e.id)) unlisted.add(e.id);
+        const length = blockLength(e.idx, version!.sizeBytes, version!.blockSize);
+        if (e.length !== length) throw formatError(`Line ${lineNo}: block ${e.idx} has length ${e.length}, expected ${length}`);
+        if (e.id) unlisted.add(e.id);
       }
       nextChunk++;
     } else if (item.kind === 'block') {
       if (nextChunk !== counts.chunkCount) throw formatError(`Line ${lineNo}: block lines before all ${counts.chunkCount} chunks`);
       if (!unlisted.delete(item.id)) throw formatError(`Line ${lineNo}: block ${item.id} is listed twice or not referenced by the block map`);
-      listed.add(item.id);
       blocks++;
     } else {
       if (item.chunks !== counts.chunkCount || item.blocks !== blocks || nextChunk !== counts.chunkCount)

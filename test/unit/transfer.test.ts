@@ -77,6 +77,11 @@ describe('import checks the whole file before changing anything', { timeout: 120
       cutMidLine: text.slice(0, text.length - 40),
       chunkOutOfOrder: edit(text, (l) => ([l[1], l[2]] = [l[2]!, l[1]!])),
       chunkTooShort: edit(text, (l) => (l[1]!['entries'] = Buffer.from(l[1]!['entries'] as string, 'base64').subarray(36).toString('base64'))),
+      wrongEntryLength: edit(text, (l) => {
+        const packed = Buffer.from(l[1]!['entries'] as string, 'base64');
+        packed.writeUInt32BE(100, 32);
+        l[1]!['entries'] = packed.toString('base64');
+      }),
       missingBlockLine: edit(text, (l) => l.splice(l.findIndex((x) => x['kind'] === 'block'), 1)),
       duplicateBlockLine: edit(text, (l) => l.splice(-1, 0, l.find((x) => x['kind'] === 'block')!)),
       wrongEndCounts: edit(text, (l) => (l.at(-1)!['blocks'] = 1)),
