@@ -17,6 +17,9 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/**/*.test.ts'],
+          // Property tests and CDK synths take seconds; on a loaded 2-core machine more than the defaults.
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
           exclude: ['test/**/*.int.test.ts', '**/node_modules/**', '.venv/**', '.tmp/**', 'cdk.out/**'],
         },
       },
