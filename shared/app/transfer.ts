@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
@@ -213,13 +214,10 @@ export async function checkExport(lines: AsyncIterable<string>): Promise<Checked
 
 /** The lines of an export file again, past the header. */
 async function* itemsOf(lines: AsyncIterable<string>): AsyncIterable<z.infer<typeof ExportLineSchema>> {
-  let first = true;
+  let lineNo = 0;
   for await (const text of lines) {
-    if (first) {
-      first = false;
-      continue;
-    }
-    if (text.trim() !== '') yield ExportLineSchema.parse(JSON.parse(text));
+    if (++lineNo === 1) continue;
+    if (text.trim() !== '') yield parseLine(ExportLineSchema, text, lineNo);
   }
 }
 
@@ -259,7 +257,8 @@ async function missingObjects(blocks: BlockStore, batch: StoredBlock[]): Promise
  */
 export async function importVersion(deps: ImportDeps, open: () => AsyncIterable<string>, log: (line: string) => void = () => {}): Promise<Version> {
   const { catalog, blocks, codec } = deps;
-  const checked = await checkExport(open());
+  const checkedRead = digested(open());
+  const checked = await checkExport(checkedRead.lines);
   const v = checked.version;
   const existing = await catalog.reader.getVersion(v.uid);
   if (existing) throw new Backy2Error(ExitCode.importExists, `Version ${v.uid} already exists${existing.status === 'removed' ? ' (removed)' : ''}; not importing it`);
@@ -292,13 +291,16 @@ export async function importVersion(deps: ImportDeps, open: () => AsyncIterable<
   try {
     for await (const batch of blockBatches(open(), TOUCH_BATCH)) await relyOn(deps, batch.map(({ id, storedSize, checksum }) => ({ id, storedSize, checksum })));
     const packedMap: Buffer[] = [];
-    for await (const item of itemsOf(open())) {
+    const recordedRead = digested(open());
+    for await (const item of itemsOf(recordedRead.lines)) {
       if (item.kind !== 'chunk') continue;
       packedMap.push(Buffer.from(item.entries, 'base64'));
       await catalog.record(
         BlocksRecorded.parse({ type: 'BlocksRecorded', v: 1, uid: v.uid, chunk: item.chunk, entries: item.entries, sameAs: null, newBlocks: [], at: new Date().toISOString() }),
       );
     }
+    // What was recorded must be what was checked: a file changed in between fails the import.
+    if (recordedRead.digest() !== checkedRead.digest()) throw formatError(`The import file changed while it was being imported; version ${v.uid} is failed`);
     await catalog.awaitRecorded(v.uid, version.chunkCount);
     await writeManifest(blocks, codec, version, packedMap);
     version = await catalog.execute({ type: 'CommitVersion', uid: v.uid, stats: v.stats });
@@ -319,6 +321,22 @@ export async function importVersion(deps: ImportDeps, open: () => AsyncIterable<
     });
   if (!v.valid && version.valid) log(`Version ${v.uid} was invalid when exported, but none of its blocks is; it is valid here`);
   return version;
+}
+
+/** Passes the lines through and hashes them, to notice a file that changes between two reads. */
+function digested(lines: AsyncIterable<string>): { lines: AsyncIterable<string>; digest: () => string } {
+  const hash = createHash('sha256');
+  let result: string | null = null;
+  return {
+    lines: (async function* () {
+      for await (const text of lines) {
+        hash.update(text).update('\n');
+        yield text;
+      }
+      result = hash.digest('hex');
+    })(),
+    digest: () => result ?? 'unfinished',
+  };
 }
 
 async function invalidBlocks(lines: AsyncIterable<string>): Promise<BlockId[]> {

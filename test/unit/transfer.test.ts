@@ -176,6 +176,20 @@ describe('export → import round trip', { timeout: 120_000 }, () => {
   });
 });
 
+describe('a file that changes while it is imported', { timeout: 120_000 }, () => {
+  it('fails the version (23) instead of committing what was not checked', async () => {
+    const a = repo();
+    const uid = await a.backup(IMAGE.subarray(0, 40 * BS), 'vm');
+    const text = await exportText(a, uid);
+    const changed = edit(text, (l) => ((l[0]!['version'] as Record<string, unknown>)['name'] = 'other'));
+    const b = copyOf(a);
+    let reads = 0;
+    const open = () => linesOf(++reads >= 3 ? changed : text)();
+    expect(await exitCodeOf(importVersion(b.backend, open))).toBe(ExitCode.importFormat);
+    expect(await b.store.getVersion(uid)).toMatchObject({ status: 'failed', name: 'vm' });
+  });
+});
+
 describe('ImportVersion decisions', () => {
   const policy: Policy = { minAgeDaysForRm: 0, maxBackupAgeSeconds: 60 };
   const now = new Date('2026-06-01T00:00:00.000Z');
