@@ -5,6 +5,7 @@ import { rename, rm } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import { exportVersion } from '../../shared/app/transfer.ts';
+import { storageError } from '../../shared/domain/errors.ts';
 import { humanBytes, renderRows, type Column } from '../ui/table.ts';
 import { outputMode, print, withBackend } from './context.ts';
 
@@ -57,12 +58,31 @@ export function register(program: Command): void {
     });
 }
 
-/** Writes every piece, waiting for the stream to drain: memory stays bounded on a slow pipe. */
+/**
+ * Writes every piece, waiting for the stream to drain: memory stays bounded on a slow pipe. A
+ * write error (disk full, the reader of stdout gone) ends the export with a storage error: the
+ * output is incomplete, and import would refuse it.
+ */
 async function writeAll(pieces: AsyncIterable<string>, out: Writable): Promise<number> {
+  const state: { failure: Error | null } = { failure: null };
+  const broken = new Promise<never>((_, reject) =>
+    out.once('error', (e) => {
+      state.failure = e;
+      reject(e);
+    }),
+  );
+  broken.catch(() => {});
   let bytes = 0;
-  for await (const piece of pieces) {
-    bytes += Buffer.byteLength(piece);
-    if (!out.write(piece)) await Promise.race([once(out, 'drain'), once(out, 'error').then(([e]) => Promise.reject(e))]);
+  try {
+    for await (const piece of pieces) {
+      if (state.failure) throw state.failure;
+      bytes += Buffer.byteLength(piece);
+      if (!out.write(piece)) await Promise.race([once(out, 'drain'), broken]);
+    }
+    if (state.failure) throw state.failure;
+  } catch (e) {
+    if (e === state.failure) throw storageError(`Writing the export failed: ${(e as Error).message}`);
+    throw e;
   }
   return bytes;
 }

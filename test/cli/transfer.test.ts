@@ -87,6 +87,15 @@ describe('export and import (embedded)', { timeout: 240_000 }, () => {
     expect(stdout.stdout).toBe(text);
   });
 
+  test('export - to a reader that stops early fails with 6 (the output is incomplete)', () => {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!/^(BACKY2_|AWS_)/.test(k)) env[k] = v;
+    const script = `"${NODE}" "${BIN}" -c "${a.configPath}" export ${uid} - | head -c 100 > /dev/null; echo "rc=\${PIPESTATUS[0]}"`;
+    const r = spawnSync('bash', ['-c', script], { cwd: a.dir, env: { ...env, ...a.env(), NO_COLOR: '1' }, encoding: 'utf8', timeout: 120_000 });
+    expect(r.stdout.trim(), r.stderr).toBe('rc=6');
+    expect(r.stderr).toMatch(/Writing the export failed: write EPIPE/);
+  });
+
   test('import into a fresh repository (same key, copied block directory) restores bit-exact, scrubs clean, survives cleanup', async () => {
     const b = await copyRepo(a);
     others.push(b);
