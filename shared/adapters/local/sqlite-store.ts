@@ -44,7 +44,8 @@ export class SqliteMetadataStore implements MetadataStore {
 
   static exists(path: string): boolean {
     if (!existsSync(path)) return false;
-    const db = new DatabaseSync(path);
+    // Another process may be writing (or checkpointing) at this moment: wait as every other open does.
+    const db = new DatabaseSync(path, { timeout: 30_000 });
     try {
       return db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get() !== undefined;
     } finally {
