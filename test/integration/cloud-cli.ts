@@ -17,6 +17,22 @@ export interface CloudRun {
   stderr: string;
 }
 
+/** Starts `backy2 ARGS…` (main.ts on this Node) in `cwd` with the test stack's environment. */
+export function startCloudCli(args: string[], cwd: string, env: NodeJS.ProcessEnv = cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' })): { child: ChildProcess; result: Promise<CloudRun> } {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, env });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const result = new Promise<CloudRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr }));
+  });
+  return { child, result };
+}
+
+export const runCloudCli = (args: string[], cwd: string, env?: NodeJS.ProcessEnv): Promise<CloudRun> => startCloudCli(args, cwd, env).result;
+
 export class CloudCli {
   readonly dir: string;
   readonly config: string;
@@ -38,16 +54,7 @@ export class CloudCli {
 
   /** `backy2 -c CONFIG ARGS…` (global flags such as --json may lead ARGS). */
   start(...args: string[]): { child: ChildProcess; result: Promise<CloudRun> } {
-    const child = spawn(process.execPath, [CLI, '-c', this.config, ...args], { cwd: this.dir, env: cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' }) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.stderr!.on('data', (d) => (stderr += d));
-    const result = new Promise<CloudRun>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr }));
-    });
-    return { child, result };
+    return startCloudCli(['-c', this.config, ...args], this.dir);
   }
 
   run(...args: string[]): Promise<CloudRun> {

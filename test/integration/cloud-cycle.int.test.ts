@@ -3,7 +3,6 @@
  * the emulator (or BACKY2_TEST_ENDPOINT): blocks go to S3, block records through SQS to the real
  * ingest function, commands through the real api function, metadata in DynamoDB.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,29 +13,12 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { clientConfig, cliEnv, eventually, testStack } from './context.ts';
+import { runCloudCli as runCli } from './cloud-cli.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const NODE = process.execPath;
 const CLI = join(ROOT, 'agent', 'cli', 'main.ts');
 const MiB = 1024 * 1024;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(NODE, [CLI, ...args], { cwd, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 /** An image of `blocks` 1 MiB blocks: random ones, zero ones, and some repeating an earlier block. */
 function makeImage(path: string, pattern: ('r' | 'z' | number)[]): Buffer {

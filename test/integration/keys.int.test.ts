@@ -7,7 +7,6 @@
  * The stack is shared with the suite's other files (each with keys of its own), so the ring is
  * removed afterwards and rekey's verdict is judged on this file's own objects.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +14,8 @@ import { join } from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deriveKeys } from '../../shared/blocks/keys.ts';
-import { clientConfig, cliEnv, testStack } from './context.ts';
+import { clientConfig, testStack } from './context.ts';
+import { runCloudCli as runCli } from './cloud-cli.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'agent', 'cli', 'main.ts');
@@ -23,17 +23,6 @@ const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const keyIdOf = (hex: string) => deriveKeys(Buffer.from(hex, 'hex')).keyId.toString('hex');
 
-function runCli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' }) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 describe('cloud mode: key rotation (add-key, old key, rekey)', () => {
   const stack = testStack();

@@ -3,7 +3,6 @@
  * S3, SQS and the api function; the reports read DynamoDB directly (the agent's read-only side)
  * and must show the same numbers as in embedded mode, with the stored sizes of the S3 objects.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,23 +10,13 @@ import { join } from 'node:path';
 import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { blockKey } from '../../shared/blocks/codec.ts';
-import { clientConfig, cliEnv, testStack } from './context.ts';
+import { clientConfig, testStack } from './context.ts';
+import { runCloudCli as runCli } from './cloud-cli.ts';
 
 const CLI = join(import.meta.dirname, '..', '..', 'agent', 'cli', 'main.ts');
 const BS = 64 * 1024;
 const TAIL = 1000;
 
-function runCli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' }) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 describe('cloud mode: stats, du, diff-meta', () => {
   const stack = testStack();

@@ -8,7 +8,6 @@
  * shared command core and a clock set back (empty images: no blocks, so scrub and cleanup leave
  * them alone). Names are unique per run except the one the deployed policy names.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,29 +18,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
 import { clientConfig, cliEnv, eventually, testStack } from './context.ts';
+import { runCloudCli as runCli } from './cloud-cli.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'agent', 'cli', 'main.ts');
 const DAY = 86_400_000;
 const policy = { minAgeDaysForRm: 6, maxBackupAgeSeconds: 86_400 };
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 describe('cloud mode: schedules and retention', () => {
   const stack = testStack();

@@ -1,3 +1,4 @@
+import { usageRefusal } from './helpers/refusal.ts';
 import { describe, expect, it } from 'vitest';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import {
@@ -43,16 +44,6 @@ function version(date: string, over: Partial<Version> = {}): Version {
 const kept = (ds: RetentionDecision[]) => ds.filter((d) => d.keep).map((d) => d.version.date.slice(0, 16));
 const removed = (ds: RetentionDecision[]) => ds.filter((d) => !d.keep).map((d) => d.version.date.slice(0, 16));
 
-function usageRefusal(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(Backy2Error);
-    expect((e as Backy2Error).exitCode).toBe(ExitCode.usage);
-    return (e as Error).message;
-  }
-  throw new Error('accepted');
-}
 
 describe('parseRules', () => {
   it('reads Benji rules in any order', () => {

@@ -1,3 +1,4 @@
+import { usageRefusal } from './helpers/refusal.ts';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config/config.ts';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
@@ -39,16 +40,6 @@ function version(date: Date, tags: string[], over: Partial<Version> = {}): Versi
 const daily: Scheduler = { name: 'daily', intervalSeconds: 86_400, keep: 3, slaSeconds: 6 * 3600 };
 const hourly: Scheduler = { name: 'hourly', intervalSeconds: 3600, keep: 2, slaSeconds: 600 };
 
-function usageRefusal(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(Backy2Error);
-    expect((e as Backy2Error).exitCode).toBe(ExitCode.usage);
-    return (e as Error).message;
-  }
-  throw new Error('accepted');
-}
 
 describe('scheduler config', () => {
   it('parses N s/m/h/d as backy2', () => {
