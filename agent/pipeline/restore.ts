@@ -34,7 +34,11 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
   if (!version.valid) log.warn(`Version ${version.uid} is marked invalid; restoring anyway, every block is verified`);
   const path = parseFileUrl(req.targetUrl, 'target');
   const exists = await pathExists(path);
-  if (req.continueFrom !== null && !exists) throw usageError(`Target ${req.targetUrl} does not exist; -c resumes an earlier restore into an existing target`);
+  const partialPath = join(dirname(path), `.${basename(path)}.backy2-partial`);
+  // A restore into a new file that failed on a storage read keeps what it wrote here, for -c.
+  const resumePartial = req.continueFrom !== null && !exists && (await pathExists(partialPath));
+  if (req.continueFrom !== null && !exists && !resumePartial)
+    throw usageError(`Target ${req.targetUrl} does not exist (nor a partial restore of it); -c resumes an earlier restore`);
   if (exists && !req.force && req.continueFrom === null) throw usageError(`Target already exists: ${req.targetUrl}. You must force the restore (--force).`);
 
   await preflight(backend, version);
@@ -48,11 +52,12 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     if (isBlockDevice && size < version.sizeBytes) throw usageError(`Target ${req.targetUrl} is too small: ${size} bytes, version needs ${version.sizeBytes}`);
     inPlace = isBlockDevice || req.continueFrom !== null;
   }
-  if (!inPlace) writePath = join(dirname(path), `.${basename(path)}.backy2-partial`);
+  if (!inPlace) writePath = partialPath;
   // A target that cannot be opened (no such directory, no permission, …) is the user's to fix: exit 1, one line.
-  target = await open(writePath, inPlace ? 'r+' : 'w', 0o600).catch((e: Error) => {
+  target = await open(writePath, inPlace || resumePartial ? 'r+' : 'w', 0o600).catch((e: Error) => {
     throw usageError(`Cannot open restore target ${req.targetUrl}: ${e.message}`);
   });
+  // A new file (or the partial one) reads zeros wherever nothing was written: sparse blocks are skipped.
   const fresh = !inPlace;
   let lastContiguous = (req.continueFrom ?? 0) - 1;
   try {
@@ -66,13 +71,23 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     return version;
   } catch (e) {
     await target.close().catch(() => {});
-    if (!inPlace) {
+    if (!inPlace && e instanceof BlockReadFailed && lastContiguous >= 0) {
+      // Storage may come back (a network, a mount): keep what was restored so -c need not start over.
+      log.error(`Restore failed; ${req.targetUrl} was not created. Blocks up to ${lastContiguous} are kept in ${writePath}: resume with -c ${lastContiguous + 1}`);
+    } else if (!inPlace) {
       await rm(writePath, { force: true });
       log.error(`Restore failed; nothing was written to ${req.targetUrl}`);
     } else {
       log.error(`Restore failed; ${req.targetUrl} is INCOMPLETE. Blocks up to ${lastContiguous} are restored: resume with -c ${lastContiguous + 1}`);
     }
     throw e;
+  }
+}
+
+/** Reading a stored block failed (not: it is missing or corrupt); this may pass, so a partial restore is kept. */
+class BlockReadFailed extends Backy2Error {
+  constructor(message: string) {
+    super(ExitCode.storage, message);
   }
 }
 
@@ -89,7 +104,7 @@ async function preflight(backend: Backend, version: Version): Promise<void> {
 
 async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
   const stored = await backend.blocks.get(blockKey(ref.id!)).catch((e: Error) => {
-    throw storageError(`Cannot read block ${ref.id} (block ${ref.idx}): ${e.message}`);
+    throw new BlockReadFailed(`Cannot read block ${ref.id} (block ${ref.idx}): ${e.message}`);
   });
   if (stored === null) throw storageError(`Block ${ref.id} (block ${ref.idx}) is missing from storage`);
   try {

@@ -2,7 +2,7 @@
  * backup -c UID (continue an interrupted backup) and backup -r HINTS.json (rbd diff hints),
  * end to end through the CLI against real files.
  */
-import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
@@ -220,5 +220,55 @@ describe('backup -r: rbd diff hints', { timeout: 120_000 }, () => {
     expect(past.stderr).toMatch(/beyond the end of the source/);
     expect((await repo.ls()).length).toBe(before);
     expect(readFileSync(repo.path('small.img')).length).toBe(2 * BS);
+  });
+});
+
+describe('restore -c into a new file after a storage read failure', { timeout: 120_000 }, () => {
+  let repo: Repo;
+  const BS = 64 * 1024;
+  beforeAll(async () => {
+    repo = await Repo.create({ blockSize: BS });
+  }, HOOK_TIMEOUT);
+  afterAll(() => repo.remove());
+
+  test('the restored part is kept as .NAME.backy2-partial; -c N finishes it into the target', async () => {
+    makeImage(repo.path('r.img'), Array.from({ length: 12 }, () => 'random' as const), BS);
+    const uid = await repo.backup('r.img', 'r');
+    const ids = await repo.blockIdsOf(uid);
+    // Block 9's object cannot be read (a directory stands in its place): not missing, unreadable.
+    const broken = repo.blockPath(ids[9]!);
+    renameSync(broken, repo.path('block9'));
+    mkdirSync(broken);
+
+    const failed = await repo.cli('restore', uid, 'file://r.out');
+    expect(failed.code).toBe(6);
+    const m = /Blocks up to (\d+) are kept in .*\.r\.out\.backy2-partial: resume with -c (\d+)/.exec(failed.stderr);
+    expect(m, failed.stderr).not.toBeNull();
+    expect(Number(m![2])).toBe(Number(m![1]) + 1);
+    expect(Number(m![2])).toBeLessThanOrEqual(9);
+    expect(existsSync(repo.path('r.out'))).toBe(false);
+    expect(existsSync(repo.path('.r.out.backy2-partial'))).toBe(true);
+
+    rmdirSync(broken);
+    renameSync(repo.path('block9'), broken);
+    const resumed = await repo.cli('restore', '-c', m![2]!, uid, 'file://r.out');
+    expect(resumed.code, resumed.output).toBe(0);
+    expect(fileSha(repo.path('r.out'))).toBe(fileSha(repo.path('r.img')));
+    expect(existsSync(repo.path('.r.out.backy2-partial'))).toBe(false);
+  });
+
+  test('a missing block is not a transient failure: nothing is kept', async () => {
+    makeImage(repo.path('m.img'), Array.from({ length: 6 }, () => 'random' as const), BS);
+    const uid = await repo.backup('m.img', 'm');
+    const ids = await repo.blockIdsOf(uid);
+    renameSync(repo.blockPath(ids[4]!), repo.path('block4'));
+    const failed = await repo.cli('restore', uid, 'file://m.out');
+    expect(failed.code).toBe(6);
+    expect(failed.stderr).toMatch(/nothing was written/);
+    expect(existsSync(repo.path('.m.out.backy2-partial'))).toBe(false);
+    const noResume = await repo.cli('restore', '-c', '2', uid, 'file://m.out');
+    expect(noResume.code).toBe(1);
+    expect(noResume.stderr).toMatch(/does not exist \(nor a partial restore of it\)/);
+    renameSync(repo.path('block4'), repo.blockPath(ids[4]!));
   });
 });
