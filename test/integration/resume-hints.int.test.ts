@@ -100,5 +100,14 @@ describe('cloud mode: backup -c and backup -r', () => {
     expect(out.stats.blocksSparse).toBe(2);
     expect((await cli('restore', out.uid, 'file://h.out')).code).toBe(0);
     expect(sha(readFileSync(join(dir, 'h.out')))).toBe(sha(image));
+
+    // restore -c N continues in place: only blocks from N on are written again.
+    const damaged = Buffer.from(image);
+    damaged.fill(0xee, 500 * BS);
+    writeFileSync(join(dir, 'h.out'), damaged);
+    const resumed = await cli('restore', '-c', '500', out.uid, 'file://h.out');
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/Restored 524\/524 blocks/);
+    expect(sha(readFileSync(join(dir, 'h.out')))).toBe(sha(image));
   });
 });
