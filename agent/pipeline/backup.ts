@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
-import { blockKey } from '../../shared/blocks/codec.ts';
+import { blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
 import { blockLength, chunkLength, DEFAULT_CHUNK_ENTRIES, packChunk } from '../../shared/domain/blockmap.ts';
 import { Backy2Error, ExitCode, refused, storageError, usageError } from '../../shared/domain/errors.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
 import { scheduleTags } from '../../shared/domain/schedules.ts';
 import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
-import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
+import type { BlockId, BlockIndexEntry, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup, isLiveEntry } from '../../shared/app/lookup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
@@ -152,7 +152,7 @@ async function backupBlocks(
       // A scrub found the stored copy bad: replace it with this good one.
       await writeLimit(() => blocks.put(key, body));
     } else if (!(await writeLimit(() => blocks.putIfAbsent(key, body)))) {
-      await relyOnExisting(backend, stored, body);
+      await relyOnExisting(backend, stored, body, entry);
       return 'dedup';
     }
     newBlocks.push(stored);
@@ -246,22 +246,39 @@ async function backupBlocks(
 
 /**
  * The object already exists but the index did not list it as live (another host's fresh upload,
- * a block marked unreferenced, or one a cleanup is deleting). Touching it makes cleanup keep it;
- * if a cleanup is deleting it, wait until it is gone and upload it again.
+ * an upload of a killed run, a block marked unreferenced, or one a cleanup is deleting). Touching
+ * it makes cleanup keep it; if a cleanup is deleting it, wait until it is gone and upload it again.
+ * The index entry must describe the object actually stored (a key-less scrub compares checksums),
+ * and an existing object has other ciphertext than ours (fresh nonce): so the touch carries the
+ * existing entry's description, or the stored object's own, and ours only once ours is stored.
  */
-async function relyOnExisting(backend: Backend, stored: StoredBlock, body: Buffer): Promise<void> {
-  const key = blockKey(stored.id);
+async function relyOnExisting(backend: Backend, ours: StoredBlock, body: Buffer, entry: BlockIndexEntry | undefined, oursStored = false): Promise<void> {
+  const key = blockKey(ours.id);
+  let described: StoredBlock | null = oursStored ? ours : entry ? { id: ours.id, storedSize: entry.storedSize, checksum: entry.checksum } : await describeStored(backend, key, ours.id);
   for (let attempt = 0; attempt < 60; attempt++) {
-    const result = (await backend.catalog.touch([stored])).get(stored.id);
+    if (described === null) {
+      // The object is gone (a cleanup finished deleting it): store ours and describe it.
+      await backend.blocks.put(key, body);
+      described = ours;
+    }
+    const result = (await backend.catalog.touch([described])).get(ours.id);
     if (result === 'live') return;
     if (result === 'created') {
       if ((await backend.blocks.head(key)) !== null) return;
-      await backend.blocks.putIfAbsent(key, body);
-      return;
+      described = null;
+      continue;
     }
+    // Being deleted: once it is gone, ours is uploaded.
     await sleep(Math.min(5000, 250 * (attempt + 1)));
+    if ((await backend.blocks.head(key)) === null) described = null;
   }
-  throw storageError(`Block ${stored.id} is being deleted by a cleanup that has not finished; run "backy2 cleanup" and retry the backup`);
+  throw storageError(`Block ${ours.id} is being deleted by a cleanup that has not finished; run "backy2 cleanup" and retry the backup`);
+}
+
+/** Size and checksum of the stored object, or null when there is none. */
+async function describeStored(backend: Backend, key: string, id: BlockId): Promise<StoredBlock | null> {
+  const object = await backend.blocks.get(key);
+  return object === null ? null : { id, storedSize: object.length, checksum: storedChecksum(object) };
 }
 
 /**
@@ -317,8 +334,9 @@ async function keepRecordedChunk(
       if (again !== id)
         throw new Backy2Error(ExitCode.sourceMismatch, `Block ${ref.idx} of the source differs from what the interrupted backup recorded; start a new backup instead of -c`);
       const { stored: body, checksum } = await codec.encodeForUpload(data, id, true);
-      await backend.blocks.putIfAbsent(blockKey(id), body);
-      await relyOnExisting(backend, { id, storedSize: body.length, checksum }, body);
+      const ours = { id, storedSize: body.length, checksum };
+      if (await backend.blocks.putIfAbsent(blockKey(id), body)) await relyOnExisting(backend, ours, body, undefined, true);
+      else await relyOnExisting(backend, ours, body, undefined);
       stats.bytesWritten += body.length;
       stats.blocksWritten++;
       stats.blocksDedup--;

@@ -3,6 +3,7 @@
  * end to end through the CLI against real files.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
@@ -270,5 +271,32 @@ describe('restore -c into a new file after a storage read failure', { timeout: 1
     expect(noResume.code).toBe(1);
     expect(noResume.stderr).toMatch(/does not exist \(nor a partial restore of it\)/);
     renameSync(repo.path('block4'), repo.blockPath(ids[4]!));
+  });
+});
+
+describe('an object no index entry knows (left by a killed run)', { timeout: 120_000 }, () => {
+  test('a backup that finds it stored describes that object in the index: a scrub stays clean', async () => {
+    const BS = 64 * 1024;
+    const repo = await Repo.create({ blockSize: BS, minAgeDays: 0, cleanupGraceSeconds: 0 });
+    try {
+      makeImage(repo.path('o.img'), Array.from({ length: 6 }, () => 'random' as const), BS);
+      const first = await repo.backup('o.img', 'o');
+      const ids = (await repo.blockIdsOf(first)) as string[];
+      const saved = ids.map((id) => readFileSync(repo.blockPath(id)));
+      expect((await repo.cli('rm', '-f', first)).code).toBe(0);
+      expect((await repo.cli('cleanup', '-f')).code).toBe(0);
+      expect(repo.blockFiles()).toEqual([]);
+      // Put two objects back, as a killed upload would have left them: stored, but in no index.
+      for (const i of [1, 4]) {
+        mkdirSync(dirname(repo.blockPath(ids[i]!)), { recursive: true });
+        writeFileSync(repo.blockPath(ids[i]!), saved[i]!);
+      }
+      const second = await repo.backup('o.img', 'o');
+      expect((await repo.cli('scrub', second)).code).toBe(0);
+      expect((await repo.cli('restore', second, 'file://o.out')).code).toBe(0);
+      expect(fileSha(repo.path('o.out'))).toBe(fileSha(repo.path('o.img')));
+    } finally {
+      repo.remove();
+    }
   });
 });
