@@ -61,7 +61,11 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
                 if (!failures.some((f) => f.id === e.id)) failures.push({ id: e.id, reason: result.failure });
               } else if (!verified.includes(e.id)) verified.push(e.id);
             }
-            if (source && !result.failure) sourceMismatches += await compareWithSource(source.fh, version, e, result.plaintext, log);
+            if (source && !result.failure) {
+              // Not `x += await …`: that reads x before the await, and concurrent checks would lose each other's counts.
+              const mismatches = await compareWithSource(source.fh, version, e, result.plaintext, log);
+              sourceMismatches += mismatches;
+            }
             progress.tick(++done, 0);
           }),
         ),

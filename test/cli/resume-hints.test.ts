@@ -199,7 +199,7 @@ describe('backup -r: rbd diff hints', { timeout: 120_000 }, () => {
     expect(one.code, one.output).toBe(0);
     const uid = one.stdout.trim().split('\n').at(-1)!;
     const scrub = await repo.cli('scrub', '-s', 'file://drift.img', uid);
-    expect(scrub.code).toBe(20);
+    expect(scrub.code, scrub.output + '\n---\n' + one.output).toBe(20);
     expect(scrub.stderr).toMatch(/Source mismatch at block 41/);
   });
 
