@@ -4,39 +4,28 @@ import { Backy2Error, ExitCode, notFound, refused, usageError } from './errors.t
 
 const sourceMismatch = (m: string) => new Backy2Error(ExitCode.sourceMismatch, m);
 
+/** What a version is started with: by a backup, or (with its original date) by an import. */
+interface VersionHeader {
+  uid: string;
+  name: string;
+  snapshotName: string;
+  sizeBytes: number;
+  blockSize: number;
+  chunkEntries: number;
+  baseUid: string | null;
+  tags: string[];
+  expire: string | null;
+  host: string;
+}
+
 /**
  * The rules of a version's life, decided against its current state.
  * Pure: time and policy come in as arguments, events go out.
  */
 export type VersionCommand =
-  | {
-      type: 'StartVersion';
-      uid: string;
-      name: string;
-      snapshotName: string;
-      sizeBytes: number;
-      blockSize: number;
-      chunkEntries: number;
-      baseUid: string | null;
-      tags: string[];
-      expire: string | null;
-      host: string;
-    }
-  | {
-      /** A version exported elsewhere: same header as StartVersion plus its original date. */
-      type: 'ImportVersion';
-      uid: string;
-      name: string;
-      snapshotName: string;
-      date: string;
-      sizeBytes: number;
-      blockSize: number;
-      chunkEntries: number;
-      baseUid: string | null;
-      tags: string[];
-      expire: string | null;
-      host: string;
-    }
+  | ({ type: 'StartVersion' } & VersionHeader)
+  /** A version exported elsewhere: same header as StartVersion plus its original date. */
+  | ({ type: 'ImportVersion'; date: string } & VersionHeader)
   | { type: 'CommitVersion'; uid: string; stats: VersionStats }
   | { type: 'FailVersion'; uid: string; reason: string }
   | { type: 'ResumeVersion'; uid: string; sizeBytes: number; blockSize: number; host: string }
