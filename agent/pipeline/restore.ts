@@ -8,7 +8,7 @@ import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
-import { deviceSize, parseFileUrl, pathExists } from '../io/device.ts';
+import { deviceSize, parseFileUrl, pathExists, writeAt } from '../io/device.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
 
@@ -144,10 +144,10 @@ async function writeBlocks(
           inFlight(async () => {
             const position = e.idx * version.blockSize;
             if (e.id === null) {
-              if (!opts.fresh && !opts.sparse) await target.write(zeros, 0, e.length, position);
+              if (!opts.fresh && !opts.sparse) await writeAt(target, zeros, e.length, position);
             } else {
               const data = await reads(() => fetchBlock(backend, e));
-              await target.write(data, 0, data.length, position);
+              await writeAt(target, data, data.length, position);
             }
             bytes += e.length;
             finished.add(e.idx);
