@@ -1,9 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { admits, evolveEntry, touchChange, touchFinds, type BlockIndexChange } from '../../shared/domain/block-index.ts';
 import { packChunk } from '../../shared/domain/blockmap.ts';
 import type { EventOf, VersionEvent } from '../../shared/domain/events.ts';
 import { decideVersion, evolveVersion, type VersionCommand } from '../../shared/domain/version.ts';
-import type { Version } from '../../shared/domain/types.ts';
+import type { BlockIndexEntry, StoredBlock, Version } from '../../shared/domain/types.ts';
 import { ConcurrencyError, type MetadataStore } from '../../shared/ports/metadata-store.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
 
@@ -32,8 +34,138 @@ function chunkRecord(uid: string, chunk: number, ids: string[], newIds: string[]
   };
 }
 
-export function metadataStoreContract(name: string, makeStore: () => Promise<MetadataStore>): void {
+/** Random block-index events on a few ids, at a few instants (so marks collide), with a few object variants. */
+const blockIndexOps = (() => {
+  const ids = fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 3 });
+  const t = fc.integer({ min: 0, max: 3 });
+  const variant = fc.integer({ min: 0, max: 2 });
+  return fc.array(
+    fc.oneof(
+      fc.record({ op: fc.constant('record' as const), ids, variant, byPending: fc.boolean(), t }),
+      fc.record({ op: fc.constant('mark' as const), ids, t }),
+      fc.record({ op: fc.constant('unmark' as const), ids, t }),
+      fc.record({ op: fc.constant('claim' as const), marks: fc.uniqueArray(fc.record({ id: fc.integer({ min: 0, max: 2 }), t }), { selector: (m) => m.id, minLength: 1, maxLength: 3 }), t }),
+      fc.record({ op: fc.constant('remove' as const), ids, t }),
+      fc.record({ op: fc.constant('rekey' as const), ids, variant, t }),
+      fc.record({ op: fc.constant('touch' as const), ids, variant, t }),
+      fc.record({ op: fc.constant('scrub' as const), verified: fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }), failed: fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }) }),
+    ),
+    { minLength: 1, maxLength: 16 },
+  );
+})();
+type BlockIndexOp = typeof blockIndexOps extends fc.Arbitrary<(infer O)[]> ? O : never;
+
+const instantOf = (t: number) => `2026-01-01T00:00:0${t}.000Z`;
+const variantOf = (blockId: string, variant: number): StoredBlock => ({
+  id: blockId,
+  storedSize: 100 + variant,
+  checksum: createHash('sha256').update(`${blockId}/${variant}`).digest('hex'),
+});
+
+/** The pure rules as a model: applies changes, answering what the store must answer. */
+class IndexModel {
+  readonly entries = new Map<string, BlockIndexEntry>();
+  apply(change: BlockIndexChange): boolean {
+    const before = this.entries.get(change.id);
+    const ok = admits(before, change);
+    const after = evolveEntry(before, change);
+    if (after) this.entries.set(change.id, after);
+    else this.entries.delete(change.id);
+    return ok;
+  }
+}
+
+export interface ContractOptions {
+  /** Runs of the block-index property (each a few dozen store calls). */
+  propertyRuns?: number;
+}
+
+export function metadataStoreContract(name: string, makeStore: () => Promise<MetadataStore>, options: ContractOptions = {}): void {
   describe(`MetadataStore contract: ${name}`, () => {
+    it('block-index events applied through the store give the entries the pure rules give (shared/domain/block-index.ts)', async () => {
+      const stats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
+      await fc.assert(
+        fc.asyncProperty(blockIndexOps, async (ops) => {
+          const store = await makeStore();
+          const pool = [id(), id(), id()];
+          // A backup in progress (its uploads count), a failed one (they do not), a committed one to scrub.
+          const [pending, failed, scrubbed] = [randomUUID(), randomUUID(), randomUUID()];
+          await executeVersionCommand(store, start(pending, 1000, 1), policy);
+          await executeVersionCommand(store, start(failed, 1000, 1), policy);
+          await executeVersionCommand(store, { type: 'FailVersion', uid: failed, reason: 'test' }, policy);
+          await executeVersionCommand(store, start(scrubbed, 0), policy);
+          await executeVersionCommand(store, { type: 'CommitVersion', uid: scrubbed, stats }, policy);
+          const model = new IndexModel();
+          const chunks = new Map<string, number>();
+          const run = async (o: BlockIndexOp) => {
+            const ids = 'ids' in o ? o.ids.map((i) => pool[i]!) : [];
+            const at = 't' in o ? instantOf(o.t) : instantOf(0);
+            switch (o.op) {
+              case 'record': {
+                const uid = o.byPending ? pending : failed;
+                const chunk = chunks.get(uid) ?? 0;
+                chunks.set(uid, chunk + 1);
+                const blocks = ids.map((x) => variantOf(x, o.variant));
+                await store.recordChunk({ ...chunkRecord(uid, chunk, ids, []), newBlocks: blocks, at });
+                if (o.byPending) for (const block of blocks) model.apply({ kind: 'recorded', id: block.id, block, at });
+                return;
+              }
+              case 'mark':
+                await store.markUnreferenced(ids, at);
+                for (const x of ids) model.apply({ kind: 'marked', id: x, at });
+                return;
+              case 'unmark':
+                await store.unmark(ids, at);
+                for (const x of ids) model.apply({ kind: 'referenced', id: x });
+                return;
+              case 'claim': {
+                const marks = o.marks.map((m) => ({ id: pool[m.id]!, markedAt: instantOf(m.t) }));
+                const claimed = await store.claimForDeletion(marks, at);
+                const expected = marks.filter((m) => model.apply({ kind: 'claimed', id: m.id, markedAt: m.markedAt })).map((m) => m.id);
+                expect(claimed, 'claimed ids').toEqual(expected);
+                return;
+              }
+              case 'remove':
+                await store.removeBlocks(ids, at);
+                for (const x of ids) model.apply({ kind: 'deleted', id: x });
+                return;
+              case 'rekey': {
+                const blocks = ids.map((x) => variantOf(x, o.variant));
+                await store.rekeyBlocks(blocks, at);
+                for (const block of blocks) model.apply({ kind: 'rekeyed', id: block.id, block });
+                return;
+              }
+              case 'touch': {
+                const blocks = ids.map((x) => variantOf(x, o.variant));
+                const found = await store.touchBlocks(blocks, at);
+                const expected = new Map(blocks.map((b) => [b.id, touchFinds(model.entries.get(b.id))]));
+                expect(found, 'what the touch found').toEqual(expected);
+                for (const block of blocks) {
+                  const change = touchChange(expected.get(block.id)!, block, at);
+                  if (change) model.apply(change);
+                }
+                return;
+              }
+              case 'scrub': {
+                const [verified, failedIds] = [o.verified.map((i) => pool[i]!), o.failed.map((i) => pool[i]!)];
+                await executeVersionCommand(store, { type: 'RecordScrub', uid: scrubbed, verified, failed: failedIds.map((x) => ({ id: x, reason: 'test' })), complete: true }, policy);
+                for (const x of verified) model.apply({ kind: 'verified', id: x });
+                for (const x of failedIds) model.apply({ kind: 'invalidated', id: x });
+                return;
+              }
+            }
+          };
+          for (const [step, o] of ops.entries()) {
+            await run(o);
+            const actual = Object.fromEntries([...(await store.getBlocks(pool))].sort(([a], [b]) => a.localeCompare(b)));
+            const expected = Object.fromEntries([...model.entries].sort(([a], [b]) => a.localeCompare(b)));
+            expect(actual, `index after step ${step} (${o.op})`).toEqual(expected);
+          }
+        }),
+        { numRuns: options.propertyRuns ?? 100 },
+      );
+    }, 600_000);
+
     it('appends lifecycle events with optimistic concurrency', async () => {
       const store = await makeStore();
       const uid = randomUUID();
