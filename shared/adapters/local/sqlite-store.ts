@@ -185,7 +185,7 @@ export class SqliteMetadataStore implements MetadataStore {
         return;
       }
       case 'BlocksMarkedUnreferenced': {
-        const mark = db.prepare('UPDATE blocks SET unreferenced_since = ? WHERE id = ? AND deleting = 0');
+        const mark = db.prepare('UPDATE blocks SET unreferenced_since = ? WHERE id = ? AND deleting = 0 AND unreferenced_since IS NULL');
         for (const id of event.ids) mark.run(event.at, id);
         return;
       }
