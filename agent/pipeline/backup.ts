@@ -11,7 +11,8 @@ import { scheduleTags } from '../../shared/domain/schedules.ts';
 import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
 import type { BlockId, BlockIndexEntry, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
-import { BatchedBlockLookup, isLiveEntry } from '../../shared/app/lookup.ts';
+import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
+import { isLive } from '../../shared/domain/block-index.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
@@ -143,7 +144,7 @@ async function backupBlocks(
     // at the same position is safe to reuse without asking the index.
     if (sameAsBase) return 'dedup';
     const entry = await lookup.get(id);
-    if (isLiveEntry(entry)) return 'dedup';
+    if (isLive(entry)) return 'dedup';
     // The plaintext is not needed after this: hand it to the codec (no copy to its worker).
     const { stored: body, checksum } = await codec.encodeForUpload(data, id, true);
     const stored: StoredBlock = { id, storedSize: body.length, checksum };

@@ -38,7 +38,3 @@ export class BatchedBlockLookup {
     if (this.queue.length) this.flush();
   }
 }
-
-/** An index entry a backup may dedup against: stored, valid, not marked unreferenced, not being deleted. */
-export const isLiveEntry = (e: BlockIndexEntry | undefined): boolean =>
-  e !== undefined && e.valid && !e.deleting && e.unreferencedSince === null;

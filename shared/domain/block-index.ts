@@ -194,3 +194,10 @@ export function touchChange(found: TouchResult, block: StoredBlock, at: string):
   if (found === 'created') return { kind: 'created', id: block.id, block, at };
   return undefined;
 }
+
+/**
+ * A touch as conditional writes, without reading first: the first attempt that applies says what
+ * the touch found; when none applies, the entry exists and is being deleted.
+ */
+export const touchAttempts = (block: StoredBlock, at: string): { finds: TouchResult; change: BlockIndexChange }[] =>
+  (['live', 'created'] as const).map((finds) => ({ finds, change: touchChange(finds, block, at)! }));

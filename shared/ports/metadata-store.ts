@@ -1,3 +1,4 @@
+import type { TouchResult } from '../domain/block-index.ts';
 import type { DomainEvent, EventOf, VersionEvent } from '../domain/events.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../domain/types.ts';
 
@@ -9,11 +10,12 @@ export interface StoredChunk {
   sameAs: { uid: string; chunk: number } | null;
 }
 
-export type TouchResult = 'live' | 'deleting' | 'created';
+export type { TouchResult } from '../domain/block-index.ts';
 
 /**
  * The persistence port both backends implement (SQLite embedded, DynamoDB in the cloud).
  * Every method is a storage primitive; the rules that sequence them live in shared/app.
+ * Block-index writes translate the rules of shared/domain/block-index.ts.
  * Every write appends the event and updates its projection atomically.
  */
 export interface MetadataStore {

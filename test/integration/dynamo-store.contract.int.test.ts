@@ -9,4 +9,4 @@ metadataStoreContract('DynamoDB (deployed stack)', async () => {
   const stack = testStack();
   const db = DynamoDBDocumentClient.from(new DynamoDBClient(clientConfig()), { marshallOptions: { removeUndefinedValues: true } });
   return new DynamoMetadataStore(db, { eventsTable: stack.outputs.EventsTableName, projectionsTable: stack.outputs.ProjectionsTableName });
-});
+}, { propertyRuns: 50 });

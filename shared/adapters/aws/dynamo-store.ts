@@ -13,7 +13,9 @@ import {
 import { randomInt } from 'node:crypto';
 import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domain/types.ts';
-import { ConcurrencyError, type MetadataStore, type StoredChunk, type TouchResult } from '../../ports/metadata-store.ts';
+import { changesOf, touchAttempts, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
+import { ConcurrencyError, type MetadataStore, type StoredChunk } from '../../ports/metadata-store.ts';
+import { blockIndexWrite } from './block-index-dynamo.ts';
 
 /**
  * The cloud metadata store. EventsTable (stream, seq) is the log; ProjectionsTable holds:
@@ -97,17 +99,7 @@ export class DynamoMetadataStore implements MetadataStore {
   }
 
   private async applyScrubToBlocks(event: EventOf<'ScrubCompleted'>): Promise<void> {
-    const set = async (id: BlockId, valid: boolean) => {
-      try {
-        await this.db.send(
-          new UpdateCommand({ TableName: this.projections, Key: blockKey(id), UpdateExpression: 'SET valid = :v', ConditionExpression: 'attribute_exists(pk)', ExpressionAttributeValues: { ':v': valid } }),
-        );
-      } catch (e) {
-        if (!isConditionFailure(e)) throw e;
-      }
-    };
-    for (const id of event.verified) await set(id, true);
-    for (const f of event.failed) await set(f.id, false);
+    for (const change of changesOf(event)) await this.applyChange(change);
   }
 
   async recordChunk(event: EventOf<'BlocksRecorded'>): Promise<boolean> {
@@ -115,8 +107,7 @@ export class DynamoMetadataStore implements MetadataStore {
     //    whose old object the claiming cleanup has already deleted),
     //    but only while the backup is in progress: the late record of a removed or failed one may
     //    arrive after a cleanup deleted its objects, and must not make them look live,
-    if (event.newBlocks.length && (await this.getVersion(event.uid))?.status === 'pending')
-      for (const b of event.newBlocks) await this.upsertNewBlock(b, event.at);
+    if (event.newBlocks.length) for (const change of changesOf(event, vouchesForUploads(await this.getVersion(event.uid)))) await this.applyChange(change);
     // 2. the chunk itself (idempotent),
     await this.db.send(
       new PutCommand({
@@ -157,28 +148,18 @@ export class DynamoMetadataStore implements MetadataStore {
     }
   }
 
-  private async upsertNewBlock(b: StoredBlock, at: string): Promise<void> {
-    await this.db.send(
-      new UpdateCommand({
-        TableName: this.projections,
-        Key: blockKey(b.id),
-        UpdateExpression: 'SET storedSize = :size, checksum = :sum, valid = :t, deleting = :f, createdAt = if_not_exists(createdAt, :at) REMOVE unreferencedSince',
-        ExpressionAttributeValues: { ':size': b.storedSize, ':sum': b.checksum, ':t': true, ':f': false, ':at': at },
-      }),
-    );
-  }
-
-  private async conditionalUpdate(id: BlockId, update: string, condition: string, values: Record<string, unknown>): Promise<boolean> {
+  /** One conditional write per change, translated from the block-index rules; says whether it applied. */
+  private async applyChange(change: BlockIndexChange): Promise<boolean> {
+    const write = blockIndexWrite(change);
+    const common = {
+      TableName: this.projections,
+      Key: blockKey(change.id),
+      ...(write.ConditionExpression ? { ConditionExpression: write.ConditionExpression } : {}),
+      ...(Object.keys(write.ExpressionAttributeValues).length ? { ExpressionAttributeValues: write.ExpressionAttributeValues } : {}),
+    };
     try {
-      await this.db.send(
-        new UpdateCommand({
-          TableName: this.projections,
-          Key: blockKey(id),
-          UpdateExpression: update,
-          ConditionExpression: condition,
-          ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
-        }),
-      );
+      if (write.kind === 'delete') await this.db.send(new DeleteCommand(common));
+      else await this.db.send(new UpdateCommand({ ...common, UpdateExpression: write.UpdateExpression }));
       return true;
     } catch (e) {
       if (isConditionFailure(e)) return false;
@@ -186,78 +167,54 @@ export class DynamoMetadataStore implements MetadataStore {
     }
   }
 
+  /** Logs a block-index event, then applies its changes. */
+  private async appendAndApply(event: DomainEvent): Promise<void> {
+    await this.appendToBlockIndex(event);
+    for (const change of changesOf(event)) await this.applyChange(change);
+  }
+
   async markUnreferenced(ids: BlockId[], at: string): Promise<void> {
-    if (!ids.length) return;
-    await this.appendToBlockIndex({ type: 'BlocksMarkedUnreferenced', v: 1, ids, at });
-    for (const id of ids)
-      await this.conditionalUpdate(id, 'SET unreferencedSince = :at', 'attribute_exists(pk) AND deleting = :f AND attribute_not_exists(unreferencedSince)', { ':at': at, ':f': false });
+    if (ids.length) await this.appendAndApply({ type: 'BlocksMarkedUnreferenced', v: 1, ids, at });
   }
 
   async unmark(ids: BlockId[], at: string): Promise<void> {
-    if (!ids.length) return;
-    await this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created: [], at });
-    for (const id of ids) await this.conditionalUpdate(id, 'REMOVE unreferencedSince', 'attribute_exists(pk) AND deleting = :f', { ':f': false });
+    if (ids.length) await this.appendAndApply({ type: 'BlocksReferenced', v: 1, ids, created: [], at });
   }
 
   async claimForDeletion(marks: { id: BlockId; markedAt: string }[], at: string): Promise<BlockId[]> {
     const claimed: BlockId[] = [];
-    for (const m of marks)
-      if (await this.conditionalUpdate(m.id, 'SET deleting = :t', 'unreferencedSince = :m AND deleting = :f', { ':t': true, ':f': false, ':m': m.markedAt })) claimed.push(m.id);
+    for (const m of marks) if (await this.applyChange({ kind: 'claimed', id: m.id, markedAt: m.markedAt })) claimed.push(m.id);
     if (claimed.length) await this.appendToBlockIndex({ type: 'BlocksDeletionClaimed', v: 1, ids: claimed, at });
     return claimed;
   }
 
   async removeBlocks(ids: BlockId[], at: string): Promise<void> {
-    if (!ids.length) return;
-    await this.appendToBlockIndex({ type: 'BlocksDeleted', v: 1, ids, at });
-    for (const id of ids) {
-      try {
-        await this.db.send(new DeleteCommand({ TableName: this.projections, Key: blockKey(id), ConditionExpression: 'deleting = :t', ExpressionAttributeValues: { ':t': true } }));
-      } catch (e) {
-        if (!isConditionFailure(e)) throw e;
-      }
-    }
+    if (ids.length) await this.appendAndApply({ type: 'BlocksDeleted', v: 1, ids, at });
   }
 
   async rekeyBlocks(blocks: StoredBlock[], at: string): Promise<void> {
-    if (!blocks.length) return;
-    await this.appendToBlockIndex({ type: 'BlocksRekeyed', v: 1, blocks, at });
-    for (const b of blocks)
-      await this.conditionalUpdate(b.id, 'SET storedSize = :size, checksum = :sum', 'attribute_exists(pk) AND deleting = :f', { ':size': b.storedSize, ':sum': b.checksum, ':f': false });
+    if (blocks.length) await this.appendAndApply({ type: 'BlocksRekeyed', v: 1, blocks, at });
   }
 
   async touchBlocks(blocks: StoredBlock[], at: string): Promise<Map<BlockId, TouchResult>> {
     const results = new Map<BlockId, TouchResult>();
-    for (const b of blocks) {
-      for (;;) {
-        if (await this.conditionalUpdate(b.id, 'REMOVE unreferencedSince', 'attribute_exists(pk) AND deleting = :f', { ':f': false })) {
-          results.set(b.id, 'live');
-          break;
-        }
-        const existing = await this.db.send(new GetCommand({ TableName: this.projections, Key: blockKey(b.id), ConsistentRead: true }));
-        if (existing.Item) {
-          results.set(b.id, 'deleting');
-          break;
-        }
-        try {
-          await this.db.send(
-            new PutCommand({
-              TableName: this.projections,
-              Item: { ...blockKey(b.id), storedSize: b.storedSize, checksum: b.checksum, createdAt: at, deleting: false, valid: true },
-              ConditionExpression: 'attribute_not_exists(pk)',
-            }),
-          );
-          results.set(b.id, 'created');
-          break;
-        } catch (e) {
-          if (!isConditionFailure(e)) throw e;
-        }
-      }
-    }
+    for (const b of blocks) results.set(b.id, await this.touch(b, at));
     const ids = blocks.filter((b) => results.get(b.id) === 'live').map((b) => b.id);
     const created = blocks.filter((b) => results.get(b.id) === 'created');
     if (ids.length || created.length) await this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created, at });
     return results;
+  }
+
+  /**
+   * Neither write applied: the entry exists and was being deleted, or another touch created it
+   * between the two writes (then, or if it is gone now, try again). Only this rare case reads.
+   */
+  private async touch(b: StoredBlock, at: string): Promise<TouchResult> {
+    for (;;) {
+      for (const attempt of touchAttempts(b, at)) if (await this.applyChange(attempt.change)) return attempt.finds;
+      const existing = await this.db.send(new GetCommand({ TableName: this.projections, Key: blockKey(b.id), ConsistentRead: true }));
+      if (existing.Item?.['deleting'] === true) return 'deleting';
+    }
   }
 
   async getVersion(uid: string): Promise<Version | undefined> {

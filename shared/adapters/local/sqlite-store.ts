@@ -1,11 +1,13 @@
-import { DatabaseSync } from 'node:sqlite';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { hostname as hostName } from 'node:os';
 import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
 import { evolveVersion } from '../../domain/version.ts';
-import type { BlockId, BlockIndexEntry, Version } from '../../domain/types.ts';
-import { ConcurrencyError, type MetadataStore, type StoredChunk, type TouchResult } from '../../ports/metadata-store.ts';
+import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domain/types.ts';
+import { changesOf, touchAttempts, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
+import { ConcurrencyError, type MetadataStore, type StoredChunk } from '../../ports/metadata-store.ts';
+import { blockIndexStatements } from './block-index-sql.ts';
 import { Backy2Error, ExitCode, usageError } from '../../domain/errors.ts';
 
 const SCHEMA_VERSION = '1';
@@ -37,6 +39,8 @@ const PROJECTION_TABLES = ['versions', 'map_chunks', 'blocks'];
 /** The embedded metadata store: one SQLite file holding the event log and its projections. */
 export class SqliteMetadataStore implements MetadataStore {
   readonly db: DatabaseSync;
+  /** Prepared once; SQLite re-prepares them itself after rebuildProjections recreates the table. */
+  private readonly blockIndexWrites = new Map<string, StatementSync>();
 
   private constructor(db: DatabaseSync) {
     this.db = db;
@@ -94,10 +98,24 @@ export class SqliteMetadataStore implements MetadataStore {
     return r.changes === 1;
   }
 
-  private appendToBlockIndex(event: DomainEvent): void {
+  private logBlockIndexEvent(event: DomainEvent): void {
     const last = this.db.prepare('SELECT MAX(stream_seq) AS s FROM events WHERE stream = ?').get(streams.blockIndex) as { s: number | null };
     this.append(streams.blockIndex, (last.s ?? 0) + 1, event);
+  }
+
+  private appendToBlockIndex(event: DomainEvent): void {
+    this.logBlockIndexEvent(event);
     this.apply(event);
+  }
+
+  /** Applies block-index changes, one conditional statement each (block-index-sql.ts); says which applied. */
+  private applyChanges(changes: BlockIndexChange[]): boolean[] {
+    return changes.map((change) => {
+      const { sql, params } = blockIndexStatements[change.kind];
+      let statement = this.blockIndexWrites.get(change.kind);
+      if (!statement) this.blockIndexWrites.set(change.kind, (statement = this.db.prepare(sql)));
+      return statement.run(params(change)).changes === 1;
+    });
   }
 
   async appendVersionEvents(expectedSeq: number, events: VersionEvent[], next: Version): Promise<void> {
@@ -130,9 +148,9 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async claimForDeletion(marks: { id: BlockId; markedAt: string }[], at: string): Promise<BlockId[]> {
     return this.transaction(() => {
-      const stillMarked = this.db.prepare('SELECT 1 FROM blocks WHERE id = ? AND unreferenced_since = ? AND deleting = 0');
-      const ids = marks.filter((m) => stillMarked.get(m.id, m.markedAt) !== undefined).map((m) => m.id);
-      if (ids.length) this.appendToBlockIndex({ type: 'BlocksDeletionClaimed', v: 1, ids, at });
+      const applied = this.applyChanges(marks.map((m): BlockIndexChange => ({ kind: 'claimed', id: m.id, markedAt: m.markedAt })));
+      const ids = marks.filter((_, i) => applied[i]).map((m) => m.id);
+      if (ids.length) this.logBlockIndexEvent({ type: 'BlocksDeletionClaimed', v: 1, ids, at });
       return ids;
     });
   }
@@ -141,21 +159,20 @@ export class SqliteMetadataStore implements MetadataStore {
     if (ids.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksDeleted', v: 1, ids, at }));
   }
 
-  async rekeyBlocks(blocks: { id: BlockId; storedSize: number; checksum: string }[], at: string): Promise<void> {
+  async rekeyBlocks(blocks: StoredBlock[], at: string): Promise<void> {
     if (blocks.length) this.transaction(() => this.appendToBlockIndex({ type: 'BlocksRekeyed', v: 1, blocks, at }));
   }
 
-  async touchBlocks(blocks: { id: BlockId; storedSize: number; checksum: string }[], at: string): Promise<Map<BlockId, TouchResult>> {
+  async touchBlocks(blocks: StoredBlock[], at: string): Promise<Map<BlockId, TouchResult>> {
     return this.transaction(() => {
       const results = new Map<BlockId, TouchResult>();
-      const get = this.db.prepare('SELECT deleting FROM blocks WHERE id = ?');
       for (const b of blocks) {
-        const row = get.get(b.id) as { deleting: number } | undefined;
-        results.set(b.id, row === undefined ? 'created' : row.deleting ? 'deleting' : 'live');
+        const found = touchAttempts(b, at).find((attempt) => this.applyChanges([attempt.change])[0]);
+        results.set(b.id, found?.finds ?? 'deleting');
       }
       const ids = blocks.filter((b) => results.get(b.id) === 'live').map((b) => b.id);
       const created = blocks.filter((b) => results.get(b.id) === 'created');
-      if (ids.length || created.length) this.appendToBlockIndex({ type: 'BlocksReferenced', v: 1, ids, created, at });
+      if (ids.length || created.length) this.logBlockIndexEvent({ type: 'BlocksReferenced', v: 1, ids, created, at });
       return results;
     });
   }
@@ -165,15 +182,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const db = this.db;
     switch (event.type) {
       case 'BlocksRecorded': {
-        // A new upload is live and valid: it replaces an object a scrub found invalid, and revives
-        // an entry a cleanup claimed (that cleanup already deleted the old object, or the upload would have failed).
-        const insertBlock = db.prepare(
-          `INSERT INTO blocks (id, stored_size, checksum, created_at, unreferenced_since, deleting, valid) VALUES (?, ?, ?, ?, NULL, 0, 1)
-           ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, checksum = excluded.checksum, valid = 1, deleting = 0, unreferenced_since = NULL`,
-        );
-        // Only a backup still in progress vouches for its uploads: the record of one already removed
-        // or failed may arrive after a cleanup deleted its objects, and must not make them look live.
-        if (this.readVersion(event.uid)?.status === 'pending') for (const b of event.newBlocks) insertBlock.run(b.id, b.storedSize, b.checksum, event.at);
+        this.applyChanges(changesOf(event, vouchesForUploads(this.readVersion(event.uid))));
         db.prepare('INSERT OR REPLACE INTO map_chunks (uid, chunk, entries, same_uid, same_chunk) VALUES (?, ?, ?, ?, ?)').run(
           event.uid,
           event.chunk,
@@ -184,40 +193,17 @@ export class SqliteMetadataStore implements MetadataStore {
         this.evolveVersionRow(event);
         return;
       }
-      case 'BlocksMarkedUnreferenced': {
-        const mark = db.prepare('UPDATE blocks SET unreferenced_since = ? WHERE id = ? AND deleting = 0 AND unreferenced_since IS NULL');
-        for (const id of event.ids) mark.run(event.at, id);
-        return;
-      }
-      case 'BlocksReferenced': {
-        const unmark = db.prepare('UPDATE blocks SET unreferenced_since = NULL WHERE id = ? AND deleting = 0');
-        for (const id of event.ids) unmark.run(id);
-        const insert = db.prepare('INSERT OR IGNORE INTO blocks (id, stored_size, checksum, created_at, unreferenced_since, deleting, valid) VALUES (?, ?, ?, ?, NULL, 0, 1)');
-        for (const b of event.created) insert.run(b.id, b.storedSize, b.checksum, event.at);
-        return;
-      }
-      case 'BlocksDeletionClaimed': {
-        const claim = db.prepare('UPDATE blocks SET deleting = 1 WHERE id = ?');
-        for (const id of event.ids) claim.run(id);
-        return;
-      }
-      case 'BlocksDeleted': {
-        const del = db.prepare('DELETE FROM blocks WHERE id = ? AND deleting = 1');
-        for (const id of event.ids) del.run(id);
-        return;
-      }
-      case 'BlocksRekeyed': {
-        const rekeyed = db.prepare('UPDATE blocks SET stored_size = ?, checksum = ? WHERE id = ? AND deleting = 0');
-        for (const b of event.blocks) rekeyed.run(b.storedSize, b.checksum, b.id);
-        return;
-      }
-      case 'ScrubCompleted': {
-        const setValid = db.prepare('UPDATE blocks SET valid = ? WHERE id = ?');
-        for (const id of event.verified) setValid.run(1, id);
-        for (const f of event.failed) setValid.run(0, f.id);
+      case 'ScrubCompleted':
+        this.applyChanges(changesOf(event));
         this.evolveVersionRow(event);
         return;
-      }
+      case 'BlocksMarkedUnreferenced':
+      case 'BlocksReferenced':
+      case 'BlocksDeletionClaimed':
+      case 'BlocksDeleted':
+      case 'BlocksRekeyed':
+        this.applyChanges(changesOf(event));
+        return;
       default:
         this.evolveVersionRow(event);
     }
