@@ -123,6 +123,14 @@ export class CloudCatalog implements Catalog {
     return new Map(Object.entries(answer.touched));
   }
 
+  async holdLease(uid: string, holder: string, seconds: number): Promise<void> {
+    await invoke(this.clients, this.outputs.ApiFunctionName, { kind: 'lease', uid, holder, seconds });
+  }
+
+  async dropLease(uid: string, holder: string): Promise<void> {
+    await invoke(this.clients, this.outputs.ApiFunctionName, { kind: 'release', uid, holder });
+  }
+
   async close(): Promise<void> {}
 }
 

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
+import { leaseExpiry } from '../../shared/domain/cleanup.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
 import { addKeyToRing, runRekey, type AddKeyResult, type RekeyOptions, type RekeyReport } from '../../shared/app/rekey.ts';
 import { BlockCodec } from '../../shared/blocks/codec.ts';
@@ -70,6 +71,14 @@ export class EmbeddedCatalog implements Catalog {
 
   touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>> {
     return this.store.touchBlocks(blocks, new Date().toISOString());
+  }
+
+  holdLease(uid: string, holder: string, seconds: number): Promise<void> {
+    return this.store.putLease({ uid, holder, expiresAt: leaseExpiry(new Date(), seconds) });
+  }
+
+  dropLease(uid: string, holder: string): Promise<void> {
+    return this.store.dropLease(uid, holder);
   }
 
   async close(): Promise<void> {

@@ -22,6 +22,7 @@ import * as exportCmd from './cmd_export.ts';
 import * as importCmd from './cmd_import.ts';
 import * as addKey from './cmd_add_key.ts';
 import * as rekey from './cmd_rekey.ts';
+import * as nbd from './cmd_nbd.ts';
 
 const VERSION = '0.1.0';
 
@@ -61,6 +62,7 @@ const commands = [
   importCmd,
   addKey,
   rekey,
+  nbd,
 ];
 for (const command of commands) command.register(program);
 

@@ -1,24 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pLimit from 'p-limit';
-import { blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
+import { blockKey } from '../../shared/blocks/codec.ts';
 import { blockLength, chunkLength, DEFAULT_CHUNK_ENTRIES, packChunk } from '../../shared/domain/blockmap.ts';
-import { Backy2Error, ExitCode, refused, storageError, usageError } from '../../shared/domain/errors.ts';
+import { Backy2Error, ExitCode, refused, usageError } from '../../shared/domain/errors.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
 import { scheduleTags } from '../../shared/domain/schedules.ts';
 import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
-import type { BlockId, BlockIndexEntry, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
+import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
-import { isLive } from '../../shared/domain/block-index.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
 import { openSource, readAt, deviceSize } from '../io/device.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
+import { relyOnExisting, storeUnlessLive } from './store-block.ts';
 
 export interface BackupRequest {
   sourceUrl: string;
@@ -143,21 +142,10 @@ async function backupBlocks(
     // The base version is committed, valid and not removed (checked at start), so a block it holds
     // at the same position is safe to reuse without asking the index.
     if (sameAsBase) return 'dedup';
-    const entry = await lookup.get(id);
-    if (isLive(entry)) return 'dedup';
-    // The plaintext is not needed after this: hand it to the codec (no copy to its worker).
-    const { stored: body, checksum } = await codec.encodeForUpload(data, id, true);
-    const stored: StoredBlock = { id, storedSize: body.length, checksum };
-    const key = blockKey(id);
-    if (entry && !entry.valid && !entry.deleting) {
-      // A scrub found the stored copy bad: replace it with this good one.
-      await writeLimit(() => blocks.put(key, body));
-    } else if (!(await writeLimit(() => blocks.putIfAbsent(key, body)))) {
-      await relyOnExisting(backend, stored, body, entry);
-      return 'dedup';
-    }
+    const stored = await storeUnlessLive(backend, lookup, writeLimit, data, id);
+    if (!stored) return 'dedup';
     newBlocks.push(stored);
-    stats.bytesWritten += body.length;
+    stats.bytesWritten += stored.storedSize;
     return 'written';
   };
 
@@ -243,43 +231,6 @@ async function backupBlocks(
   progress.stop();
   await writeManifest(blocks, codec, version, packedMap);
   return stats;
-}
-
-/**
- * The object already exists but the index did not list it as live (another host's fresh upload,
- * an upload of a killed run, a block marked unreferenced, or one a cleanup is deleting). Touching
- * it makes cleanup keep it; if a cleanup is deleting it, wait until it is gone and upload it again.
- * The index entry must describe the object actually stored (a key-less scrub compares checksums),
- * and an existing object has other ciphertext than ours (fresh nonce): so the touch carries the
- * existing entry's description, or the stored object's own, and ours only once ours is stored.
- */
-async function relyOnExisting(backend: Backend, ours: StoredBlock, body: Buffer, entry: BlockIndexEntry | undefined, oursStored = false): Promise<void> {
-  const key = blockKey(ours.id);
-  let described: StoredBlock | null = oursStored ? ours : entry ? { id: ours.id, storedSize: entry.storedSize, checksum: entry.checksum } : await describeStored(backend, key, ours.id);
-  for (let attempt = 0; attempt < 60; attempt++) {
-    if (described === null) {
-      // The object is gone (a cleanup finished deleting it): store ours and describe it.
-      await backend.blocks.put(key, body);
-      described = ours;
-    }
-    const result = (await backend.catalog.touch([described])).get(ours.id);
-    if (result === 'live') return;
-    if (result === 'created') {
-      if ((await backend.blocks.head(key)) !== null) return;
-      described = null;
-      continue;
-    }
-    // Being deleted: once it is gone, ours is uploaded.
-    await sleep(Math.min(5000, 250 * (attempt + 1)));
-    if ((await backend.blocks.head(key)) === null) described = null;
-  }
-  throw storageError(`Block ${ours.id} is being deleted by a cleanup that has not finished; run "backy2 cleanup" and retry the backup`);
-}
-
-/** Size and checksum of the stored object, or null when there is none. */
-async function describeStored(backend: Backend, key: string, id: BlockId): Promise<StoredBlock | null> {
-  const object = await backend.blocks.get(key);
-  return object === null ? null : { id, storedSize: object.length, checksum: storedChecksum(object) };
 }
 
 /**

@@ -5,6 +5,7 @@ import { StoredBlockSchema, VersionImported, VersionStarted, VersionStatsSchema 
 import type { Version } from '../domain/types.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
+import { leaseExpiry, MAX_LEASE_SECONDS } from '../domain/cleanup.ts';
 
 /**
  * The synchronous command API (cloud: the `api` function, invoked with IAM auth). Requests are
@@ -39,6 +40,8 @@ export const VersionCommandSchema = z.discriminatedUnion('type', [
 export const ApiRequestSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('command'), command: VersionCommandSchema }),
   z.object({ kind: z.literal('touch'), blocks: z.array(StoredBlockSchema).max(1000) }),
+  z.object({ kind: z.literal('lease'), uid, holder: z.string().min(1).max(255), seconds: z.number().int().positive().max(MAX_LEASE_SECONDS) }),
+  z.object({ kind: z.literal('release'), uid, holder: z.string().min(1).max(255) }),
 ]);
 export type ApiRequest = z.infer<typeof ApiRequestSchema>;
 
@@ -56,6 +59,15 @@ export async function handleApiRequest(raw: unknown, store: MetadataStore, polic
     if (parsed.data.kind === 'touch') {
       const results = await store.touchBlocks(parsed.data.blocks, new Date().toISOString());
       return { ok: true, touched: Object.fromEntries(results) };
+    }
+    if (parsed.data.kind === 'lease') {
+      // The expiry is this function's clock, the one cleanup compares it with.
+      await store.putLease({ uid: parsed.data.uid, holder: parsed.data.holder, expiresAt: leaseExpiry(new Date(), parsed.data.seconds) });
+      return { ok: true };
+    }
+    if (parsed.data.kind === 'release') {
+      await store.dropLease(parsed.data.uid, parsed.data.holder);
+      return { ok: true };
     }
     const command = parsed.data.command as VersionCommand;
     if (role === 'agent' && command.type === 'RemoveVersion' && command.force)

@@ -2,7 +2,7 @@ import pLimit from 'p-limit';
 import { blockKey, manifestKey, storedChecksum } from '../blocks/codec.ts';
 
 const MANIFEST_PREFIX = manifestKey('');
-import { holdsBlocks, isStalePending, planCleanup } from '../domain/cleanup.ts';
+import { holdsBlocks, isStalePending, planCleanup, versionsHoldingBlocks } from '../domain/cleanup.ts';
 import { runStartedAt, type Policy } from '../domain/version.ts';
 import type { BlockIndexEntry } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
@@ -60,8 +60,11 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
   const graceSeconds = opts.force ? 0 : opts.graceSeconds;
   const pendingStarts = versions.filter((v) => v.status === 'pending').map(runStartedAt);
   const oldestPendingStart = pendingStarts.length ? Math.min(...pendingStarts) : null;
+  // Leases are listed after the versions (see VersionLease): a version served now is either
+  // still committed in that list or pinned by a lease in this one.
+  const leases = await store.listLeases();
   const referenced = new Set<string>();
-  for (const v of versions.filter(holdsBlocks)) await recordedIds(store, v, referenced);
+  for (const v of versionsHoldingBlocks(versions, leases, now())) await recordedIds(store, v, referenced);
 
   const sizes = new Map<string, number>();
   const limit = pLimit(opts.concurrency);

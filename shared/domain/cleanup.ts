@@ -54,3 +54,31 @@ export const isStalePending = (v: Version, now: Date, maxBackupAgeSeconds: numbe
 /** Committed, unprotected versions past their expiry date: what retention removes. */
 export const isExpired = (v: Version, now: Date) =>
   v.status === 'committed' && !v.protected && v.expire !== null && Date.parse(v.expire) < now.getTime();
+
+/**
+ * A served-version lease (`backy2 nbd`): while it is live, cleanup treats the version as holding
+ * its blocks, even if it is removed meanwhile, because a connected client may still read them.
+ * The server takes the lease before it checks that the version is still committed, and renews it
+ * while it serves; cleanup lists versions before leases. So either the lease is in cleanup's list,
+ * or cleanup saw the version committed (its blocks referenced), or the server saw it removed and
+ * refused to serve it. A lease that is not renewed (the server died) expires by itself.
+ */
+export interface VersionLease {
+  uid: string;
+  /** Who serves it (host, process, server instance): one lease per server and version. */
+  holder: string;
+  expiresAt: string;
+}
+
+/** Longest lease one request may take; servers renew well before expiry. */
+export const MAX_LEASE_SECONDS = 3600;
+
+export const leaseExpiry = (now: Date, seconds: number): string => new Date(now.getTime() + Math.min(seconds, MAX_LEASE_SECONDS) * 1000).toISOString();
+
+export const isLiveLease = (lease: VersionLease, now: Date): boolean => Date.parse(lease.expiresAt) > now.getTime();
+
+/** The versions whose blocks cleanup keeps: committed ones, backups in progress, and any version a live lease pins. */
+export function versionsHoldingBlocks(versions: Version[], leases: VersionLease[], now: Date): Version[] {
+  const pinned = new Set(leases.filter((l) => isLiveLease(l, now)).map((l) => l.uid));
+  return versions.filter((v) => holdsBlocks(v) || pinned.has(v.uid));
+}

@@ -16,6 +16,7 @@ export const ExitCode = {
   slaBreach: 21, // sla found a breach (backy2 exited 0; monitoring wants to know)
   importExists: 22,
   importFormat: 23,
+  listen: 24, // nbd: the address cannot be bound (port in use, no such address, no permission)
   unexpected: 100,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];

@@ -19,5 +19,11 @@ export interface Catalog {
   awaitRecorded(uid: string, chunkCount: number): Promise<void>;
   /** Tells the index that a backup relies on already-stored objects (see DESIGN "Dedup and GC"). */
   touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>>;
+  /**
+   * Pins a version while it is served (`backy2 nbd`): creates or renews the lease; cloud: through
+   * the api function. Both backends have it; test doubles may not.
+   */
+  holdLease?(uid: string, holder: string, seconds: number): Promise<void>;
+  dropLease?(uid: string, holder: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,6 +1,7 @@
 import type { TouchResult } from '../domain/block-index.ts';
 import type { DomainEvent, EventOf, VersionEvent } from '../domain/events.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../domain/types.ts';
+import type { VersionLease } from '../domain/cleanup.ts';
 
 export class ConcurrencyError extends Error {}
 
@@ -48,6 +49,15 @@ export interface MetadataStore {
   getChunk(uid: string, chunk: number): Promise<StoredChunk | undefined>;
   getBlocks(ids: BlockId[]): Promise<Map<BlockId, BlockIndexEntry>>;
   scanBlocks(): AsyncIterable<BlockIndexEntry[]>;
+
+  /**
+   * Served-version leases (`backy2 nbd`, see VersionLease). Not events: a lease is a short-lived
+   * claim that expires by itself, like a lock, and means nothing after a rebuild.
+   * `putLease` creates or renews the lease of (uid, holder).
+   */
+  putLease(lease: VersionLease): Promise<void>;
+  dropLease(uid: string, holder: string): Promise<void>;
+  listLeases(): Promise<VersionLease[]>;
 
   /** The whole event log in append order (for rebuilding projections). */
   readAllEvents(): AsyncIterable<DomainEvent>;

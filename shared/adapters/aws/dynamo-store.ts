@@ -16,15 +16,18 @@ import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domai
 import { changesOf, touchAttempts, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
 import { ConcurrencyError, type MetadataStore, type StoredChunk } from '../../ports/metadata-store.ts';
 import { blockIndexWrite } from './block-index-dynamo.ts';
+import type { VersionLease } from '../../domain/cleanup.ts';
 
 /**
  * The cloud metadata store. EventsTable (stream, seq) is the log; ProjectionsTable holds:
  *   versions      pk "VERSION"          sk uid        data (JSON), seq, recordedChunks (ADD-ed by ingest)
  *   block maps    pk "MAP#<uid>"        sk chunk (8 digits)  entries (binary, 36 bytes per block) | sameUid/sameChunk
  *   block index   pk "BLOCK#<id[0:2]>"  sk id         storedSize, checksum, createdAt, unreferencedSince, deleting, valid
+ *   leases        pk "LEASE"            sk uid#holder uid, holder, expiresAt (versions served by `backy2 nbd`)
  * Block maps are chunks of ~1000 blocks, so metadata cost follows the data written, not the device size.
  */
 const VERSION_PK = 'VERSION';
+const LEASE_PK = 'LEASE';
 const mapPk = (uid: string) => `MAP#${uid}`;
 const chunkSk = (chunk: number) => String(chunk).padStart(8, '0');
 const blockKey = (id: BlockId) => ({ pk: `BLOCK#${id.slice(0, 2)}`, sk: id });
@@ -271,6 +274,29 @@ export class DynamoMetadataStore implements MetadataStore {
         start = page.LastEvaluatedKey;
       } while (start);
     }
+  }
+
+  /** Served-version leases: items pk "LEASE", sk "<uid>#<holder>" (written by the api function, read by cleanup). */
+  async putLease(lease: VersionLease): Promise<void> {
+    const item = { pk: LEASE_PK, sk: `${lease.uid}#${lease.holder}`, uid: lease.uid, holder: lease.holder, expiresAt: lease.expiresAt };
+    await this.db.send(new PutCommand({ TableName: this.projections, Item: item }));
+  }
+
+  async dropLease(uid: string, holder: string): Promise<void> {
+    await this.db.send(new DeleteCommand({ TableName: this.projections, Key: { pk: LEASE_PK, sk: `${uid}#${holder}` } }));
+  }
+
+  async listLeases(): Promise<VersionLease[]> {
+    const leases: VersionLease[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.db.send(
+        new QueryCommand({ TableName: this.projections, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': LEASE_PK }, ExclusiveStartKey: start, ConsistentRead: true }),
+      );
+      for (const item of page.Items ?? []) leases.push({ uid: item['uid'] as string, holder: item['holder'] as string, expiresAt: item['expiresAt'] as string });
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return leases;
   }
 
   async *readAllEvents(): AsyncIterable<DomainEvent> {

@@ -9,6 +9,7 @@ import { changesOf, touchAttempts, vouchesForUploads, type BlockIndexChange, typ
 import { ConcurrencyError, type MetadataStore, type StoredChunk } from '../../ports/metadata-store.ts';
 import { blockIndexStatements } from './block-index-sql.ts';
 import { Backy2Error, ExitCode, usageError } from '../../domain/errors.ts';
+import type { VersionLease } from '../../domain/cleanup.ts';
 
 const SCHEMA_VERSION = '1';
 
@@ -303,7 +304,31 @@ export class SqliteMetadataStore implements MetadataStore {
     if (!row || (row.host === hostName() && !pidAlive(row.pid))) return undefined;
     return `${row.holder} (pid ${row.pid} on ${row.host})`;
   }
+
+  /** Served-version leases: a table of their own, created by the first lease (older repositories lack it). */
+  async putLease(lease: VersionLease): Promise<void> {
+    this.transaction(() => {
+      this.db.exec(LEASES);
+      this.db.prepare('INSERT OR REPLACE INTO leases (uid, holder, expires_at) VALUES (?, ?, ?)').run(lease.uid, lease.holder, lease.expiresAt);
+    });
+  }
+
+  async dropLease(uid: string, holder: string): Promise<void> {
+    if (this.hasLeases()) this.db.prepare('DELETE FROM leases WHERE uid = ? AND holder = ?').run(uid, holder);
+  }
+
+  async listLeases(): Promise<VersionLease[]> {
+    if (!this.hasLeases()) return [];
+    const rows = this.db.prepare('SELECT uid, holder, expires_at FROM leases').all() as { uid: string; holder: string; expires_at: string }[];
+    return rows.map((r) => ({ uid: r.uid, holder: r.holder, expiresAt: r.expires_at }));
+  }
+
+  private hasLeases(): boolean {
+    return this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leases'").get() !== undefined;
+  }
 }
+
+const LEASES = 'CREATE TABLE IF NOT EXISTS leases (uid TEXT NOT NULL, holder TEXT NOT NULL, expires_at TEXT NOT NULL, PRIMARY KEY (uid, holder))';
 
 interface BlockRow {
   id: string;
