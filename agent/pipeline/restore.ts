@@ -8,7 +8,8 @@ import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
-import { deviceSize, parseFileUrl, pathExists, writeAt } from '../io/device.ts';
+import { deviceSize, parseFileUrl, pathExists, writeAt, Writeback } from '../io/device.ts';
+import { forEachBounded } from './bounded.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
 
@@ -103,10 +104,19 @@ async function preflight(backend: Backend, version: Version): Promise<void> {
 }
 
 async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
+  return verify(backend, ref, await readStored(backend, ref));
+}
+
+async function readStored(backend: Backend, ref: BlockRef): Promise<Buffer> {
   const stored = await backend.blocks.get(blockKey(ref.id!)).catch((e: Error) => {
     throw new BlockReadFailed(`Cannot read block ${ref.id} (block ${ref.idx}): ${e.message}`);
   });
   if (stored === null) throw storageError(`Block ${ref.id} (block ${ref.idx}) is missing from storage`);
+  return stored;
+}
+
+/** Decrypts and decompresses the stored object and recomputes its id (on a codec worker). */
+async function verify(backend: Backend, ref: BlockRef, stored: Buffer): Promise<Buffer> {
   try {
     const plain = await backend.codec.decode(stored, ref.id!, true);
     if (plain.length !== ref.length) throw integrityError(`Block ${ref.id} (block ${ref.idx}) has ${plain.length} bytes, expected ${ref.length}`);
@@ -118,6 +128,16 @@ async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
   }
 }
 
+/** Background writeback of the target every this many bytes (see Writeback). */
+const WRITEBACK_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The block pipeline: reads (at most `simultaneous_reads` at once), verification on the codec's
+ * worker threads and positional writes (at most `simultaneous_writes`) overlap, with
+ * `restoreDepth` blocks in flight. Sparse blocks are not written where the target already reads
+ * zeros (a new file, or -s). On a failure no new block starts and the blocks in flight finish
+ * before the error is thrown, so the contiguous prefix reported for -c is really on the target.
+ */
 async function writeBlocks(
   backend: Backend,
   version: Version,
@@ -127,36 +147,44 @@ async function writeBlocks(
   progressBar: boolean,
   onContiguous: (idx: number) => void,
 ): Promise<void> {
-  const reads = pLimit(backend.config.simultaneousReads);
-  const inFlight = pLimit(backend.config.simultaneousReads + backend.config.simultaneousWrites + 2);
+  const { config } = backend;
+  const reads = pLimit(config.simultaneousReads);
+  const writes = pLimit(config.simultaneousWrites);
   const zeros = Buffer.alloc(version.blockSize);
   const total = version.blockCount - opts.from;
-  const progress = startProgress('Restored', total, log, { bar: progressBar });
+  const progress = startProgress('Restored', total, log, { bar: progressBar, totalBytes: version.sizeBytes - opts.from * version.blockSize });
+  const writeback = new Writeback(target, WRITEBACK_BYTES);
   const finished = new Set<number>();
   let contiguous = opts.from - 1;
   let done = 0;
   let bytes = 0;
-  for await (const entries of readBlockMap(backend.catalog.reader, version)) {
-    await Promise.all(
-      entries
-        .filter((e) => e.idx >= opts.from)
-        .map((e) =>
-          inFlight(async () => {
-            const position = e.idx * version.blockSize;
-            if (e.id === null) {
-              if (!opts.fresh && !opts.sparse) await writeAt(target, zeros, e.length, position);
-            } else {
-              const data = await reads(() => fetchBlock(backend, e));
-              await writeAt(target, data, data.length, position);
-            }
-            bytes += e.length;
-            finished.add(e.idx);
-            while (finished.delete(contiguous + 1)) contiguous++;
-            onContiguous(contiguous);
-            progress.tick(++done, bytes);
-          }),
-        ),
-    );
-  }
+  const write = (data: Buffer, length: number, position: number) =>
+    writes(async () => {
+      await writeAt(target, data, length, position);
+      writeback.wrote(length);
+    });
+  await forEachBounded(entriesFrom(backend, version, opts.from), restoreDepth(config), async (e) => {
+    const position = e.idx * version.blockSize;
+    if (e.id === null) {
+      if (!opts.fresh && !opts.sparse) await write(zeros, e.length, position);
+    } else {
+      const stored = await reads(() => readStored(backend, e));
+      const data = await verify(backend, e, stored);
+      await write(data, data.length, position);
+    }
+    bytes += e.length;
+    finished.add(e.idx);
+    while (finished.delete(contiguous + 1)) contiguous++;
+    onContiguous(contiguous);
+    progress.tick(++done, bytes);
+  });
+  await writeback.drain();
   progress.stop();
+}
+
+/** Blocks in flight in a restore: each holds its stored object, then its plaintext. */
+export const restoreDepth = (config: { simultaneousReads: number; simultaneousWrites: number }) => config.simultaneousReads + config.simultaneousWrites;
+
+async function* entriesFrom(backend: Backend, version: Version, from: number): AsyncIterable<BlockRef> {
+  for await (const entries of readBlockMap(backend.catalog.reader, version)) for (const e of entries) if (e.idx >= from) yield e;
 }
