@@ -2,16 +2,23 @@
 // Launcher: the CLI is TypeScript run by Node's type stripping (Node >= 22.18). On an older
 // `node` (the machines' own is 20) re-run it with the Node 24 pinned in package.json.
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+import module, { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const main = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major > 22 || (major === 22 && minor >= 18)) {
+  // Node's compile cache (in the OS temp dir, or NODE_COMPILE_CACHE) keeps the type-stripped,
+  // compiled CLI between runs: every command starts ~0.4 s sooner and ~27 MiB smaller, because
+  // the TypeScript stripper (a WebAssembly module) is not loaded again. A cache that cannot be
+  // written is skipped by Node silently.
+  const cache = module.enableCompileCache?.();
+  // The codec's worker threads compile their own modules: the same cache serves them.
+  if (cache?.directory && !process.env.NODE_COMPILE_CACHE) process.env.NODE_COMPILE_CACHE = cache.directory;
   await import(main);
 } else {
   const require = createRequire(import.meta.url);
   const node = require.resolve('node/bin/node');
-  const child = spawnSync(node, [main, ...process.argv.slice(2)], { stdio: 'inherit' });
+  const child = spawnSync(node, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
   process.exit(child.status ?? 100);
 }

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { RepositoryKeys } from './keys.ts';
+import { youngCollector } from './young-gc.ts';
 import type { CodecRequest, CodecResponse, WorkerKeys } from './codec-worker.ts';
 
 /**
@@ -19,6 +20,8 @@ export class CodecPool {
   private readonly wanted: number;
   private seq = 0;
   private closed = false;
+  /** The pipeline's own block buffers die young too (young-gc.ts); every few blocks is enough here. */
+  private readonly afterReply: (bytes: number) => void;
 
   /** Workers start on the first job: commands that touch no block (ls, rm, protect…) start none. */
   constructor(keys: RepositoryKeys, maxBlockSize: number, size: number) {
@@ -30,6 +33,7 @@ export class CodecPool {
       maxBlockSize,
     };
     this.wanted = Math.max(1, size);
+    this.afterReply = youngCollector(Number(process.env['BACKY2_MAIN_GC_BLOCKS'] ?? 4) * maxBlockSize);
   }
 
   private start(): Slot[] {
@@ -45,6 +49,7 @@ export class CodecPool {
         // exit close() still awaits, the event loop would drain, and the process end with exit 13.
         if (slot.pending.size === 0 && !this.closed) worker.unref();
         job.resolve(res);
+        if (res.ok && res.data) this.afterReply(res.data.byteLength);
       });
       const fail = (e: unknown) => {
         for (const job of slot.pending.values()) job.reject(e);

@@ -122,7 +122,10 @@ export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk
     const decipher = createDecipheriv('aes-256-gcm', checked.encryptionKey, header.subarray(14, 26));
     decipher.setAAD(aad(header, id));
     decipher.setAuthTag(stored.subarray(stored.length - 16));
-    body = Buffer.concat([decipher.update(stored.subarray(HEADER_BYTES, stored.length - 16)), decipher.final()]);
+    body = decipher.update(stored.subarray(HEADER_BYTES, stored.length - 16));
+    // GCM's final() only checks the tag (no bytes): no copy of the whole block to join them.
+    const rest = decipher.final();
+    if (rest.length) body = Buffer.concat([body, rest]);
   } catch {
     return { kind: 'format', message: `block ${id} failed authentication (altered or truncated object)` };
   }

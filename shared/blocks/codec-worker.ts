@@ -1,4 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import { youngCollector } from './young-gc.ts';
 import { blockIdSync, checksumSync, decodeSync, encodeSync, type SyncKeys } from './codec-sync.ts';
 
 /**
@@ -36,6 +37,9 @@ const keys: SyncKeys = {
 /** Transfers a buffer the worker owns outright; a view into a shared pool is copied instead. */
 const transferable = (b: Buffer): ArrayBuffer[] => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? [b.buffer as ArrayBuffer] : []);
 
+/** This thread's garbage is dead when the reply is sent: scavenge after every block (young-gc.ts). */
+const afterBlock = youngCollector(init.maxBlockSize);
+
 parentPort!.on('message', (req: CodecRequest) => {
   const data = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
   let res: CodecResponse;
@@ -61,4 +65,5 @@ parentPort!.on('message', (req: CodecRequest) => {
     res = { seq: req.seq, ok: false, error: (e as Error)?.stack ?? String(e) };
   }
   parentPort!.postMessage(res, transfer);
+  afterBlock(Math.max(data.length, init.maxBlockSize));
 });
