@@ -41,6 +41,7 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
   const seen = new Set<BlockId>();
   const progress = startProgress('Scrubbed', version.blockCount, log, { bar: progressBar });
   let done = 0;
+  let bytes = 0;
   try {
     if (source && source.size !== version.sizeBytes) {
       log.error(`Source ${req.sourceUrl} has ${source.size} bytes, version ${version.uid} has ${version.sizeBytes}`);
@@ -66,7 +67,8 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
               const mismatches = await compareWithSource(source.fh, version, e, result.plaintext, log);
               sourceMismatches += mismatches;
             }
-            progress.tick(++done, 0);
+            bytes += e.length;
+            progress.tick(++done, bytes);
           }),
         ),
       );
