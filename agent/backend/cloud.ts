@@ -1,6 +1,7 @@
 import { DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { InvokeCommand } from '@aws-sdk/client-lambda';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeClients, type AwsClients } from '../../shared/adapters/aws/clients.ts';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
@@ -151,7 +152,8 @@ export class CloudBackend implements Backend {
     this.outputs = outputs;
     this.catalog = new CloudCatalog(clients, outputs, log);
     this.blocks = new S3BlockStore(clients.s3, outputs.BucketName);
-    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024));
+    // The same multi-core codec as embedded mode: each block's work on one of the worker threads.
+    this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
   }
 
   /** Cleanup runs in the cloud (only the cleanup function may delete objects), or locally with admin rights. */
@@ -204,12 +206,18 @@ export class CloudBackend implements Backend {
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.codec.close();
+  }
 }
 
 export async function openCloudBackend(config: Config, log: Log, _opts: { initdb?: boolean }): Promise<Backend> {
   const aws = config.aws!;
-  const clients = makeClients({ region: aws.region, endpointUrl: aws.endpointUrl, profile: aws.profile });
+  // One keep-alive connection per block in flight (reads and writes), retries shown as warnings.
+  const clients = makeClients(
+    { region: aws.region, endpointUrl: aws.endpointUrl, profile: aws.profile },
+    { sockets: config.simultaneousReads + config.simultaneousWrites, onRetry: (line) => log.warn(line) },
+  );
   const where = `region ${aws.region ?? process.env['AWS_REGION'] ?? '(default)'}${aws.endpointUrl ? ` at ${aws.endpointUrl}` : ''}`;
   const masterKey = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
   const outputs = await describeOutputs(clients, aws.stackName, where);

@@ -1,0 +1,112 @@
+/**
+ * The agent's S3 client against a real HTTP endpoint on localhost that stalls, fails and counts
+ * connections: a stalled request is abandoned after its timeout and retried, a 503 is retried,
+ * every retry is reported (the agent shows it as a warning), a request that never succeeds
+ * fails instead of hanging, and requests reuse a pool of keep-alive connections no larger than
+ * the configured number of sockets.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { makeClients, type S3Tuning } from '../../shared/adapters/aws/clients.ts';
+import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
+
+type Behaviour = 'ok' | 'stall' | 'fail503';
+
+let server: Server;
+let endpoint: string;
+let script: Behaviour[] = [];
+let requests = 0;
+const sockets = new Set<Socket>();
+let connections = 0;
+const BODY = Buffer.from('stored block bytes');
+
+function handle(req: IncomingMessage, res: ServerResponse): void {
+  requests++;
+  const behaviour = script.shift() ?? 'ok';
+  req.resume();
+  req.on('end', () => {
+    if (behaviour === 'stall') return; // never answers: the client's timeout must fire
+    if (behaviour === 'fail503') {
+      res.writeHead(503, { 'content-type': 'application/xml' });
+      res.end('<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      return;
+    }
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BODY.length });
+      setTimeout(() => res.end(BODY), 20);
+    } else {
+      res.writeHead(200, { etag: '"x"' });
+      res.end();
+    }
+  });
+}
+
+beforeAll(async () => {
+  process.env['AWS_ACCESS_KEY_ID'] = 'test';
+  process.env['AWS_SECRET_ACCESS_KEY'] = 'test';
+  server = createServer({ keepAlive: true }, handle);
+  server.on('connection', (s: Socket) => {
+    connections++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  for (const s of sockets) s.destroy();
+  await new Promise<void>((ok) => server.close(() => ok()));
+});
+beforeEach(() => {
+  script = [];
+  requests = 0;
+  connections = 0;
+});
+
+function store(tuning: S3Tuning): { blocks: S3BlockStore; retries: string[] } {
+  const retries: string[] = [];
+  const clients = makeClients({ region: 'us-east-1', endpointUrl: endpoint }, { onRetry: (l) => retries.push(l), ...tuning });
+  return { blocks: new S3BlockStore(clients.s3, 'bucket'), retries };
+}
+
+describe('S3 client: timeouts, retries, connections', () => {
+  test('a stalled request is abandoned and retried; the retry is reported', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 300, idleTimeoutMs: 300 });
+    script = ['stall'];
+    const got = await blocks.get('blocks/ab/cd/abcd');
+    expect(got?.equals(BODY)).toBe(true);
+    expect(requests).toBe(2);
+    expect(retries).toHaveLength(1);
+    expect(retries[0]).toMatch(/^S3 request failed, .*Timeout.*; retry 1 of 7 in \d+\.\d s$/);
+  });
+
+  test('a 503 (SlowDown) is retried with backoff and reported each time', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 2000 });
+    script = ['fail503', 'fail503'];
+    expect(await blocks.putIfAbsent('blocks/ab/cd/abcd', BODY)).toBe(true);
+    expect(requests).toBe(3);
+    expect(retries.map((l) => l.replace(/in \d+\.\d s/, 'in T'))).toEqual([
+      expect.stringMatching(/HTTP 503.*; retry 1 of 7 in T$/),
+      expect.stringMatching(/HTTP 503.*; retry 2 of 7 in T$/),
+    ]);
+  });
+
+  test('an endpoint that never answers fails the request after the last attempt instead of hanging', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 200, idleTimeoutMs: 200, maxAttempts: 3 });
+    script = ['stall', 'stall', 'stall'];
+    await expect(blocks.get('blocks/ab/cd/abcd')).rejects.toMatchObject({ name: expect.stringMatching(/Timeout/) });
+    expect(requests).toBe(3);
+    expect(retries).toHaveLength(2);
+  });
+
+  test('requests reuse keep-alive connections, at most `sockets` of them at once', async () => {
+    const { blocks } = store({ sockets: 3 });
+    for (let i = 0; i < 5; i++) expect((await blocks.get(`blocks/ab/cd/${i}`))?.equals(BODY)).toBe(true);
+    expect(connections).toBe(1); // one after another: the same connection every time
+    await Promise.all(Array.from({ length: 24 }, (_, i) => blocks.get(`blocks/ab/cd/p${i}`)));
+    expect(requests).toBe(29);
+    // 24 at once through 3 sockets: no connection beyond the pool was ever opened.
+    expect(connections).toBeLessThanOrEqual(3);
+  });
+});
