@@ -104,7 +104,7 @@ export interface ServerOptions {
 export class NbdServer {
   private server: Server | null = null;
   private readonly connections = new Set<Promise<void>>();
-  private readonly sockets = new Set<Socket>();
+  private readonly live = new Set<Connection>();
   private nextId = 1;
   private stopping = false;
 
@@ -132,12 +132,11 @@ export class NbdServer {
   /** Stops accepting, ends every connection and waits for their exports to close (copy-on-write commits). */
   async close(): Promise<void> {
     this.stopping = true;
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    for (const s of this.sockets) s.end();
-    // A client that does not hang up after its requests are answered is cut off.
-    const force = setTimeout(() => this.sockets.forEach((s) => s.destroy()), 5000);
+    this.server?.close();
+    // Requests in flight are answered, then each connection is cut (the protocol's shutdown) and
+    // its export closed: copy-on-write changes are committed (or discarded with -d).
+    await Promise.allSettled([...this.live].map((c) => c.stop()));
     await Promise.allSettled([...this.connections]);
-    clearTimeout(force);
   }
 
   get connectionCount(): number {
@@ -148,14 +147,15 @@ export class NbdServer {
     const id = this.nextId++;
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const log = this.opts.log;
-    this.sockets.add(socket);
     log.info(`NBD connection ${id} from ${peer}`);
-    const done = new Connection(id, socket, this.provider, log, () => this.stopping)
+    const connection = new Connection(id, socket, this.provider, log, () => this.stopping);
+    this.live.add(connection);
+    const done = connection
       .run()
       .catch((e: unknown) => log.error(`NBD connection ${id}: ${(e as Error).message}`))
       .finally(() => {
         socket.destroy();
-        this.sockets.delete(socket);
+        this.live.delete(connection);
         this.connections.delete(done);
         log.info(`NBD connection ${id} from ${peer} closed`);
       });
@@ -168,6 +168,9 @@ class Connection {
   private structured = false;
   private metaContextFor: string | null = null;
   private noZeroes = false;
+  /** What the client asked for, logged when the connection ends. */
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly counts = { reads: 0, readBytes: 0, holeBytes: 0, writes: 0, writeBytes: 0, blockStatus: 0, errors: 0 };
 
   private readonly id: number;
   private readonly socket: Socket;
@@ -213,6 +216,8 @@ class Connection {
     try {
       await this.transmit(opened);
     } finally {
+      const c = this.counts;
+      this.log.info(`NBD connection ${this.id}: ${c.reads} reads (${c.readBytes} bytes, ${c.holeBytes} of them holes), ${c.writes} writes (${c.writeBytes} bytes), ${c.blockStatus} block status, ${c.errors} errors`);
       await opened.close();
     }
   }
@@ -332,7 +337,7 @@ class Connection {
 
   private async transmit(e: OpenExport): Promise<void> {
     const limits: P.ExportLimits = { size: e.size, readOnly: e.readOnly, maxPayload: MAX_PAYLOAD, structured: this.structured, blockStatus: this.metaContextFor === e.name };
-    const inFlight = new Set<Promise<void>>();
+    const inFlight = this.inFlight;
     try {
       for (;;) {
         const req = P.parseRequest(await this.reader.read(P.REQUEST_HEADER_BYTES));
@@ -365,7 +370,14 @@ class Connection {
     }
   }
 
+  /** Server shutdown: answers what is in flight, then hangs up (the reader then ends the session). */
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
+    this.socket.destroy();
+  }
+
   private replyError(req: P.Request, error: number, message: string): void {
+    this.counts.errors++;
     if (this.structured) this.send(P.errorChunk(req.cookie, error, message));
     else this.send(P.simpleReply(req.cookie, error));
   }
@@ -379,6 +391,8 @@ class Connection {
           return this.replyRead(req, await s.read(req.offset, req.length));
         case C.WRITE:
           await s.change(req.offset, req.length, payload);
+          this.counts.writes++;
+          this.counts.writeBytes += req.length;
           break;
         case C.WRITE_ZEROES:
         case C.TRIM:
@@ -390,6 +404,7 @@ class Connection {
         case C.CACHE:
           break;
         case C.BLOCK_STATUS: {
+          this.counts.blockStatus++;
           const extents = P.encodeExtents(await s.extents(req.offset, req.length), req.length, !!(req.flags & P.CMD_FLAG.REQ_ONE));
           this.send(P.blockStatusChunk(req.cookie, META_CONTEXT_ID, extents));
           return;
@@ -405,6 +420,9 @@ class Connection {
   }
 
   private replyRead(req: P.Request, pieces: ReadPiece[]): void {
+    this.counts.reads++;
+    this.counts.readBytes += req.length;
+    for (const p of pieces) if (!p.data) this.counts.holeBytes += p.length;
     if (!this.structured) {
       this.send(P.simpleReply(req.cookie, 0), ...pieces.map((p) => p.data ?? Buffer.alloc(p.length)));
       return;
