@@ -296,5 +296,22 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
       for await (const e of store.readAllEvents()) if ('uid' in e && e.uid === uid) types.push(e.type);
       expect(types.sort()).toEqual(['BlocksRecorded', 'VersionStarted']);
     });
+
+    it('keeps served-version leases per (uid, holder): put renews, drop removes only its own', async () => {
+      const store = await makeStore();
+      const uid = randomUUID();
+      const mine = async () => (await store.listLeases()).filter((l) => l.uid === uid).sort((x, y) => x.holder.localeCompare(y.holder));
+      await store.putLease({ uid, holder: 'nbd a', expiresAt: '2030-01-01T00:00:00.000Z' });
+      await store.putLease({ uid, holder: 'nbd b', expiresAt: '2030-01-01T00:00:00.000Z' });
+      await store.putLease({ uid, holder: 'nbd a', expiresAt: '2031-01-01T00:00:00.000Z' });
+      expect(await mine()).toEqual([
+        { uid, holder: 'nbd a', expiresAt: '2031-01-01T00:00:00.000Z' },
+        { uid, holder: 'nbd b', expiresAt: '2030-01-01T00:00:00.000Z' },
+      ]);
+      await store.dropLease(uid, 'nbd a');
+      expect((await mine()).map((l) => l.holder)).toEqual(['nbd b']);
+      await store.dropLease(uid, 'nbd b');
+      expect(await mine()).toEqual([]);
+    });
   });
 }
