@@ -8,7 +8,7 @@ import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
 import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
-import type { BlockFailure } from '../../shared/app/scrub.ts';
+import type { BlockFailure } from '../../shared/domain/scrub.ts';
 import { BlockCodec } from '../../shared/blocks/codec.ts';
 import { parseMasterKey, type RepositoryKeys } from '../../shared/blocks/keys.ts';
 import { addKeyToRing, loadRepositoryKeys, oldMasterKeys, runRekey, type AddKeyResult, type RekeyOptions, type RekeyReport } from '../../shared/app/rekey.ts';

@@ -9,6 +9,8 @@ import { BlockCodec } from '../../shared/blocks/codec.ts';
 import { deriveKeys, type RepositoryKeys } from '../../shared/blocks/keys.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import { CLEANUP_LOCK_WAIT, reliesOnStoredObjects } from '../../shared/domain/backup.ts';
+import { CLEANUP_FORCE_LOCK, CLEANUP_RUN_LOCK, cleanupLocks } from '../../shared/domain/cleanup.ts';
 import type { EventOf } from '../../shared/domain/events.ts';
 import type { Policy, VersionCommand } from '../../shared/domain/version.ts';
 import type { BlockId, StoredBlock, Version } from '../../shared/domain/types.ts';
@@ -18,9 +20,8 @@ import type { Catalog } from '../../shared/ports/catalog.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { policyOf, type Backend } from './backend.ts';
 
-export const CLEANUP_LOCK = 'cleanup-force';
-/** Held by every cleanup run; backups do not wait for it. */
-export const CLEANUP_RUN_LOCK = 'cleanup';
+/** The embedded cleanup locks (rules in shared/domain/cleanup.ts). */
+export { CLEANUP_FORCE_LOCK as CLEANUP_LOCK, CLEANUP_RUN_LOCK } from '../../shared/domain/cleanup.ts';
 
 /** Embedded catalog: the shared command handlers called in-process against SQLite. */
 export class EmbeddedCatalog implements Catalog {
@@ -34,13 +35,10 @@ export class EmbeddedCatalog implements Catalog {
   }
 
   async execute(cmd: VersionCommand): Promise<Version> {
-    // An import relies on stored objects no index entry may know yet, as a backup's uploads: same wait.
-    if (cmd.type !== 'StartVersion' && cmd.type !== 'ImportVersion') return executeVersionCommand(this.store, cmd, this.policy);
+    if (!reliesOnStoredObjects(cmd)) return executeVersionCommand(this.store, cmd, this.policy);
     await this.waitForCleanupLock();
     const started = await executeVersionCommand(this.store, cmd, this.policy);
-    // A cleanup --force that took its lock between the check above and the start may have listed
-    // the versions without this one (and deletes objects no index entry knows): wait until it is
-    // done before the backup looks anything up or uploads anything.
+    // Again after the start (shared/domain/backup.ts, reliesOnStoredObjects).
     try {
       await this.waitForCleanupLock();
     } catch (e) {
@@ -53,10 +51,10 @@ export class EmbeddedCatalog implements Catalog {
   /** A backup waits (up to a minute) for a running `cleanup --force`, then fails clearly. */
   private async waitForCleanupLock(): Promise<void> {
     for (let waited = 0; ; waited++) {
-      const holder = this.store.lockHolder(CLEANUP_LOCK);
+      const holder = this.store.lockHolder(CLEANUP_FORCE_LOCK);
       if (!holder) return;
-      if (waited >= 60) throw new Backy2Error(ExitCode.locked, `Repository is locked by ${holder}; backup not started`);
-      await sleep(1000);
+      if (waited >= CLEANUP_LOCK_WAIT.checks) throw new Backy2Error(ExitCode.locked, `Repository is locked by ${holder}; backup not started`);
+      await sleep(CLEANUP_LOCK_WAIT.intervalMs);
     }
   }
 
@@ -115,21 +113,17 @@ export class EmbeddedBackend implements Backend {
   async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
     const store = this.catalog.store;
     const opts = { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log };
-    // One cleanup at a time (as backy2's cleanup lock): a second run would delete blocks the first
-    // claimed a second time, possibly after a backup uploaded one of them anew in between.
-    store.acquireLock(CLEANUP_RUN_LOCK, force ? 'backy2 cleanup --force' : 'backy2 cleanup');
+    // The locks of shared/domain/cleanup.ts (cleanupLocks), taken in order and released in reverse.
+    const held: string[] = [];
     try {
-      if (!force) return await runCleanup(store, this.blocks, opts);
-      // The lock makes backups that start meanwhile wait (EmbeddedCatalog.execute), so objects of
-      // crashed backups that no index entry knows can go too.
-      store.acquireLock(CLEANUP_LOCK, 'backy2 cleanup --force');
-      try {
-        return await runCleanup(store, this.blocks, { ...opts, deleteOrphans: true });
-      } finally {
-        store.releaseLock(CLEANUP_LOCK);
+      for (const lock of cleanupLocks(force)) {
+        store.acquireLock(lock, force ? 'backy2 cleanup --force' : 'backy2 cleanup');
+        held.push(lock);
       }
+      // Holding the force lock, objects of crashed backups that no index entry knows can go too.
+      return await runCleanup(store, this.blocks, { ...opts, deleteOrphans: held.includes(CLEANUP_FORCE_LOCK) });
     } finally {
-      store.releaseLock(CLEANUP_RUN_LOCK);
+      for (const lock of held.reverse()) store.releaseLock(lock);
     }
   }
 

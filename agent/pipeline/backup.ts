@@ -11,6 +11,7 @@ import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../..
 import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
+import { afterTouch } from '../../shared/domain/backup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
@@ -277,9 +278,9 @@ async function keepRecordedChunk(
     const indexed = batch.filter((id) => index.has(id)).map((id) => ({ id, storedSize: index.get(id)!.storedSize, checksum: index.get(id)!.checksum }));
     const touched = indexed.length ? await catalog.touch(indexed) : new Map<BlockId, TouchResult>();
     for (const id of batch) {
-      const result = touched.get(id);
-      if (result === 'live') continue;
-      if (result === 'created' && (await backend.blocks.head(blockKey(id))) !== null) continue;
+      const next = afterTouch(touched.get(id));
+      if (next === 'rely') continue;
+      if (next === 'recheck object' && (await backend.blocks.head(blockKey(id))) !== null) continue;
       const ref = firstRef.get(id)!;
       const data = await readBlock(ref.idx, ref.length);
       const again = codec.isZero(data) ? null : (await codec.blockIdOf(data)).id;

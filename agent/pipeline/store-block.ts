@@ -5,6 +5,7 @@ import { storageError } from '../../shared/domain/errors.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock } from '../../shared/domain/types.ts';
 import type { BatchedBlockLookup } from '../../shared/app/lookup.ts';
 import { isLive } from '../../shared/domain/block-index.ts';
+import { afterTouch } from '../../shared/domain/backup.ts';
 import type { Backend } from '../backend/backend.ts';
 
 /**
@@ -55,9 +56,9 @@ export async function relyOnExisting(backend: Backend, ours: StoredBlock, body: 
       await backend.blocks.put(key, body);
       described = ours;
     }
-    const result = (await backend.catalog.touch([described])).get(ours.id);
-    if (result === 'live') return;
-    if (result === 'created') {
+    const next = afterTouch((await backend.catalog.touch([described])).get(ours.id));
+    if (next === 'rely') return;
+    if (next === 'recheck object') {
       if ((await backend.blocks.head(key)) !== null) return;
       described = null;
       continue;

@@ -2,14 +2,23 @@ import pLimit from 'p-limit';
 import { blockKey, manifestKey, storedChecksum } from '../blocks/codec.ts';
 
 const MANIFEST_PREFIX = manifestKey('');
-import { holdsBlocks, isStalePending, planCleanup, versionsHoldingBlocks } from '../domain/cleanup.ts';
-import { runStartedAt, type Policy } from '../domain/version.ts';
+import {
+  graceSecondsOf,
+  holdsBlocks,
+  isStalePending,
+  mayDeleteResumed,
+  oldestPendingStart,
+  planCleanup,
+  refuseForceWhileBackupRuns,
+  versionsHoldingBlocks,
+  withoutLateStarters,
+} from '../domain/cleanup.ts';
+import type { Policy } from '../domain/version.ts';
 import type { BlockIndexEntry } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { recordedIds } from './block-map.ts';
 import { executeVersionCommand } from './execute.ts';
-import { Backy2Error, ExitCode } from '../domain/errors.ts';
 
 export interface CleanupOptions {
   graceSeconds: number;
@@ -52,14 +61,9 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
   // Pending versions are read before their references: one that starts later cannot rely on
   // a block marked before it started without touching it (which unmarks it).
   const versions = await store.listVersions();
-  if (opts.force) {
-    const running = versions.filter((v) => v.status === 'pending');
-    if (running.length)
-      throw new Backy2Error(ExitCode.locked, `A backup is in progress (${running.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
-  }
-  const graceSeconds = opts.force ? 0 : opts.graceSeconds;
-  const pendingStarts = versions.filter((v) => v.status === 'pending').map(runStartedAt);
-  const oldestPendingStart = pendingStarts.length ? Math.min(...pendingStarts) : null;
+  if (opts.force) refuseForceWhileBackupRuns(versions);
+  const graceSeconds = graceSecondsOf(opts.force, opts.graceSeconds);
+  const pendingCutoff = oldestPendingStart(versions);
   // Leases are listed after the versions (see VersionLease): a version served now is either
   // still committed in that list or pinned by a lease in this one.
   const leases = await store.listLeases();
@@ -71,18 +75,15 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
   const known = new Set(versions.map((v) => v.uid));
   for await (const page of store.scanBlocks()) {
     const markedAt = now();
-    const plan = planCleanup(page, referenced, oldestPendingStart, markedAt, graceSeconds);
+    const plan = planCleanup(page, referenced, pendingCutoff, markedAt, graceSeconds);
     page.forEach((e: BlockIndexEntry) => sizes.set(e.id, e.storedSize));
     await store.markUnreferenced(plan.mark, markedAt.toISOString());
     const markWritten = now().getTime();
     await store.unmark(plan.unmark, now().toISOString());
     report.marked += plan.mark.length;
     report.unmarked += plan.unmark.length;
-    // A backup that started after the versions were listed is not in `referenced`, and may have
-    // found a block live until this run's mark was written: such a block is not claimed. With a
-    // grace period longer than a backup this never bites; with grace 0 (cleanup -f, or
-    // cleanup_grace_seconds 0) it is what keeps the invariant.
-    const claims = plan.claim.length ? await withoutLateStarters(store, known, plan.claim, new Set(plan.mark), markWritten) : [];
+    // Late starters (domain/cleanup.ts): the versions are read again after the marks are written.
+    const claims = plan.claim.length ? withoutLateStarters(plan.claim, await store.listVersions(), known, new Set(plan.mark), markWritten) : [];
     const fresh = await store.claimForDeletion(claims, now().toISOString());
     const claimed = [...plan.resumeDeletion, ...fresh];
     // Objects go first, index entries after: a crash in between leaves entries still claimed,
@@ -138,29 +139,9 @@ async function findOrphans(store: MetadataStore, blocks: BlockStore): Promise<st
   return orphans;
 }
 
-/**
- * Drops claims of blocks that a backup unknown to this run (started after the listing), or one
- * still in progress, may have relied on: those marked after it started. A mark made by this run
- * counts from when its write completed, since until then a lookup still found the block live.
- */
-async function withoutLateStarters(
-  store: MetadataStore,
-  known: Set<string>,
-  claims: { id: string; markedAt: string }[],
-  markedNow: Set<string>,
-  markWritten: number,
-): Promise<{ id: string; markedAt: string }[]> {
-  const starts = (await store.listVersions())
-    .filter((v) => v.status === 'pending' || (!known.has(v.uid) && holdsBlocks(v)))
-    .map(runStartedAt);
-  if (!starts.length) return claims;
-  const cutoff = Math.min(...starts);
-  return claims.filter((c) => (markedNow.has(c.id) ? markWritten : Date.parse(c.markedAt)) < cutoff);
-}
-
 /** Deletes a block's object only if it is the one its index entry was made for (same checksum). */
 async function deleteIfIndexed(blocks: BlockStore, entry: BlockIndexEntry): Promise<void> {
   const key = blockKey(entry.id);
   const stored = await blocks.get(key);
-  if (stored !== null && storedChecksum(stored) === entry.checksum) await blocks.delete(key);
+  if (stored !== null && mayDeleteResumed(entry, storedChecksum(stored))) await blocks.delete(key);
 }

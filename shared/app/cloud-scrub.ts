@@ -6,7 +6,8 @@ import type { MetadataStore } from '../ports/metadata-store.ts';
 import type { ScrubLedger } from '../ports/scrub-ledger.ts';
 import { readBlockMap } from './block-map.ts';
 import { executeVersionCommand } from './execute.ts';
-import { sampleBlocks, scrubVerdicts, verifyStoredBlock, type BlockFailure } from './scrub.ts';
+import { scrubVerdicts, verifyStoredBlock } from './scrub.ts';
+import { sampleBlocks, type BlockFailure } from '../domain/scrub.ts';
 
 /**
  * The cloud scrub, without the key: the planner fans a version's distinct blocks out in

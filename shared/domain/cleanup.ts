@@ -1,3 +1,4 @@
+import { Backy2Error, ExitCode } from './errors.ts';
 import type { BlockIndexEntry, Version } from './types.ts';
 import { runStartedAt } from './version.ts';
 
@@ -82,3 +83,61 @@ export function versionsHoldingBlocks(versions: Version[], leases: VersionLease[
   const pinned = new Set(leases.filter((l) => isLiveLease(l, now)).map((l) => l.uid));
   return versions.filter((v) => holdsBlocks(v) || pinned.has(v.uid));
 }
+
+/** When the oldest backup still in progress started (ms), or null: no block marked after it may go. */
+export function oldestPendingStart(versions: Version[]): number | null {
+  const starts = versions.filter((v) => v.status === 'pending').map(runStartedAt);
+  return starts.length ? Math.min(...starts) : null;
+}
+
+/**
+ * `cleanup -f` ignores the grace period, so it must not run beside a backup (whose blocks are not
+ * all recorded yet): refused while one is in progress (stale ones are failed before this check).
+ */
+export function refuseForceWhileBackupRuns(versions: Version[]): void {
+  const running = versions.filter((v) => v.status === 'pending');
+  if (running.length)
+    throw new Backy2Error(ExitCode.locked, `A backup is in progress (${running.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
+}
+
+export const graceSecondsOf = (force: boolean, graceSeconds: number): number => (force ? 0 : graceSeconds);
+
+/**
+ * Late starters. A backup that started after this run listed the versions is not in its
+ * `referenced` set, and may have found a block live until this run's mark was written; so may one
+ * still in progress. A claim goes ahead only if the block was marked before the oldest of those
+ * started, a mark made by this run counting from when its write completed (`markWritten`). With
+ * a grace period longer than a backup this never bites; with grace 0 (cleanup -f, or
+ * cleanup_grace_seconds 0) it is what keeps the invariant.
+ *
+ * `now`: the versions as read after the marks were written; `listed`: the uids this run listed.
+ */
+export function withoutLateStarters(
+  claims: { id: string; markedAt: string }[],
+  now: Version[],
+  listed: Set<string>,
+  markedByThisRun: Set<string>,
+  markWritten: number,
+): { id: string; markedAt: string }[] {
+  const starts = now.filter((v) => v.status === 'pending' || (!listed.has(v.uid) && holdsBlocks(v))).map(runStartedAt);
+  if (!starts.length) return claims;
+  const cutoff = Math.min(...starts);
+  return claims.filter((c) => (markedByThisRun.has(c.id) ? markWritten : Date.parse(c.markedAt)) < cutoff);
+}
+
+/**
+ * A deletion resumed from an interrupted (or concurrent) run deletes the object only if it is
+ * still the one the entry was made for: a block uploaded anew since has a fresh nonce, hence
+ * another checksum, and survives. `storedChecksum`: of the object now stored, null if none.
+ */
+export const mayDeleteResumed = (entry: BlockIndexEntry, storedChecksum: string | null): boolean => storedChecksum === entry.checksum;
+
+/**
+ * Embedded locks. Every cleanup (and rekey) holds the run lock: two runs at a time would delete
+ * blocks the first claimed a second time, possibly after a backup uploaded one anew. `cleanup -f`
+ * also holds the force lock, which makes backups and imports starting meanwhile wait (see
+ * reliesOnStoredObjects in backup.ts); only then may it delete objects no index entry knows.
+ */
+export const CLEANUP_RUN_LOCK = 'cleanup';
+export const CLEANUP_FORCE_LOCK = 'cleanup-force';
+export const cleanupLocks = (force: boolean): string[] => (force ? [CLEANUP_RUN_LOCK, CLEANUP_FORCE_LOCK] : [CLEANUP_RUN_LOCK]);

@@ -1,4 +1,4 @@
-import type { BlockFailure } from '../app/scrub.ts';
+import type { BlockFailure } from '../domain/scrub.ts';
 
 /** Progress of a fanned-out cloud scrub: one record per scrub, one result per batch. */
 export interface ScrubStatus {

@@ -1,5 +1,5 @@
 import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { BlockFailure } from '../../app/scrub.ts';
+import type { BlockFailure } from '../../domain/scrub.ts';
 import type { ScrubLedger, ScrubStatus } from '../../ports/scrub-ledger.ts';
 
 /** Scrub progress in the projections table: pk "SCRUB#<id>", sk "META" or the batch number. */
