@@ -3,380 +3,381 @@
  * embedded store (SQLite + block directory) in a temporary directory, each as a child process
  * whose wall time, peak RSS and stored bytes are measured; and, when they are installed, the same
  * three steps with restic and borg on the same image, in the same run, with ratios ours/peer.
+ * Then, in the same run: the primitives (HMAC-SHA256, AES-256-GCM, zstd, memcpy) and the bound
+ * they set with our ratio to it; scrub; an incremental backup (1 % of blocks changed, -f and
+ * -r hints); peak RSS at several image sizes; and, with BENCH_CLOUD=1, the cloud path against
+ * the emulator beside plain SDK PutObject/GetObject at the same concurrency.
  *
  *   BENCH_SIZE_MIB   image size in MiB (default 1024): a quarter zeros, a quarter random,
  *                    half text-like data that zstd level 1 compresses about 3.5x
+ *   BENCH_ROUNDS     rounds of backup/re-backup/restore per tool, interleaved (default 3):
+ *                    tables give the median and the range
  *   BENCH_PEERS=0    skip restic and borg
+ *   BENCH_SIZES      image sizes in MiB for the memory step (default 100,1024,8192; "" skips it)
+ *   BENCH_CLOUD=1    also run the cloud step (starts MiniStack and deploys the stack: minutes)
+ *   BENCH_STEPS      run only these steps (comma-separated names, see STEPS)
+ *   BENCH_READS / BENCH_WRITES   simultaneous_reads / simultaneous_writes for ours
  *   BENCH_DIR        where the temporary directory goes (default: the OS temp dir)
  *   BENCH_KEEP=1     keep the temporary directory
  *   BENCH_JSON=FILE  also write the results as JSON
+ *
+ * A step is an entry of STEPS: a name and a function from the run's context to the lines it
+ * prints (Markdown); adding one is adding an entry.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'agent/cli/main.ts');
-const MiB = 1024 * 1024;
-const BLOCK = 4 * MiB;
+import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import { availableParallelism, cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { BLOCK, type BlockKind, dir, has, loadAverage, log, markdownTable, median, type Measured, MiB, sha256, spread, timeBin, writeImage, bytesUnder } from './harness.ts';
+import { computeBound, measurePrimitives, type Bound, type Primitives } from './primitives.ts';
+import { borg, ours, OURS, restic, type Ours, type Tool } from './tools.ts';
+import { cloudStep } from './cloud.ts';
 
 const sizeMiB = Number(process.env['BENCH_SIZE_MIB'] ?? 1024);
 if (!Number.isInteger(sizeMiB) || sizeMiB < 1) throw new Error(`BENCH_SIZE_MIB must be a positive integer, got ${process.env['BENCH_SIZE_MIB']}`);
+const rounds = Number(process.env['BENCH_ROUNDS'] ?? 3);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`BENCH_ROUNDS must be a positive integer, got ${process.env['BENCH_ROUNDS']}`);
 const withPeers = process.env['BENCH_PEERS'] !== '0';
 const keep = process.env['BENCH_KEEP'] === '1';
-const dir = mkdtempSync(join(process.env['BENCH_DIR'] ?? tmpdir(), 'backy2-bench-'));
-const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+const memorySizes = (process.env['BENCH_SIZES'] ?? '100,1024,8192')
+  .split(',')
+  .filter((s) => s.trim())
+  .map(Number);
 
-// ---------------------------------------------------------------------------------------------
-// The image
+type StepName = 'backup' | 're-backup' | 'restore';
 
-const WORDS = (
-  'the of and to in is that for it as with was on be by at this from or an are which not but have had has were all their can more one ' +
-  'new also its into some other time only may these than after first most about such over any through where when many would people out ' +
-  'make well used like three between system data file user server request error value return state block version backup disk image page ' +
-  'table index memory update read write start stop check kernel module driver network socket client session cache buffer thread process ' +
-  'signal mount device volume snapshot archive restore scrub cleanup config option default level debug info warning message status result ' +
-  'count total size offset length'
-).split(' ');
-const HEX = Buffer.from('0123456789abcdef');
-
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-}
-
-/** 1024 "log line" templates; each line is a template plus two random hex fields (zstd -1: ~3.5x). */
-const TEMPLATES = (() => {
-  const r = xorshift(42);
-  return Array.from({ length: 1024 }, () => Buffer.from(Array.from({ length: 4 + (r() % 10) }, () => WORDS[r() % WORDS.length]).join(' ') + ' ', 'latin1'));
-})();
-
-function textBlock(b: Buffer, seed: number): void {
-  const r = xorshift(seed);
-  let p = 0;
-  while (p < b.length) {
-    p += TEMPLATES[r() % TEMPLATES.length]!.copy(b, p);
-    for (let f = 0; f < 2 && p < b.length; f++) {
-      const y = r();
-      for (let i = 0; i < 6 && p < b.length; i++) b[p++] = HEX[(y >>> (i * 4)) & 15]!;
-      if (p < b.length) b[p++] = 32;
-    }
-    if (p < b.length) b[p++] = 10;
-  }
-}
-
-/** Blocks cycle zero, random, text, text: a quarter zeros, a quarter random, half compressible; every block distinct. */
-function writeImage(path: string, bytes: number): void {
-  const fd = openSync(path, 'w');
-  const buf = Buffer.alloc(BLOCK);
-  try {
-    for (let i = 0, at = 0; at < bytes; i++, at += BLOCK) {
-      const len = Math.min(BLOCK, bytes - at);
-      const b = buf.subarray(0, len);
-      if (i % 4 === 0) b.fill(0);
-      else if (i % 4 === 1) randomFillSync(b);
-      else textBlock(b, i * 7919 + 1);
-      writeSync(fd, b, 0, len, at);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Measuring a child process
-
-interface Measured {
-  seconds: number;
-  peakRssMiB: number | null;
-  stdout: string;
-}
-
-const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
-
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Measured> {
-  const timeFile = join(dir, `.time-${process.hrtime.bigint()}`);
-  const [file, argv] = timeBin ? [timeBin, ['-f', '%M', '-o', timeFile, cmd, ...args]] : [cmd, args];
-  return new Promise((resolvePromise, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(file, argv, { env: { ...process.env, ...opts.env }, cwd: opts.cwd ?? dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    // Without /usr/bin/time: poll the kernel's high-water mark of the child's resident set.
-    let hwmKiB = 0;
-    const poll = timeBin
-      ? null
-      : setInterval(() => {
-          try {
-            const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-            if (m) hwmKiB = Math.max(hwmKiB, Number(m[1]));
-          } catch {
-            /* exited */
-          }
-        }, 10);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (poll) clearInterval(poll);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${stderr.slice(-2000)}`));
-      let peakKiB: number | null = hwmKiB || null;
-      if (timeBin) {
-        const text = readFileSync(timeFile, 'utf8').trim().split('\n').pop()!;
-        rmSync(timeFile, { force: true });
-        peakKiB = Number(text) || null;
-      }
-      resolvePromise({ seconds, peakRssMiB: peakKiB === null ? null : peakKiB / 1024, stdout });
-    });
-  });
-}
-
-function bytesUnder(path: string): number {
-  if (!existsSync(path)) return 0;
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.size;
-  return readdirSync(path).reduce((sum, name) => sum + bytesUnder(join(path, name)), 0);
-}
-
-async function sha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: BLOCK })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-function findFile(root: string, name: string): string {
-  for (const entry of readdirSync(root, { withFileTypes: true })) {
-    const full = join(root, entry.name);
-    if (entry.isFile() && entry.name === name) return full;
-    if (entry.isDirectory()) {
-      try {
-        return findFile(full, name);
-      } catch {
-        /* not here */
-      }
-    }
-  }
-  throw new Error(`${name} not found under ${root}`);
-}
-
-const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
-const versionOf = (bin: string, arg: string) => spawnSync(bin, [arg], { encoding: 'utf8' }).stdout.trim().split('\n')[0] ?? bin;
-
-// ---------------------------------------------------------------------------------------------
-// The tools
-
-interface Row {
+export interface Row {
   tool: string;
-  step: 'backup' | 're-backup' | 'restore';
+  step: StepName;
+  round: number;
   seconds: number;
   mibPerSecond: number;
   peakRssMiB: number | null;
   storedBytes: number | null;
 }
 
-interface Tool {
+export interface Context {
+  image: string;
+  imageBytes: number;
+  imageHash: string;
+  counts: Record<BlockKind, number>;
+  rounds: number;
+  tools: Tool[];
+  rows: Row[];
+  /** Ours of the last round: its repository holds both versions of the image. */
+  ours: Ours | null;
+  /** The peers of the last round, their repositories kept for the incremental step. */
+  peers: Tool[];
+  primitives: Primitives | null;
+  bound: Bound | null;
+  json: Record<string, unknown>;
+}
+
+export interface Step {
   name: string;
-  version: string;
-  init(): Promise<void>;
-  backup(): Promise<Measured>;
-  rebackup(): Promise<Measured>;
-  /** Restores the second backup; returns the restored file's path. */
-  restore(): Promise<{ measured: Measured; path: string }>;
-  repo: string;
+  /** Why the step does not run in this configuration, or null. */
+  skip?: (ctx: Context) => string | null;
+  run: (ctx: Context) => Promise<string[]>;
 }
 
-function ours(image: string): Tool {
-  const repo = join(dir, 'ours');
-  const config = join(dir, 'backy.cfg');
-  const env = { BACKY2_HOME: join(repo, 'home') };
-  const cli = (...args: string[]) => run(process.execPath, [CLI, '-c', config, ...args], { env });
-  let first = '';
-  let second = '';
-  return {
-    name: 'backy2 (ours)',
-    version: `node ${process.version}`,
-    repo,
-    async init() {
-      mkdirSync(repo, { recursive: true });
-      writeFileSync(
-        config,
-        [
-          '[DEFAULTS]',
-          `encryption_key: ${'b'.repeat(64)}`,
-          ...(process.env['BENCH_READS'] ? [`simultaneous_reads: ${process.env['BENCH_READS']}`] : []),
-          ...(process.env['BENCH_WRITES'] ? [`simultaneous_writes: ${process.env['BENCH_WRITES']}`] : []),
-          '[MetaBackend]',
-          `engine: sqlite:///${join(repo, 'backy.sqlite')}`,
-          '[DataBackend]',
-          'type: file',
-          `path: ${join(repo, 'data')}`,
-          '',
-        ].join('\n'),
-        { mode: 0o600 },
-      );
-      await cli('initdb');
-    },
-    async backup() {
-      const m = await cli('-m', 'backup', `file://${image}`, 'bench');
-      first = m.stdout.trim().split('\n').pop()!;
-      return m;
-    },
-    async rebackup() {
-      const m = await cli('-m', 'backup', '-f', first, `file://${image}`, 'bench');
-      second = m.stdout.trim().split('\n').pop()!;
-      return m;
-    },
-    async restore() {
-      const path = join(dir, 'restored-ours.img');
-      return { measured: await cli('restore', second, `file://${path}`), path };
-    },
-  };
-}
+const mibps = (bytes: number, seconds: number) => bytes / MiB / seconds;
 
-function restic(image: string): Tool {
-  const repo = join(dir, 'restic');
-  const env = { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: 'bench', XDG_CACHE_HOME: join(dir, 'restic-cache') };
-  const r = (...args: string[]) => run('restic', args, { env });
-  return {
-    name: 'restic',
-    version: versionOf('restic', 'version'),
-    repo,
-    async init() {
-      await r('init', '-q');
-    },
-    backup: () => r('backup', '-q', image),
-    // --force re-reads the unchanged file (as a block device is always re-read), instead of trusting mtime.
-    rebackup: () => r('backup', '-q', '--force', image),
-    async restore() {
-      const target = join(dir, 'restored-restic');
-      const measured = await r('restore', '-q', 'latest', '--target', target);
-      return { measured, path: findFile(target, 'image.img') };
-    },
-  };
-}
+// ---------------------------------------------------------------------------------------------
+// Steps
 
-function borg(image: string): Tool {
-  const repo = join(dir, 'borg');
-  const env = { BORG_REPO: repo, BORG_PASSPHRASE: 'bench', BORG_BASE_DIR: join(dir, 'borg-base'), BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
-  const b = (args: string[], cwd = dir) => run('borg', args, { env, cwd });
-  return {
-    name: 'borg',
-    version: versionOf('borg', '--version'),
-    repo,
-    async init() {
-      await b(['init', '--encryption=repokey-blake2']);
-    },
-    backup: () => b(['create', '--compression', 'zstd,1', '::first', 'image.img']),
-    // The files cache would skip the unchanged file without reading it; a block device is always read.
-    rebackup: () => b(['create', '--compression', 'zstd,1', '--files-cache=disabled', '::second', 'image.img']),
-    async restore() {
-      const target = join(dir, 'restored-borg');
-      mkdirSync(target, { recursive: true });
-      return { measured: await b(['extract', '::second'], target), path: join(target, 'image.img') };
-    },
-  };
-}
+const primitivesStep: Step = {
+  name: 'primitives',
+  async run(ctx) {
+    log('measuring primitives');
+    ctx.primitives = measurePrimitives(ctx.image);
+    ctx.bound = computeBound(ctx.primitives, ctx.counts);
+    ctx.json['primitives'] = ctx.primitives;
+    ctx.json['bound'] = ctx.bound;
+    const p = ctx.primitives;
+    const rows = [
+      ['HMAC-SHA256 (block id)', p.hmacSha256],
+      ['SHA-256 (stored checksum)', p.sha256],
+      ['AES-256-GCM encrypt', p.aesGcmEncrypt],
+      ['AES-256-GCM decrypt', p.aesGcmDecrypt],
+      ['zstd -1 compress, text block', p.zstdCompressText],
+      ['zstd -1 compress, 64 KiB sample of a random block', p.zstdCompressSample],
+      ['zstd decompress, text block (output)', p.zstdDecompressText],
+      ['memcpy', p.memcpy],
+      ['zero check (Buffer.equals)', p.zeroCheck],
+    ].map(([name, rate]) => [String(name), (rate as number).toFixed(0)]);
+    return [
+      `## Primitives (one core, node:crypto / node:zlib, on the image's blocks; text compresses ${p.textRatio.toFixed(2)}x)`,
+      '',
+      markdownTable(['primitive', 'MiB/s'], rows, 1),
+    ];
+  },
+};
 
-async function bench(tool: Tool, image: string, imageBytes: number, imageHash: string): Promise<Row[]> {
-  log(`${tool.name}: init`);
+/** Backup, re-backup and restore by every tool, `rounds` times, interleaved; every restore checked by SHA-256. */
+const toolsStep: Step = {
+  name: 'tools',
+  async run(ctx) {
+    for (let round = 1; round <= ctx.rounds; round++) {
+      const last = round === ctx.rounds;
+      const tools: Tool[] = [ours(ctx.image, `ours-r${round}`)];
+      if (withPeers && has('restic')) tools.push(restic(ctx.image, `restic-r${round}`));
+      if (withPeers && has('borg')) tools.push(borg(`borg-r${round}`));
+      ctx.tools = tools;
+      for (const tool of tools) {
+        ctx.rows.push(...(await runTool(tool, ctx, round)));
+        if (!last) rmSync(tool.repo, { recursive: true, force: true });
+      }
+      if (last) {
+        ctx.ours = tools[0] as Ours;
+        ctx.peers = tools.slice(1);
+      }
+    }
+    ctx.json['rows'] = ctx.rows;
+    const out = [`## Backup, re-backup, restore (${ctx.rounds} round${ctx.rounds > 1 ? 's' : ''}: median (min-max))`, '', toolsTable(ctx.rows)];
+    const peers = [...new Set(ctx.rows.map((r) => r.tool))].filter((t) => t !== OURS);
+    if (peers.length) {
+      out.push('', 'ratios ours/peer, of the medians (throughput > 1: we are faster; RSS and repository < 1: we use less)', '');
+      out.push(markdownTable(['peer', 'step', 'throughput', 'peak RSS', 'repository'], peers.flatMap((p) => ratioRows(ctx.rows, p))));
+    }
+    return out;
+  },
+};
+
+async function runTool(tool: Tool, ctx: Context, round: number): Promise<Row[]> {
+  log(`${tool.name} round ${round}: init, backup, re-backup, restore (load ${loadAverage()})`);
   await tool.init();
-  const rows: Row[] = [];
-  const row = (step: Row['step'], m: Measured, storedBytes: number | null): Row => ({
+  const row = (step: StepName, m: Measured, storedBytes: number | null): Row => ({
     tool: tool.name,
     step,
+    round,
     seconds: m.seconds,
-    mibPerSecond: imageBytes / MiB / m.seconds,
+    mibPerSecond: mibps(ctx.imageBytes, m.seconds),
     peakRssMiB: m.peakRssMiB,
     storedBytes,
   });
-  log(`${tool.name}: backup`);
-  rows.push(row('backup', await tool.backup(), bytesUnder(tool.repo)));
-  log(`${tool.name}: re-backup`);
-  rows.push(row('re-backup', await tool.rebackup(), bytesUnder(tool.repo)));
-  log(`${tool.name}: restore`);
+  const rows = [row('backup', await tool.backup(), bytesUnder(tool.repo)), row('re-backup', await tool.rebackup(), bytesUnder(tool.repo))];
   const { measured, path } = await tool.restore();
   rows.push(row('restore', measured, null));
-  const restored = await sha256(path);
-  if (restored !== imageHash) throw new Error(`${tool.name}: the restored image differs from the original`);
+  if ((await sha256(path)) !== ctx.imageHash) throw new Error(`${tool.name}: the restored image differs from the original`);
   rmSync(path, { force: true });
   return rows;
 }
 
+function cell(rows: Row[], tool: string, step: StepName) {
+  const rs = rows.filter((r) => r.tool === tool && r.step === step);
+  const rss = rs.flatMap((r) => (r.peakRssMiB === null ? [] : [r.peakRssMiB]));
+  return {
+    seconds: rs.map((r) => r.seconds),
+    mibPerSecond: median(rs.map((r) => r.mibPerSecond)),
+    rss,
+    stored: rs[0]?.storedBytes ?? null,
+  };
+}
+
+function toolsTable(rows: Row[]): string {
+  const tools = [...new Set(rows.map((r) => r.tool))];
+  const body = tools.flatMap((tool) =>
+    (['backup', 're-backup', 'restore'] as const).map((step) => {
+      const c = cell(rows, tool, step);
+      return [tool, step, spread(c.seconds), c.mibPerSecond.toFixed(1), c.rss.length ? spread(c.rss, 0) : '?', c.stored === null ? '' : (c.stored / MiB).toFixed(1)];
+    }),
+  );
+  return markdownTable(['tool', 'step', 'seconds', 'MiB/s', 'peak RSS MiB', 'repository MiB'], body);
+}
+
+function ratioRows(rows: Row[], peer: string): string[][] {
+  return (['backup', 're-backup', 'restore'] as const).flatMap((step) => {
+    const a = cell(rows, OURS, step);
+    const b = cell(rows, peer, step);
+    if (!a.seconds.length || !b.seconds.length) return [];
+    const rss = a.rss.length && b.rss.length ? (median(a.rss) / median(b.rss)).toFixed(2) : '?';
+    const stored = a.stored !== null && b.stored ? (a.stored / b.stored).toFixed(2) : '';
+    return [[peer, step, (a.mibPerSecond / b.mibPerSecond).toFixed(2), rss, stored]];
+  });
+}
+
+/** Our medians against the bound, and the issue's goals as ratios to the faster peer. */
+const boundStep: Step = {
+  name: 'bound',
+  skip: (ctx) => (ctx.bound && ctx.rows.length ? null : 'needs the primitives and tools steps'),
+  async run(ctx) {
+    const b = ctx.bound!;
+    const body = (['backup', 're-backup', 'restore'] as const).map((step) => {
+      const key = step === 're-backup' ? 'rebackup' : step;
+      const ourSeconds = median(cell(ctx.rows, OURS, step).seconds);
+      return [step, b.cpuSeconds[key].toFixed(2), b.seconds[key].toFixed(2), ourSeconds.toFixed(2), (ourSeconds / b.seconds[key]).toFixed(2)];
+    });
+    return [
+      `## Bound from the primitives (${b.cores} cores; start-up, metadata and disk flush not included)`,
+      '',
+      markdownTable(['step', 'CPU s of primitives', 'bound s', 'ours s (median)', 'ours / bound'], body, 1),
+    ];
+  },
+};
+
+const scrubStep: Step = {
+  name: 'scrub',
+  skip: (ctx) => (ctx.ours ? null : 'needs the tools step'),
+  async run(ctx) {
+    const o = ctx.ours!;
+    const runs: Measured[] = [];
+    for (let round = 1; round <= ctx.rounds; round++) {
+      log(`scrub round ${round} (load ${loadAverage()})`);
+      runs.push(await o.cli('scrub', o.second()));
+    }
+    const seconds = runs.map((m) => m.seconds);
+    ctx.json['scrub'] = runs.map(({ seconds: s, peakRssMiB }) => ({ seconds: s, peakRssMiB }));
+    const bound = ctx.bound?.seconds.scrub;
+    return [
+      '## Scrub (every stored block of the version read, decrypted, decompressed and its id recomputed)',
+      '',
+      markdownTable(
+        ['step', 'seconds', 'MiB/s (of the image)', 'peak RSS MiB', 'bound s', 'ours / bound'],
+        [['scrub', spread(seconds), mibps(ctx.imageBytes, median(seconds)).toFixed(1), spread(runs.map((m) => m.peakRssMiB ?? 0), 0), bound?.toFixed(2) ?? '?', bound ? (median(seconds) / bound).toFixed(2) : '?']],
+        1,
+      ),
+    ];
+  },
+};
+
+/**
+ * 1 % of the blocks changed (new random data), in place, so every tool sees the same file
+ * changed: ours reads it all against the base (-f), or only the hinted regions (-r, as from
+ * `rbd diff`); restic and borg re-read the file (its mtime changed) and dedup against their
+ * last backup. The hinted version is restored and checked.
+ */
+const incrementalStep: Step = {
+  name: 'incremental',
+  skip: (ctx) => (ctx.ours ? null : 'needs the tools step'),
+  async run(ctx) {
+    const o = ctx.ours!;
+    const blocks = Math.ceil(ctx.imageBytes / BLOCK);
+    const changed = Math.max(1, Math.round(blocks / 100));
+    const fd = openSync(ctx.image, 'r+');
+    const buf = Buffer.alloc(BLOCK);
+    const hints: { offset: number; length: number; exists: string }[] = [];
+    for (let k = 0; k < changed; k++) {
+      const idx = Math.min(blocks - 1, Math.floor((k * blocks) / changed) + 1 + (k % 3));
+      const length = Math.min(BLOCK, ctx.imageBytes - idx * BLOCK);
+      randomFillSync(buf, 0, length);
+      writeSync(fd, buf, 0, length, idx * BLOCK);
+      hints.push({ offset: idx * BLOCK, length, exists: 'true' });
+    }
+    closeSync(fd);
+    const hintsFile = join(dir, 'hints.json');
+    writeFileSync(hintsFile, JSON.stringify(hints));
+    const changedHash = await sha256(ctx.image);
+    const results: Record<string, number[]> = { 'ours -f': [], 'ours -r': [] };
+    let hinted = '';
+    for (let round = 1; round <= ctx.rounds; round++) {
+      log(`incremental round ${round} (load ${loadAverage()})`);
+      results['ours -f']!.push((await o.cli('-m', 'backup', '-f', o.second(), `file://${ctx.image}`, 'bench')).seconds);
+      const r = await o.cli('-m', 'backup', '-r', hintsFile, '-f', o.second(), `file://${ctx.image}`, 'bench');
+      results['ours -r']!.push(r.seconds);
+      hinted = r.stdout.trim().split('\n').pop()!;
+      for (const peer of ctx.peers) {
+        const m = await peer.backupAgain(`inc${round}`);
+        (results[peer.name] ??= []).push(m.seconds);
+      }
+    }
+    const restored = join(dir, 'restored-incremental.img');
+    await o.cli('restore', hinted, `file://${restored}`);
+    if ((await sha256(restored)) !== changedHash) throw new Error('the hinted incremental backup does not restore to the changed image');
+    rmSync(restored, { force: true });
+    ctx.json['incremental'] = { changedBlocks: changed, seconds: results };
+    const fastestPeer = Object.entries(results)
+      .filter(([k]) => !k.startsWith('ours'))
+      .map(([, v]) => median(v))
+      .sort((a, b) => a - b)[0];
+    const body = Object.entries(results).map(([name, s]) => [name, spread(s), mibps(ctx.imageBytes, median(s)).toFixed(1), fastestPeer ? (fastestPeer / median(s)).toFixed(2) : '']);
+    return [
+      `## Incremental backup: ${changed} of ${blocks} blocks changed (1 %)`,
+      '',
+      markdownTable(['run', 'seconds', 'MiB/s (of the image)', 'speed vs the faster peer'], body, 1),
+    ];
+  },
+};
+
+/** Peak RSS of backup, restore and scrub at several image sizes: it must not grow with the image. */
+const memoryStep: Step = {
+  name: 'memory',
+  skip: () => (memorySizes.length ? null : 'BENCH_SIZES is empty'),
+  async run(ctx) {
+    const body: string[][] = [];
+    const json: unknown[] = [];
+    for (const size of memorySizes) {
+      log(`memory: ${size} MiB image (load ${loadAverage()})`);
+      const image = join(dir, `memory-${size}.img`);
+      writeImage(image, size * MiB);
+      const o = ours(image, `memory-${size}`);
+      await o.init();
+      const backup = await o.backup();
+      const rebackup = await o.rebackup();
+      const { measured: restore, path } = await o.restore();
+      rmSync(path, { force: true });
+      const scrub = await o.cli('scrub', o.second());
+      rmSync(image, { force: true });
+      rmSync(o.repo, { recursive: true, force: true });
+      const steps = { backup, 're-backup': rebackup, restore, scrub };
+      json.push({ sizeMiB: size, ...Object.fromEntries(Object.entries(steps).map(([k, m]) => [k, { seconds: m.seconds, peakRssMiB: m.peakRssMiB }])) });
+      body.push([`${size} MiB`, ...Object.values(steps).flatMap((m) => [mibps(size * MiB, m.seconds).toFixed(1), (m.peakRssMiB ?? 0).toFixed(0)])]);
+    }
+    ctx.json['memory'] = json;
+    return [
+      '## Memory: peak RSS by image size (ours, default settings)',
+      '',
+      markdownTable(['image', 'backup MiB/s', 'RSS MiB', 're-backup MiB/s', 'RSS MiB', 'restore MiB/s', 'RSS MiB', 'scrub MiB/s', 'RSS MiB'], body, 1),
+    ];
+  },
+};
+
+export const STEPS: Step[] = [primitivesStep, toolsStep, boundStep, scrubStep, incrementalStep, memoryStep, cloudStep];
+
 // ---------------------------------------------------------------------------------------------
-
-function table(rows: Row[]): string {
-  const head = ['tool', 'step', 'seconds', 'MiB/s', 'peak RSS MiB', 'repository MiB'];
-  const body = rows.map((r) => [
-    r.tool,
-    r.step,
-    r.seconds.toFixed(2),
-    r.mibPerSecond.toFixed(1),
-    r.peakRssMiB === null ? '?' : r.peakRssMiB.toFixed(0),
-    r.storedBytes === null ? '' : (r.storedBytes / MiB).toFixed(1),
-  ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
-  return [line(head), '|' + widths.map((w, i) => (i < 2 ? '-'.repeat(w + 1) + '-' : '-'.repeat(w + 1) + ':')).join('|') + '|', ...body.map(line)].join('\n');
-}
-
-function ratios(rows: Row[], peer: string): string {
-  const lines: string[] = [];
-  for (const step of ['backup', 're-backup', 'restore'] as const) {
-    const a = rows.find((r) => r.tool === 'backy2 (ours)' && r.step === step);
-    const b = rows.find((r) => r.tool === peer && r.step === step);
-    if (!a || !b) continue;
-    const rss = a.peakRssMiB !== null && b.peakRssMiB !== null ? (a.peakRssMiB / b.peakRssMiB).toFixed(2) : '?';
-    const stored = a.storedBytes !== null && b.storedBytes ? (a.storedBytes / b.storedBytes).toFixed(2) : '';
-    lines.push(`| ${peer} | ${step} | ${(a.mibPerSecond / b.mibPerSecond).toFixed(2)} | ${rss} | ${stored} |`);
-  }
-  return lines.join('\n');
-}
 
 async function main(): Promise<void> {
   const image = join(dir, 'image.img');
   const imageBytes = sizeMiB * MiB;
   log(`generating a ${sizeMiB} MiB image in ${dir}`);
   const genStart = Date.now();
-  writeImage(image, imageBytes);
+  const counts = writeImage(image, imageBytes);
   const imageHash = await sha256(image);
   log(`image ready in ${((Date.now() - genStart) / 1000).toFixed(1)} s`);
-
-  const tools: Tool[] = [ours(image)];
+  const ctx: Context = { image, imageBytes, imageHash, counts, rounds, tools: [], rows: [], ours: null, peers: [], primitives: null, bound: null, json: {} };
+  const only = process.env['BENCH_STEPS']?.split(',').map((s) => s.trim());
+  const loadBefore = loadAverage();
+  const sections: string[][] = [];
   const skipped: string[] = [];
-  if (withPeers) {
-    if (has('restic')) tools.push(restic(image));
-    else skipped.push('restic (not installed)');
-    if (has('borg')) tools.push(borg(image));
-    else skipped.push('borg (not installed)');
-  } else skipped.push('restic and borg (BENCH_PEERS=0)');
-
-  const rows: Row[] = [];
-  for (const tool of tools) rows.push(...(await bench(tool, image, imageBytes, imageHash)));
-
+  if (!withPeers) skipped.push('restic and borg (BENCH_PEERS=0)');
+  else for (const peer of ['restic', 'borg']) if (!has(peer)) skipped.push(`${peer} (not installed)`);
+  for (const step of STEPS) {
+    if (only && !only.includes(step.name)) continue;
+    const why = step.skip?.(ctx) ?? null;
+    if (why) {
+      skipped.push(`${step.name} (${why})`);
+      continue;
+    }
+    sections.push(await step.run(ctx));
+  }
   const cpu = cpus();
+  const flags = (() => {
+    try {
+      const info = (process.getBuiltinModule?.('node:fs') as typeof import('node:fs')).readFileSync('/proc/cpuinfo', 'utf8');
+      return ['sha_ni', 'aes', 'avx2', 'avx512f'].filter((f) => new RegExp(`\\b${f}\\b`).test(info));
+    } catch {
+      return [];
+    }
+  })();
   const header = [
-    `backy2 bench, ${new Date().toISOString().slice(0, 10)}: ${sizeMiB} MiB image (1/4 zeros, 1/4 random, 1/2 text-like ~3.5x under zstd -1), block size 4 MiB`,
-    `machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM; ${tools.map((t) => `${t.name}: ${t.version}`).join('; ')}`,
+    `backy2 bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${sizeMiB} MiB image (1/4 zeros, 1/4 random, 1/2 text-like ~3.5x under zstd -1), block size 4 MiB`,
+    `machine: ${availableParallelism()} cores (${cpu[0]?.model.trim() ?? '?'}; ${flags.includes('sha_ni') ? 'with' : 'NO'} SHA extensions; flags ${flags.join(' ')}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM; ${ctx.tools.map((t) => `${t.name}: ${t.version}`).join('; ')}`,
+    `load average before / after: ${loadBefore} / ${loadAverage()}`,
     `peak RSS: ${timeBin ? '/usr/bin/time %M' : '/proc/PID/status VmHWM, polled'}; repository MiB: bytes of all files in the repository after the step`,
     ...(skipped.length ? [`skipped: ${skipped.join(', ')}`] : []),
   ];
-  const out = [...header, '', table(rows)];
-  const peers = tools.filter((t) => t.name !== 'backy2 (ours)').map((t) => t.name);
-  if (peers.length) {
-    out.push('', 'ratios ours/peer (throughput > 1: we are faster; RSS and repository < 1: we use less)', '', '| peer | step | throughput | peak RSS | repository |', '|---|---|---:|---:|---:|');
-    for (const p of peers) out.push(ratios(rows, p));
-  }
+  const out = [...header, ...sections.flatMap((s) => ['', ...s])];
   process.stdout.write(out.join('\n') + '\n');
-  if (process.env['BENCH_JSON']) writeFileSync(process.env['BENCH_JSON'], JSON.stringify({ sizeMiB, header, rows }, null, 2));
+  if (process.env['BENCH_JSON']) writeFileSync(process.env['BENCH_JSON'], JSON.stringify({ sizeMiB, counts, header, ...ctx.json }, null, 2));
 }
 
 try {

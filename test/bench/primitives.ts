@@ -1,0 +1,134 @@
+/**
+ * The primitives every block costs, measured on this machine in this run (one core, node:crypto
+ * and node:zlib as the codec uses them, on blocks of the bench image), and the bound they set:
+ * the CPU seconds the image's blocks need at those rates, spread over all cores. No tool can
+ * do the same work faster; our ratio to the bound says how much the pipeline adds.
+ *
+ * Left out of the bound: process start-up, the metadata store, and the disk (restore's fsync).
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { BLOCK, type BlockKind, kindOf, median, MiB } from './harness.ts';
+
+export interface Primitives {
+  /** MiB/s on one core, of the input unless said otherwise. */
+  hmacSha256: number;
+  sha256: number;
+  aesGcmEncrypt: number;
+  aesGcmDecrypt: number;
+  zstdCompressText: number;
+  /** zstd level 1 on the 64 KiB sample of a random block (the codec's compressibility probe). */
+  zstdCompressSample: number;
+  /** Of the output (the plaintext). */
+  zstdDecompressText: number;
+  memcpy: number;
+  zeroCheck: number;
+  /** Text blocks' compression ratio at zstd level 1. */
+  textRatio: number;
+}
+
+const zstd1 = (chunk: number) => ({ chunkSize: Math.max(64 * 1024, chunk), params: { [constants.ZSTD_c_compressionLevel]: 1 } });
+
+/** MiB/s of `fn` on `bytes` bytes: the median of 5 timed runs of ~0.15 s each. */
+function rateOf(bytes: number, fn: () => void): number {
+  fn();
+  const rates: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    let n = 0;
+    const started = process.hrtime.bigint();
+    let elapsed = 0;
+    while (elapsed < 0.15) {
+      fn();
+      n++;
+      elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+    }
+    rates.push((bytes * n) / MiB / elapsed);
+  }
+  return median(rates);
+}
+
+function readBlock(image: string, idx: number): Buffer {
+  const fd = openSync(image, 'r');
+  try {
+    const b = Buffer.alloc(BLOCK);
+    readSync(fd, b, 0, BLOCK, idx * BLOCK);
+    return b;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function measurePrimitives(image: string): Primitives {
+  const random = readBlock(image, 1);
+  const text = readBlock(image, 2);
+  if (kindOf(1) !== 'random' || kindOf(2) !== 'text') throw new Error('bench image layout changed');
+  const key = randomBytes(32);
+  const iv = randomBytes(12);
+  const encrypt = (b: Buffer) => {
+    const c = createCipheriv('aes-256-gcm', key, iv);
+    const out = c.update(b);
+    c.final();
+    return { out, tag: c.getAuthTag() };
+  };
+  const { out: cipherText, tag } = encrypt(random);
+  const packed = zstdCompressSync(text, zstd1(text.length));
+  const sample = Buffer.concat([0, 1, 2, 3].map((i) => random.subarray(i * (BLOCK / 4), i * (BLOCK / 4) + 16 * 1024)));
+  const zeros = Buffer.alloc(BLOCK);
+  const zeroBlock = Buffer.alloc(BLOCK);
+  const target = Buffer.allocUnsafe(BLOCK);
+  return {
+    hmacSha256: rateOf(BLOCK, () => createHmac('sha256', key).update(random).digest()),
+    sha256: rateOf(BLOCK, () => createHash('sha256').update(random).digest()),
+    aesGcmEncrypt: rateOf(BLOCK, () => encrypt(random)),
+    aesGcmDecrypt: rateOf(BLOCK, () => {
+      const d = createDecipheriv('aes-256-gcm', key, iv);
+      d.setAuthTag(tag);
+      d.update(cipherText);
+      d.final();
+    }),
+    zstdCompressText: rateOf(BLOCK, () => zstdCompressSync(text, zstd1(text.length))),
+    zstdCompressSample: rateOf(sample.length, () => zstdCompressSync(sample, zstd1(sample.length))),
+    zstdDecompressText: rateOf(BLOCK, () => zstdDecompressSync(packed, { chunkSize: BLOCK })),
+    memcpy: rateOf(BLOCK, () => random.copy(target)),
+    zeroCheck: rateOf(BLOCK, () => zeroBlock.equals(zeros)),
+    textRatio: text.length / packed.length,
+  };
+}
+
+export interface Bound {
+  cores: number;
+  /** CPU seconds of primitives per step, and the wall seconds on all cores. */
+  cpuSeconds: Record<'backup' | 'rebackup' | 'restore' | 'scrub', number>;
+  seconds: Record<'backup' | 'rebackup' | 'restore' | 'scrub', number>;
+}
+
+/**
+ * The work per block, at the measured rates (seconds per MiB = 1 / rate):
+ * - backup: read (a copy from the page cache) and zero check of every block; for each data block
+ *   the keyed hash and the compressibility sample; text blocks are compressed; the stored
+ *   object is encrypted, checksummed (SHA-256) and written (a copy);
+ * - re-backup: read, zero check, keyed hash (the block is known: nothing else);
+ * - restore: read the stored object, decrypt, decompress (text), keyed hash, write the plaintext;
+ * - scrub: restore without the write.
+ */
+export function computeBound(p: Primitives, counts: Record<BlockKind, number>, cores = availableParallelism()): Bound {
+  const B = BLOCK / MiB;
+  const T = B / p.textRatio;
+  const sampleMiB = (64 * 1024) / MiB;
+  const all = counts.zero + counts.random + counts.text;
+  const data = counts.random + counts.text;
+  const read = (mib: number) => mib / p.memcpy;
+  const backup =
+    all * (read(B) + B / p.zeroCheck) +
+    data * (B / p.hmacSha256 + sampleMiB / p.zstdCompressSample) +
+    counts.text * (B / p.zstdCompressText + T / p.aesGcmEncrypt + T / p.sha256 + read(T)) +
+    counts.random * (B / p.aesGcmEncrypt + B / p.sha256 + read(B));
+  const rebackup = all * (read(B) + B / p.zeroCheck) + data * (B / p.hmacSha256);
+  const scrub = counts.random * (read(B) + B / p.aesGcmDecrypt + B / p.hmacSha256) + counts.text * (read(T) + T / p.aesGcmDecrypt + B / p.zstdDecompressText + B / p.hmacSha256);
+  const restore = scrub + data * read(B);
+  const cpuSeconds = { backup, rebackup, restore, scrub };
+  const seconds = Object.fromEntries(Object.entries(cpuSeconds).map(([k, v]) => [k, v / cores])) as Bound['seconds'];
+  return { cores, cpuSeconds, seconds };
+}
