@@ -23,6 +23,11 @@ export interface Backend {
   addKey?(newMaster: Buffer): Promise<AddKeyResult>;
   /** Key rotation: re-encrypts what older keys wrote under the configured key (cloud: on this host, needs AdminPolicy). */
   rekey?(opts: RekeyOptions): Promise<RekeyReport>;
+  /**
+   * The error a user should see for `e`, when this backend knows what failed (which path is its
+   * data directory or database, which service): one line and a documented exit code. Else `e`.
+   */
+  explain?(e: unknown): unknown;
   close(): Promise<void>;
 }
 

@@ -14,6 +14,7 @@ import { parseMasterKey, type RepositoryKeys } from '../../shared/blocks/keys.ts
 import { addKeyToRing, loadRepositoryKeys, oldMasterKeys, runRekey, type AddKeyResult, type RekeyOptions, type RekeyReport } from '../../shared/app/rekey.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import { errnoOf } from '../../shared/adapters/faults.ts';
 import type { EventOf } from '../../shared/domain/events.ts';
 import type { BlockId, StoredBlock, Version } from '../../shared/domain/types.ts';
 import type { Policy, VersionCommand } from '../../shared/domain/version.ts';
@@ -26,20 +27,37 @@ import { policyOf, type Backend } from './backend.ts';
 const REQUIRED_OUTPUTS = ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ApiFunctionName', 'AdminApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName'] as const;
 type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string>;
 
+const NETWORK_ERRORS = ['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH'];
+/** Error names of AWS services for credentials that expired or are no longer valid. */
+const EXPIRED_CREDENTIALS = ['ExpiredToken', 'ExpiredTokenException', 'RequestExpired', 'TokenRefreshRequired', 'InvalidClientTokenId', 'UnrecognizedClientException', 'InvalidAccessKeyId', 'InvalidToken'];
+/** …and for a request refused because of its rate (after the SDK's own retries). */
+const THROTTLED = ['ThrottlingException', 'Throttling', 'TooManyRequestsException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'SlowDown', 'RequestThrottled', 'RequestThrottledException'];
+
 /** Turns SDK failures into one clear line with the cloud exit code. */
 export function cloudError(e: unknown, where: string): Backy2Error {
   if (e instanceof Backy2Error) return e;
-  const err = e as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const err = e as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number; attempts?: number } };
   const name = err.name ?? '';
+  const status = err.$metadata?.httpStatusCode;
+  const attempts = err.$metadata?.attempts ? ` after ${err.$metadata.attempts} attempts` : '';
+  if (EXPIRED_CREDENTIALS.includes(name))
+    return new Backy2Error(ExitCode.cloud, `The AWS credentials for ${where} expired or are no longer valid (${name}): renew them (new session, aws sso login, instance role) and run the command again`);
   if (name === 'CredentialsProviderError' || /credential/i.test(err.message ?? ''))
     return new Backy2Error(ExitCode.cloud, `No usable AWS credentials for ${where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (${err.message})`);
+  if (THROTTLED.includes(name) || status === 429)
+    return new Backy2Error(ExitCode.cloud, `AWS throttled ${where}${attempts} (${name || `HTTP ${status}`}): lower simultaneous_writes, raise the service limit, or run the command again later`);
   const code = err.code ?? (e as { cause?: { code?: string } }).cause?.code ?? '';
-  if (['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN'].includes(code) || name === 'TimeoutError')
+  if (NETWORK_ERRORS.includes(code) || name === 'TimeoutError')
     return new Backy2Error(ExitCode.cloud, `Cannot reach the AWS endpoint for ${where}: ${code || name}`);
   if (name === 'AccessDeniedException' || name === 'AccessDenied' || err.$metadata?.httpStatusCode === 403)
     return new Backy2Error(ExitCode.cloud, `Access denied for ${where}: ${err.message}`);
-  return new Backy2Error(ExitCode.storage, `${where} failed: ${name}: ${err.message}`);
+  if (status !== undefined && status >= 500)
+    return new Backy2Error(ExitCode.storage, `${where} failed${attempts} with HTTP ${status} (${name}: ${err.message}): the service is having trouble; run the command again later`);
+  return new Backy2Error(ExitCode.storage, `${where} failed${attempts}: ${name}: ${err.message}`);
 }
+
+/** An error thrown by the AWS SDK (it carries the request's metadata), as opposed to one of ours or a bug. */
+const isSdkError = (e: unknown): boolean => typeof e === 'object' && e !== null && '$metadata' in e;
 
 async function describeOutputs(clients: AwsClients, stackName: string, where: string): Promise<Outputs> {
   let outputs: { OutputKey?: string; OutputValue?: string }[];
@@ -65,7 +83,11 @@ async function invoke<T>(clients: AwsClients, functionName: string, payload: unk
     throw cloudError(e, `function ${functionName}`);
   }
   const text = out.Payload ? Buffer.from(out.Payload).toString() : 'null';
-  if (out.FunctionError) throw new Backy2Error(ExitCode.unexpected, `Function ${functionName} failed: ${text.slice(0, 500)}`);
+  if (out.FunctionError) {
+    // A function that ran out of time or memory is an operational limit, not a bug in the agent.
+    const operational = /Task timed out|Runtime exited|out of memory|Runtime\.OutOfMemory/i.test(text);
+    throw new Backy2Error(operational ? ExitCode.cloud : ExitCode.unexpected, `Function ${functionName} failed: ${text.slice(0, 500)}`);
+  }
   const answer = JSON.parse(text) as { ok?: boolean; exitCode?: number; message?: string } & T;
   if (answer && answer.ok === false) throw new Backy2Error((answer.exitCode ?? ExitCode.unexpected) as ExitCode, answer.message ?? 'refused');
   return answer;
@@ -144,9 +166,11 @@ export class CloudBackend implements Backend {
   readonly codec: BlockCodec;
   private readonly clients: AwsClients;
   private readonly outputs: Outputs;
+  private readonly stackName: string;
 
   constructor(config: Config, clients: AwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log) {
     this.config = config;
+    this.stackName = config.aws?.stackName ?? '(unnamed)';
     this.policy = policyOf(config);
     this.clients = clients;
     this.outputs = outputs;
@@ -187,6 +211,11 @@ export class CloudBackend implements Backend {
     } catch (e) {
       throw cloudError(e, 'rekey');
     }
+  }
+
+  /** SDK errors that reached the command (S3 reads and writes, DynamoDB reads) as one line naming the stack. */
+  explain(e: unknown): unknown {
+    return isSdkError(e) || NETWORK_ERRORS.includes(errnoOf(e) ?? '') ? cloudError(e, `stack ${this.stackName} (bucket ${this.outputs.BucketName})`) : e;
   }
 
   /** A key-less scrub by the scrub functions; waits for its verdict. */

@@ -16,6 +16,7 @@ import type { Policy, VersionCommand } from '../../shared/domain/version.ts';
 import type { BlockId, StoredBlock, Version } from '../../shared/domain/types.ts';
 import { DirBlockStore } from '../../shared/adapters/local/dir-block-store.ts';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
+import { explainLocalFault } from '../../shared/adapters/faults.ts';
 import type { Catalog } from '../../shared/ports/catalog.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { policyOf, type Backend } from './backend.ts';
@@ -96,12 +97,14 @@ export class EmbeddedBackend implements Backend {
   readonly catalog: EmbeddedCatalog;
   readonly blocks: DirBlockStore;
   readonly codec: BlockCodec;
+  readonly paths: EmbeddedPaths;
 
   /** `keys`: as loaded from the key ring (open.ts); a bare master key stands for a repository that never rotated. */
   constructor(config: Config, paths: EmbeddedPaths, store: SqliteMetadataStore, keys: RepositoryKeys | Buffer) {
     this.config = config;
     this.policy = policyOf(config);
     this.catalog = new EmbeddedCatalog(store, this.policy);
+    this.paths = paths;
     mkdirSync(paths.dataPath, { recursive: true });
     this.blocks = new DirBlockStore(paths.dataPath);
     const repoKeys = Buffer.isBuffer(keys) ? deriveKeys(keys) : keys;
@@ -121,7 +124,11 @@ export class EmbeddedBackend implements Backend {
         held.push(lock);
       }
       // Holding the force lock, objects of crashed backups that no index entry knows can go too.
-      return await runCleanup(store, this.blocks, { ...opts, deleteOrphans: held.includes(CLEANUP_FORCE_LOCK) });
+      const report = await runCleanup(store, this.blocks, { ...opts, deleteOrphans: held.includes(CLEANUP_FORCE_LOCK) });
+      // Temporary files of killed writers hold space a full disk needs back (-f: also the old-style ones among the blocks).
+      const temporaries = await this.blocks.removeStaleTemporaries({ legacy: force });
+      if (temporaries.files) log(`Removed ${temporaries.files} stale temporary files (${temporaries.bytes} bytes)`);
+      return { ...report, temporariesRemoved: temporaries.files };
     } finally {
       for (const lock of held.reverse()) store.releaseLock(lock);
     }
@@ -142,6 +149,10 @@ export class EmbeddedBackend implements Backend {
     } finally {
       store.releaseLock(CLEANUP_RUN_LOCK);
     }
+  }
+
+  explain(e: unknown): unknown {
+    return explainLocalFault(e, this.paths);
   }
 
   async close(): Promise<void> {

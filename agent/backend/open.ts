@@ -8,6 +8,7 @@ import { loadRepositoryKeys, oldMasterKeys } from '../../shared/app/rekey.ts';
 import { DirBlockStore } from '../../shared/adapters/local/dir-block-store.ts';
 import { usageError } from '../../shared/domain/errors.ts';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
+import { explainLocalFault } from '../../shared/adapters/faults.ts';
 import type { Log } from '../ui/log.ts';
 import type { Backend } from './backend.ts';
 import { EmbeddedBackend, type EmbeddedPaths } from './embedded.ts';
@@ -66,6 +67,14 @@ export async function openBackend(configFile: string | undefined, log: Log, opts
     return openCloudBackend(config, log, opts);
   }
   const paths = embeddedPaths(config, isDefault);
+  try {
+    return await openEmbedded(config, paths, isDefault, log, opts);
+  } catch (e) {
+    throw explainLocalFault(e, paths);
+  }
+}
+
+async function openEmbedded(config: Config, paths: EmbeddedPaths, isDefault: boolean, log: Log, opts: { initdb?: boolean }): Promise<Backend> {
   const exists = SqliteMetadataStore.exists(paths.sqlitePath);
   const masterKey = isDefault ? defaultKey(log, !exists) : parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
   // Key rotation: the key ring in the block directory gives the repository's dedup key.

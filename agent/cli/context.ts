@@ -40,8 +40,13 @@ export async function withBackend<T>(cmd: Command, fn: (backend: Backend, g: Glo
   const backend = await openBackend(g.configfile, log, opts);
   try {
     return await fn(backend, g, log);
+  } catch (e) {
+    throw backend.explain?.(e) ?? e;
   } finally {
-    await backend.close();
+    await backend.close().catch((e: unknown) => {
+      // A close that fails (the database's final checkpoint on a full disk) must not hide the first error.
+      log.debug(`closing the repository failed: ${(e as Error).message}`);
+    });
   }
 }
 

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import { classifyLastResort } from '../../shared/adapters/faults.ts';
 import { globals, logFor } from './context.ts';
 import * as initdb from './cmd_initdb.ts';
 import * as backup from './cmd_backup.ts';
@@ -80,13 +81,19 @@ function exitCodeOf(e: unknown): number {
     // --help and --version are successes; anything else is a usage error (backy2: 1).
     return e.exitCode === 0 ? 0 : ExitCode.usage;
   }
-  const log = logFor(globals(program));
-  if (e instanceof Backy2Error) {
-    log.error(e.message);
-    if (e.exitCode !== ExitCode.scrubErrors) log.info('Backy failed.');
-    return e.exitCode;
+  const g = globals(program);
+  const log = logFor(g);
+  // What no adapter classified: an operating-system or SQLite error still gets its one line and code.
+  const known = e instanceof Backy2Error ? e : classifyLastResort(e);
+  if (known) {
+    log.error(known.message);
+    if (known !== e && e instanceof Error) log.debug(e.stack ?? String(e));
+    if (known.exitCode !== ExitCode.scrubErrors) log.info('Backy failed.');
+    return known.exitCode;
   }
-  log.error(`Unexpected exception: ${(e as Error)?.stack ?? String(e)}`);
+  // A bug: the stack trace is for the report, so it comes with -d only.
+  const err = e as Error;
+  log.error(`Unexpected exception: ${g.debug ? (err?.stack ?? String(e)) : `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`} (a bug: please report it with the output of -d)`);
   log.info('Backy failed.');
   return ExitCode.unexpected;
 }

@@ -16,6 +16,7 @@ import { writeManifest } from '../../shared/app/manifest.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
 import { openSource, readAt, deviceSize } from '../io/device.ts';
+import { osFault } from '../../shared/adapters/faults.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
 import { relyOnExisting, storeUnlessLive } from './store-block.ts';
@@ -47,6 +48,9 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
   try {
     // Hints are checked before a version exists: hints for another device create nothing.
     const plan = req.hints ? planHintedBlocks(req.hints, source.size, config.blockSize) : null;
+    // Space a killed earlier run left in temporary files is given back before this run needs it.
+    const swept = await blocks.removeStaleTemporaries?.().catch((e: Error) => log.debug(`temporary files not swept: ${e.message}`));
+    if (swept?.files) log.info(`Removed ${swept.files} stale temporary files (${swept.bytes} bytes) left by earlier runs`);
     const { version, base, recorded } = req.resumeUid ? await resumeVersion(backend, req.resumeUid, req.name, source.size, log) : await startVersion(backend, req, source.size);
     try {
       const stats = await backupBlocks(backend, version, base, source, req.sourceUrl, log, progressBar, { plan, recorded });
@@ -58,12 +62,21 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
       const committed = await catalog.execute({ type: 'CommitVersion', uid: version.uid, stats });
       return { version: committed, stats };
     } catch (e) {
-      await catalog.execute({ type: 'FailVersion', uid: version.uid, reason: (e as Error).message }).catch(() => {});
-      throw e;
+      const failure = backend.explain?.(e) ?? e;
+      await catalog.execute({ type: 'FailVersion', uid: version.uid, reason: (failure as Error).message }).catch(() => {});
+      throw resumable(failure, version.uid, req);
     }
   } finally {
     await source.fh.close();
   }
+}
+
+/** Failures that may pass (a device, a disk, a service): the message says how to continue the version. */
+const RESUMABLE: readonly number[] = [ExitCode.storage, ExitCode.device, ExitCode.cloud, ExitCode.systemLimit, ExitCode.locked];
+
+function resumable(e: unknown, uid: string, req: BackupRequest): unknown {
+  if (!(e instanceof Backy2Error) || !RESUMABLE.includes(e.exitCode)) return e;
+  return new Backy2Error(e.exitCode, `${e.message}. Version ${uid} is not committed; once fixed, continue it with: backy2 backup -c ${uid} ${req.sourceUrl} ${req.name}`);
 }
 
 interface StartedRun {
@@ -151,7 +164,9 @@ async function backupBlocks(
   };
 
   const readBlock = async (idx: number, length: number): Promise<Buffer> => {
-    const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length));
+    const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length)).catch((e: unknown) => {
+      throw osFault(e, 'source', `${sourceUrl} (block ${idx})`) ?? e;
+    });
     if (data.length !== length)
       throw new Backy2Error(ExitCode.sourceMismatch, `Source ${sourceUrl} shrank during backup: block ${idx} returned ${data.length} of ${length} bytes`);
     stats.bytesRead += length;

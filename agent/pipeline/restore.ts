@@ -10,6 +10,7 @@ import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
 import { deviceSize, parseFileUrl, pathExists, writeAt, Writeback } from '../io/device.ts';
 import { forEachBounded } from './bounded.ts';
+import { osFault } from '../../shared/adapters/faults.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
 
@@ -56,7 +57,7 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
   if (!inPlace) writePath = partialPath;
   // A target that cannot be opened (no such directory, no permission, …) is the user's to fix: exit 1, one line.
   target = await open(writePath, inPlace || resumePartial ? 'r+' : 'w', 0o600).catch((e: Error) => {
-    throw usageError(`Cannot open restore target ${req.targetUrl}: ${e.message}`);
+    throw osFault(e, 'target', req.targetUrl) ?? usageError(`Cannot open restore target ${req.targetUrl}: ${e.message}`);
   });
   // A new file (or the partial one) reads zeros wherever nothing was written: sparse blocks are skipped.
   const fresh = !inPlace;
@@ -72,17 +73,33 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     return version;
   } catch (e) {
     await target.close().catch(() => {});
+    const cause = restoreFault(backend, e, req.targetUrl);
+    let outcome: string;
     if (!inPlace && e instanceof BlockReadFailed && lastContiguous >= 0) {
       // Storage may come back (a network, a mount): keep what was restored so -c need not start over.
-      log.error(`Restore failed; ${req.targetUrl} was not created. Blocks up to ${lastContiguous} are kept in ${writePath}: resume with -c ${lastContiguous + 1}`);
+      outcome = `${req.targetUrl} was not created. Blocks up to ${lastContiguous} are kept in ${writePath}: resume with -c ${lastContiguous + 1}`;
     } else if (!inPlace) {
+      // A full or failing target: the partial file goes (it holds the space the user must free).
       await rm(writePath, { force: true });
-      log.error(`Restore failed; nothing was written to ${req.targetUrl}`);
+      outcome = `nothing was written to ${req.targetUrl}`;
     } else {
-      log.error(`Restore failed; ${req.targetUrl} is INCOMPLETE. Blocks up to ${lastContiguous} are restored: resume with -c ${lastContiguous + 1}`);
+      outcome = `${req.targetUrl} is INCOMPLETE. Blocks up to ${lastContiguous} are restored: resume with -c ${lastContiguous + 1}`;
     }
-    throw e;
+    // One line: what failed, then what became of the target.
+    if (!(cause instanceof Backy2Error)) {
+      log.error(`Restore failed; ${outcome}`);
+      throw cause;
+    }
+    throw new Backy2Error(cause.exitCode, `${cause.message}. Restore failed; ${outcome}`);
   }
+}
+
+/** An error of the target's own writes (ENOSPC, EIO, EROFS: exit 10), of storage, or else as it came. */
+function restoreFault(backend: Backend, e: unknown, targetUrl: string): unknown {
+  if (e instanceof Backy2Error) return e;
+  const explained = backend.explain?.(e) ?? e;
+  if (explained instanceof Backy2Error) return explained;
+  return osFault(e, 'target', targetUrl) ?? e;
 }
 
 /** Reading a stored block failed (not: it is missing or corrupt); this may pass, so a partial restore is kept. */

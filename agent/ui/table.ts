@@ -2,6 +2,8 @@
  * backy2's PrettyTable-style output, its `-m` machine form (`|`-separated, header unless -s),
  * and `--json`.
  */
+import { escapeMachineField } from '../../shared/domain/names.ts';
+
 export type Align = 'l' | 'r' | 'c';
 export interface Column<Row> {
   name: string;
@@ -19,7 +21,8 @@ export function renderRows<Row>(columns: Column<Row>[], rows: Row[], mode: Outpu
   if (mode.json) {
     return JSON.stringify(rows.map((r) => Object.fromEntries(columns.map((c) => [c.name, c.value(r)]))), null, 2) + '\n';
   }
-  const cells = rows.map((r) => columns.map((c) => String(c.value(r))));
+  // A value from before the name rules (shared/domain/names.ts) must not break a row in two.
+  const cells = rows.map((r) => columns.map((c) => escapeMachineField(String(c.value(r)))));
   if (mode.machine) {
     const lines = mode.skipHeader ? [] : [columns.map((c) => c.name).join('|')];
     return [...lines, ...cells.map((row) => row.join('|'))].map((l) => l + '\n').join('');

@@ -43,6 +43,8 @@ export interface CleanupReport {
   deletedBytes: number;
   /** Manifests (`manifests/<uid>`) of removed versions deleted. */
   manifestsDeleted: number;
+  /** Embedded: temporary files of killed or failed writes removed (DirBlockStore.removeStaleTemporaries). */
+  temporariesRemoved?: number;
 }
 
 /** One cleanup run (both phases), the same in embedded mode and in the cloud `cleanup` function. */

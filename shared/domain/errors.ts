@@ -1,5 +1,5 @@
 /**
- * Every failure a user can see carries an exit code from one table (docs/EXIT_CODES.md),
+ * Every failure a user can see carries an exit code from one table (README, "Exit codes"),
  * so cron scripts written for backy2 keep working.
  */
 export const ExitCode = {
@@ -11,7 +11,10 @@ export const ExitCode = {
   storage: 6, // a block or manifest cannot be read or written
   integrity: 7, // wrong key or a block that fails verification during restore
   locked: 8, // another process holds the lock
-  cloud: 9, // stack missing, outputs missing, credentials or endpoint problem
+  cloud: 9, // stack missing, outputs missing, credentials (also expired), endpoint unreachable, throttled after retries
+  device: 10, // the source or restore target failed: I/O error reading the source, full/failing/read-only target
+  damagedDatabase: 11, // the SQLite metadata database is damaged (corrupt page, truncated, not a database)
+  systemLimit: 12, // out of file descriptors or memory (EMFILE, ENFILE, ENOMEM)
   scrubErrors: 20,
   slaBreach: 21, // sla found a breach (backy2 exited 0; monitoring wants to know)
   importExists: 22,
@@ -35,3 +38,4 @@ export const notFound = (m: string) => new Backy2Error(ExitCode.notFound, m);
 export const refused = (m: string) => new Backy2Error(ExitCode.refused, m);
 export const storageError = (m: string) => new Backy2Error(ExitCode.storage, m);
 export const integrityError = (m: string) => new Backy2Error(ExitCode.integrity, m);
+export const deviceError = (m: string) => new Backy2Error(ExitCode.device, m);

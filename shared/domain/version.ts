@@ -1,3 +1,4 @@
+import { checkBackupName, checkSnapshotName, checkTags } from './names.ts';
 import type { DomainEvent, EventOf, VersionEvent } from './events.ts';
 import type { Version, VersionStats } from './types.ts';
 import { Backy2Error, ExitCode, notFound, refused, usageError } from './errors.ts';
@@ -53,8 +54,16 @@ export interface DecideContext {
 
 const DAY_MS = 86_400_000;
 
+/** Names and tags are checked where a version gets them (every backend, every entry point). */
+function checkHeaderNames(h: VersionHeader): void {
+  checkBackupName(h.name);
+  checkSnapshotName(h.snapshotName);
+  checkTags(h.tags);
+}
+
 export function decideVersion(cmd: VersionCommand, state: Version | undefined, ctx: DecideContext): VersionEvent[] {
   const at = ctx.now.toISOString();
+  if (cmd.type === 'StartVersion' || cmd.type === 'ImportVersion') checkHeaderNames(cmd);
   if (cmd.type === 'StartVersion') {
     if (state) throw refused(`Version ${cmd.uid} already exists`);
     if (cmd.baseUid) {
@@ -107,6 +116,7 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
       if (!v.protected) throw refused(`Version ${v.uid} is not protected`);
       return [{ type: 'VersionUnprotected', v: 1, uid: v.uid, at }];
     case 'AddTags': {
+      checkTags(cmd.tags);
       const added = unique(cmd.tags).filter((t) => !v.tags.includes(t));
       return added.length ? [{ type: 'TagsAdded', v: 1, uid: v.uid, tags: added, at }] : [];
     }

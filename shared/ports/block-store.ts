@@ -10,4 +10,6 @@ export interface BlockStore {
   head(key: string): Promise<number | null>;
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<string>;
+  /** A store that writes through temporary files removes those whose writer is gone (never one being written). */
+  removeStaleTemporaries?(opts?: { legacy?: boolean }): Promise<{ files: number; bytes: number }>;
 }

@@ -1,5 +1,5 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { hostname as hostName } from 'node:os';
 import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
@@ -10,6 +10,7 @@ import { ConcurrencyError, type MetadataStore, type StoredChunk } from '../../po
 import { blockIndexStatements } from './block-index-sql.ts';
 import { Backy2Error, ExitCode, usageError } from '../../domain/errors.ts';
 import type { VersionLease } from '../../domain/cleanup.ts';
+import { damagedDatabase, isDatabaseDamage, osFault, sqliteFault } from '../faults.ts';
 
 const SCHEMA_VERSION = '1';
 
@@ -42,15 +43,17 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly db: DatabaseSync;
   /** Prepared once; SQLite re-prepares them itself after rebuildProjections recreates the table. */
   private readonly blockIndexWrites = new Map<string, StatementSync>();
+  readonly path: string;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, path: string) {
     this.db = db;
+    this.path = path;
   }
 
   static exists(path: string): boolean {
     if (!existsSync(path)) return false;
     // Another process may be writing (or checkpointing) at this moment: wait as every other open does.
-    const db = new DatabaseSync(path, { timeout: 30_000 });
+    const db = guardedDatabase(path);
     try {
       return db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'events'").get() !== undefined;
     } finally {
@@ -61,8 +64,12 @@ export class SqliteMetadataStore implements MetadataStore {
   /** Creates a new repository database; refuses if one exists (backy2's initdb never destroys data). */
   static init(path: string): SqliteMetadataStore {
     if (SqliteMetadataStore.exists(path)) throw usageError(`Database ${path} already initialised; refusing to touch it`);
-    mkdirSync(dirname(path), { recursive: true });
-    const store = new SqliteMetadataStore(open(path));
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+    } catch (e) {
+      throw osFault(e, 'database', dirname(path)) ?? e;
+    }
+    const store = new SqliteMetadataStore(open(path), path);
     store.db.exec('BEGIN IMMEDIATE');
     store.db.exec(EVENT_LOG + PROJECTIONS);
     store.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', SCHEMA_VERSION);
@@ -72,7 +79,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   static open(path: string): SqliteMetadataStore {
     if (!SqliteMetadataStore.exists(path)) throw usageError(`No backy2 database at ${path}; run "backy2 initdb" first`);
-    return new SqliteMetadataStore(open(path));
+    return new SqliteMetadataStore(open(path), path);
   }
 
   close(): void {
@@ -220,9 +227,21 @@ export class SqliteMetadataStore implements MetadataStore {
       .run(next.uid, next.name, next.date, next.seq, JSON.stringify(next));
   }
 
+  /** A row whose JSON does not parse is damage to the file, not a bug: say so, naming the file. */
+  private parseRow(text: string, what: string): unknown {
+    try {
+      return JSON.parse(text);
+    } catch {
+      const damage = damagedDatabase(this.path, `${what} is not valid JSON`);
+      const state = connectionState.get(this.db);
+      if (state) state.damage ??= damage;
+      throw damage;
+    }
+  }
+
   private readVersion(uid: string): Version | undefined {
     const row = this.db.prepare('SELECT data FROM versions WHERE uid = ?').get(uid) as { data: string } | undefined;
-    return row ? (JSON.parse(row.data) as Version) : undefined;
+    return row ? (this.parseRow(row.data, `versions row ${uid}`) as Version) : undefined;
   }
 
   async getVersion(uid: string): Promise<Version | undefined> {
@@ -231,7 +250,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async listVersions(): Promise<Version[]> {
     const rows = this.db.prepare('SELECT data FROM versions ORDER BY name, date').all() as { data: string }[];
-    return rows.map((r) => JSON.parse(r.data) as Version);
+    return rows.map((r) => this.parseRow(r.data, 'a versions row') as Version);
   }
 
   async getChunk(uid: string, chunk: number): Promise<StoredChunk | undefined> {
@@ -268,7 +287,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async *readAllEvents(): AsyncIterable<DomainEvent> {
     for (const row of this.db.prepare('SELECT data FROM events ORDER BY pos').iterate() as Iterable<{ data: string }>) {
-      yield parseEvent(JSON.parse(row.data));
+      yield parseEvent(this.parseRow(row.data, 'an events row'));
     }
   }
 
@@ -278,7 +297,7 @@ export class SqliteMetadataStore implements MetadataStore {
       for (const t of PROJECTION_TABLES) this.db.exec(`DROP TABLE IF EXISTS ${t}`);
       this.db.exec(PROJECTIONS);
       for (const row of this.db.prepare('SELECT data FROM events ORDER BY pos').all() as { data: string }[]) {
-        this.apply(parseEvent(JSON.parse(row.data)));
+        this.apply(parseEvent(this.parseRow(row.data, 'an events row')));
       }
     });
   }
@@ -350,11 +369,93 @@ const toEntry = (r: BlockRow): BlockIndexEntry => ({
   valid: r.valid === 1,
 });
 
+/** Databases up to this size get a `PRAGMA quick_check` at every open (about 1 ms per MiB); larger ones rely on SQLite's own checks. */
+export const QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024;
+
 function open(path: string): DatabaseSync {
-  const db = new DatabaseSync(path, { timeout: 30_000 });
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+  const db = guardedDatabase(path);
+  try {
+    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+    quickCheck(db, path);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
   return db;
 }
+
+/** A damaged page, a truncated file or a file that is not a database is found before anything is written. */
+function quickCheck(db: DatabaseSync, path: string): void {
+  const size = statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+  if (size > QUICK_CHECK_MAX_BYTES) return;
+  const rows = db.prepare('PRAGMA quick_check(5)').all() as { quick_check: string }[];
+  const problems = rows.map((r) => r.quick_check).filter((m) => m !== 'ok');
+  if (problems.length) throw damagedDatabase(path, `quick_check: ${problems.join('; ').replace(/\s+/g, ' ')}`);
+}
+
+const WRITE_SQL = /^\s*(BEGIN|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA\s+journal_mode)/i;
+
+/**
+ * The database connection, with every SQLite error turned into one line naming the file (damaged,
+ * full, read-only, locked: `sqliteFault`). Once damage is seen, the connection refuses to write:
+ * nothing is written to a database that failed a check (reads still go through, rollbacks too).
+ */
+function guardedDatabase(path: string): DatabaseSync {
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { timeout: 30_000 });
+  } catch (e) {
+    throw sqliteFault(e, path) ?? osFault(e, 'database', path) ?? e;
+  }
+  const state: { damage: Backy2Error | null } = { damage: null };
+  const fail = (e: unknown): never => {
+    if (isDatabaseDamage(e)) state.damage ??= sqliteFault(e, path)!;
+    throw sqliteFault(e, path) ?? e;
+  };
+  const refuseWrite = () => {
+    if (state.damage) throw state.damage;
+  };
+  const guard = <F extends (...args: never[]) => unknown>(fn: F, isWrite: (args: Parameters<F>) => boolean): F =>
+    ((...args: Parameters<F>) => {
+      if (isWrite(args)) refuseWrite();
+      try {
+        return fn(...args);
+      } catch (e) {
+        return fail(e);
+      }
+    }) as F;
+  const statement = (sql: string, st: StatementSync): StatementSync => {
+    const writes = WRITE_SQL.test(sql);
+    return new Proxy(st, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== 'function') return value;
+        const bound = (value as (...a: unknown[]) => unknown).bind(target);
+        if (prop === 'iterate')
+          return (...args: unknown[]) => {
+            const it = guard(bound, () => false)(...(args as never[])) as Iterator<unknown>;
+            return { [Symbol.iterator]() { return this; }, next: guard(() => it.next(), () => false), return: () => it.return?.() ?? { done: true, value: undefined } };
+          };
+        return guard(bound, () => writes && (prop === 'run' || prop === 'get' || prop === 'all'));
+      },
+    });
+  };
+  const guarded = new Proxy(db, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const bound = (value as (...a: unknown[]) => unknown).bind(target);
+      if (prop === 'prepare') return guard((sql: string) => statement(sql, bound(sql) as StatementSync), () => false);
+      if (prop === 'exec') return guard(bound as (sql: string) => unknown, ([sql]) => WRITE_SQL.test(String(sql)));
+      return bound;
+    },
+  });
+  connectionState.set(guarded, state);
+  return guarded;
+}
+
+/** Per connection: the damage it has seen (then it refuses to write). */
+const connectionState = new WeakMap<DatabaseSync, { damage: Backy2Error | null }>();
 
 function pidAlive(pid: number): boolean {
   try {
