@@ -18,8 +18,10 @@ import { DirBlockStore } from '../../shared/adapters/local/dir-block-store.ts';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
 import { explainLocalFault } from '../../shared/adapters/faults.ts';
 import type { Catalog } from '../../shared/ports/catalog.ts';
-import type { TouchResult } from '../../shared/ports/metadata-store.ts';
+import type { MetadataStore, TouchResult } from '../../shared/ports/metadata-store.ts';
 import { policyOf, type Backend } from './backend.ts';
+import { deriveJournalKey, Journal } from '../../shared/app/journal.ts';
+import { journaled } from '../../shared/app/journaled-store.ts';
 
 /** The embedded cleanup locks (rules in shared/domain/cleanup.ts). */
 export { CLEANUP_FORCE_LOCK as CLEANUP_LOCK, CLEANUP_RUN_LOCK } from '../../shared/domain/cleanup.ts';
@@ -27,23 +29,26 @@ export { CLEANUP_FORCE_LOCK as CLEANUP_LOCK, CLEANUP_RUN_LOCK } from '../../shar
 /** Embedded catalog: the shared command handlers called in-process against SQLite. */
 export class EmbeddedCatalog implements Catalog {
   readonly store: SqliteMetadataStore;
+  /** Every change goes through it: the journal next to the blocks is written first (recover). */
+  readonly writer: MetadataStore;
   private readonly policy: Policy;
   readonly reader: SqliteMetadataStore;
-  constructor(store: SqliteMetadataStore, policy: Policy) {
+  constructor(store: SqliteMetadataStore, policy: Policy, journal: Journal) {
     this.store = store;
     this.reader = store;
+    this.writer = journaled(store, journal);
     this.policy = policy;
   }
 
   async execute(cmd: VersionCommand): Promise<Version> {
-    if (!reliesOnStoredObjects(cmd)) return executeVersionCommand(this.store, cmd, this.policy);
+    if (!reliesOnStoredObjects(cmd)) return executeVersionCommand(this.writer, cmd, this.policy);
     await this.waitForCleanupLock();
-    const started = await executeVersionCommand(this.store, cmd, this.policy);
+    const started = await executeVersionCommand(this.writer, cmd, this.policy);
     // Again after the start (shared/domain/backup.ts, reliesOnStoredObjects).
     try {
       await this.waitForCleanupLock();
     } catch (e) {
-      await executeVersionCommand(this.store, { type: 'FailVersion', uid: started.uid, reason: (e as Error).message }, this.policy).catch(() => {});
+      await executeVersionCommand(this.writer, { type: 'FailVersion', uid: started.uid, reason: (e as Error).message }, this.policy).catch(() => {});
       throw e;
     }
     return started;
@@ -60,7 +65,7 @@ export class EmbeddedCatalog implements Catalog {
   }
 
   async record(event: EventOf<'BlocksRecorded'>): Promise<void> {
-    await this.store.recordChunk(event);
+    await this.writer.recordChunk(event);
   }
 
   async awaitRecorded(uid: string, chunkCount: number): Promise<void> {
@@ -103,11 +108,11 @@ export class EmbeddedBackend implements Backend {
   constructor(config: Config, paths: EmbeddedPaths, store: SqliteMetadataStore, keys: RepositoryKeys | Buffer) {
     this.config = config;
     this.policy = policyOf(config);
-    this.catalog = new EmbeddedCatalog(store, this.policy);
     this.paths = paths;
     mkdirSync(paths.dataPath, { recursive: true });
     this.blocks = new DirBlockStore(paths.dataPath);
     const repoKeys = Buffer.isBuffer(keys) ? deriveKeys(keys) : keys;
+    this.catalog = new EmbeddedCatalog(store, this.policy, new Journal(this.blocks, deriveJournalKey(repoKeys.dedupKey)));
     checkKeyId(store, repoKeys.keyId.toString('hex'));
     // Hashing, compression and encryption on worker threads, one per core.
     this.codec = new BlockCodec(repoKeys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
@@ -115,6 +120,7 @@ export class EmbeddedBackend implements Backend {
 
   async cleanup(force: boolean, log: (line: string) => void): Promise<CleanupReport> {
     const store = this.catalog.store;
+    const writer = this.catalog.writer;
     const opts = { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log };
     // The locks of shared/domain/cleanup.ts (cleanupLocks), taken in order and released in reverse.
     const held: string[] = [];
@@ -124,7 +130,7 @@ export class EmbeddedBackend implements Backend {
         held.push(lock);
       }
       // Holding the force lock, objects of crashed backups that no index entry knows can go too.
-      const report = await runCleanup(store, this.blocks, { ...opts, deleteOrphans: held.includes(CLEANUP_FORCE_LOCK) });
+      const report = await runCleanup(writer, this.blocks, { ...opts, deleteOrphans: held.includes(CLEANUP_FORCE_LOCK) });
       // Temporary files of killed writers hold space a full disk needs back (-f: also the old-style ones among the blocks).
       const temporaries = await this.blocks.removeStaleTemporaries({ legacy: force });
       if (temporaries.files) log(`Removed ${temporaries.files} stale temporary files (${temporaries.bytes} bytes)`);
@@ -145,7 +151,7 @@ export class EmbeddedBackend implements Backend {
     const store = this.catalog.store;
     store.acquireLock(CLEANUP_RUN_LOCK, opts.dryRun ? 'backy2 rekey --dry-run' : 'backy2 rekey');
     try {
-      return await runRekey(store, this.blocks, this.codec, opts);
+      return await runRekey(this.catalog.writer, this.blocks, this.codec, opts);
     } finally {
       store.releaseLock(CLEANUP_RUN_LOCK);
     }

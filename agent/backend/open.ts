@@ -32,7 +32,7 @@ export function resolveConfig(configFile: string | undefined): Resolved {
   return { config: parseConfig(readFileSync(file, 'utf8'), file), isDefault: false };
 }
 
-function embeddedPaths(config: Config, isDefault: boolean): EmbeddedPaths {
+export function embeddedPaths(config: Config, isDefault: boolean): EmbeddedPaths {
   const home = defaultHome();
   if (isDefault) return { sqlitePath: join(home, 'backy.sqlite'), dataPath: join(home, 'data') };
   return { sqlitePath: config.sqlitePath ?? join(home, 'backy.sqlite'), dataPath: config.dataPath ?? join(home, 'data') };
@@ -43,7 +43,7 @@ function embeddedPaths(config: Config, isDefault: boolean): EmbeddedPaths {
  * repository and never replaced: a repository without its key file is an error, not a reason
  * to make a new key.
  */
-function defaultKey(log: Log, creatingRepository: boolean): Buffer {
+export function defaultKey(log: Log, creatingRepository: boolean): Buffer {
   const keyFile = join(defaultHome(), 'key');
   if (existsSync(keyFile)) {
     const mode = statSync(keyFile).mode & 0o777;

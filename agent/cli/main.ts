@@ -24,6 +24,7 @@ import * as importCmd from './cmd_import.ts';
 import * as addKey from './cmd_add_key.ts';
 import * as rekey from './cmd_rekey.ts';
 import * as nbd from './cmd_nbd.ts';
+import * as recover from './cmd_recover.ts';
 
 const VERSION = '0.1.0';
 
@@ -64,6 +65,7 @@ const commands = [
   addKey,
   rekey,
   nbd,
+  recover,
 ];
 for (const command of commands) command.register(program);
 

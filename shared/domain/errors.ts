@@ -20,6 +20,8 @@ export const ExitCode = {
   importExists: 22,
   importFormat: 23,
   listen: 24, // nbd: the address cannot be bound (port in use, no such address, no permission)
+  recoverNotEmpty: 25, // recover: the metadata store already holds versions (use --merge)
+  recoverIncomplete: 26, // recover: journal entries refused or blocks missing; the rest was recovered
   unexpected: 100,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];

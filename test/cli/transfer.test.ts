@@ -5,6 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -33,10 +34,13 @@ async function snapshot(repo: Repo): Promise<{ ls: string; events: number; block
   }
 }
 
-/** A fresh repository with the same key and block size and a copy of `source`'s block directory. */
+/**
+ * A fresh repository with the same key and block size and a copy of `source`'s block directory
+ * (without its journal: a copy with the journal is the same repository, which `recover` rebuilds).
+ */
 async function copyRepo(source: Repo, key = source.key): Promise<Repo> {
   const target = await Repo.create({ blockSize: BS, key });
-  cpSync(source.dataDir, target.dataDir, { recursive: true, force: true });
+  cpSync(source.dataDir, target.dataDir, { recursive: true, force: true, filter: (src) => src !== join(source.dataDir, 'journal') });
   return target;
 }
 

@@ -47,11 +47,14 @@ async function exitCodeOf(p: Promise<unknown>): Promise<number> {
   }
   return 0;
 }
-/** A second repository with the same key and a copy of the first one's block directory. */
+/**
+ * A second repository with the same key and a copy of the first one's block directory (without
+ * its journal: a copy with the journal is the same repository, which `recover` rebuilds).
+ */
 function copyOf(source: TestRepo, o: Parameters<typeof makeRepo>[0] = {}): TestRepo {
   const target = repo(o);
   rmSync(target.dataPath, { recursive: true, force: true });
-  cpSync(source.dataPath, target.dataPath, { recursive: true });
+  cpSync(source.dataPath, target.dataPath, { recursive: true, filter: (src) => src !== join(source.dataPath, 'journal') });
   return target;
 }
 
