@@ -115,8 +115,10 @@ export class DirBlockStore implements BlockStore {
     await this.io(() => rm(this.path(key), { force: true }));
   }
 
+  /** Every key starting with `prefix`, as S3 lists them (the prefix need not end at a folder). */
   async *list(prefix: string): AsyncIterable<string> {
-    const start = this.path(prefix);
+    const folder = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    const start = this.path(folder);
     const io = this.io.bind(this);
     const walk = async function* (dir: string, root: string): AsyncIterable<string> {
       const entries = await io(async () => {
@@ -134,7 +136,7 @@ export class DirBlockStore implements BlockStore {
         } else if (!entry.name.includes('.tmp-')) yield relative(root, full);
       }
     };
-    yield* walk(start, this.root);
+    for await (const key of walk(start, this.root)) if (key.startsWith(prefix)) yield key;
   }
 
   /**

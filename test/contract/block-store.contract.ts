@@ -1,0 +1,86 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { BlockStore } from '../../shared/ports/block-store.ts';
+
+/**
+ * One contract, run against every BlockStore (the directory store in the unit tests, S3 in the
+ * emulator in the integration tests). Each test works under its own fresh prefix.
+ */
+export function blockStoreContract(name: string, makeStore: () => Promise<BlockStore>): void {
+  describe(`BlockStore contract: ${name}`, () => {
+    const fresh = () => `contract-${randomUUID()}/`;
+    const collect = async (store: BlockStore, prefix: string) => {
+      const keys: string[] = [];
+      for await (const key of store.list(prefix)) keys.push(key);
+      return keys.sort();
+    };
+
+    it('putIfAbsent stores a new object once and never overwrites (If-None-Match: *)', async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/abcd`;
+      const first = randomBytes(1000);
+      expect(await store.putIfAbsent(key, first)).toBe(true);
+      expect(await store.putIfAbsent(key, randomBytes(2000))).toBe(false);
+      expect(await store.get(key)).toEqual(first);
+      expect(await store.head(key)).toBe(1000);
+    });
+
+    it('concurrent putIfAbsent of one key: exactly one wins, and its bytes are stored', async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/race`;
+      const bodies = Array.from({ length: 4 }, () => randomBytes(4096));
+      const won = await Promise.all(bodies.map((b) => store.putIfAbsent(key, b)));
+      expect(won.filter(Boolean)).toHaveLength(1);
+      expect(await store.get(key)).toEqual(bodies[won.indexOf(true)]);
+    });
+
+    it('put overwrites; get and head give the bytes and the size', async () => {
+      const store = await makeStore();
+      const key = `${fresh()}manifests/m`;
+      await store.put(key, Buffer.from('first'));
+      await store.put(key, Buffer.from('second, longer'));
+      expect((await store.get(key))?.toString()).toBe('second, longer');
+      expect(await store.head(key)).toBe(14);
+      const empty = `${fresh()}empty`;
+      await store.put(empty, Buffer.alloc(0));
+      expect(await store.head(empty)).toBe(0);
+      expect(await store.get(empty)).toEqual(Buffer.alloc(0));
+    });
+
+    it('a missing object: get and head give null, delete is a no-op, list gives nothing', async () => {
+      const store = await makeStore();
+      const prefix = fresh();
+      expect(await store.get(`${prefix}blocks/00/00/none`)).toBeNull();
+      expect(await store.head(`${prefix}blocks/00/00/none`)).toBeNull();
+      await store.delete(`${prefix}blocks/00/00/none`);
+      expect(await collect(store, prefix)).toEqual([]);
+    });
+
+    it('delete removes the object; putIfAbsent may then store it again', async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/gone`;
+      await store.putIfAbsent(key, Buffer.from('old'));
+      await store.delete(key);
+      expect(await store.get(key)).toBeNull();
+      expect(await store.head(key)).toBeNull();
+      expect(await store.putIfAbsent(key, Buffer.from('new'))).toBe(true);
+      expect((await store.get(key))?.toString()).toBe('new');
+    });
+
+    it('lists every key under a prefix (nested, full keys), and only those', async () => {
+      const store = await makeStore();
+      const prefix = fresh();
+      const keys = [`${prefix}blocks/ab/cd/1`, `${prefix}blocks/ab/ce/2`, `${prefix}blocks/ff/00/3`, `${prefix}manifests/u1`, `${prefix}keys/k1`];
+      for (const key of keys) await store.putIfAbsent(key, Buffer.from(key));
+      expect(await collect(store, `${prefix}blocks/`)).toEqual(keys.slice(0, 3).sort());
+      expect(await collect(store, `${prefix}blocks/ab/`)).toEqual(keys.slice(0, 2).sort());
+      expect(await collect(store, `${prefix}manifests/`)).toEqual([`${prefix}manifests/u1`]);
+      // A prefix need not end at a folder.
+      expect(await collect(store, `${prefix}blocks/ab/c`)).toEqual(keys.slice(0, 2).sort());
+      expect(await collect(store, `${prefix}blocks/ab/ce`)).toEqual([`${prefix}blocks/ab/ce/2`]);
+      expect(await collect(store, `${prefix}nothing/`)).toEqual([]);
+      await store.delete(keys[0]!);
+      expect(await collect(store, `${prefix}blocks/ab/`)).toEqual([`${prefix}blocks/ab/ce/2`]);
+    });
+  });
+}
