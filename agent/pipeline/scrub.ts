@@ -3,7 +3,7 @@ import type { BlockId, BlockRef, Version } from '../../shared/domain/types.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import { scrubVerdicts, verifyStoredBlock } from '../../shared/app/scrub.ts';
-import { sampleBlocks, type BlockFailure } from '../../shared/domain/scrub.ts';
+import { sampleBlocks, ScrubTally, type BlockFailure } from '../../shared/domain/scrub.ts';
 import { refused } from '../../shared/domain/errors.ts';
 import type { Backend } from '../backend/backend.ts';
 import { openSource, readAt } from '../io/device.ts';
@@ -35,8 +35,7 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
   if (version.status !== 'committed') throw refused(`Version ${version.uid} is ${version.status}; only committed versions can be scrubbed`);
   const source = req.sourceUrl ? await openSource(req.sourceUrl) : null;
   const limit = pLimit(backend.config.simultaneousReads);
-  const failures: BlockFailure[] = [];
-  const verified: BlockId[] = [];
+  const tally = new ScrubTally();
   let sourceMismatches = 0;
   let checked = 0;
   const seen = new Set<BlockId>();
@@ -60,8 +59,8 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
               checked++;
               if (result.failure) {
                 log.error(`${result.failure}: Block(id=${e.id}, version_uid=${version.uid}, idx=${e.idx}, size=${e.length})`);
-                if (!failures.some((f) => f.id === e.id)) failures.push({ id: e.id, reason: result.failure });
-              } else if (!verified.includes(e.id)) verified.push(e.id);
+                tally.failed(e.id, result.failure);
+              } else tally.verified(e.id);
             }
             if (source && !result.failure) {
               // Not `x += await …`: that reads x before the await, and concurrent checks would lose each other's counts.
@@ -79,7 +78,8 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
     progress.stop();
     await source?.fh.close();
   }
-  const commands = await scrubVerdicts(catalog.reader, version, verified, failures, req.percent >= 100);
+  const failures = tally.failures;
+  const commands = await scrubVerdicts(catalog.reader, version, tally.verifiedList, failures, req.percent >= 100);
   const invalidated: string[] = [];
   for (const cmd of commands) {
     const after = await catalog.execute(cmd);

@@ -54,3 +54,30 @@ export function verdictCommands(
   for (const [uid, failed] of hits) if (failed.length) commands.push({ type: 'RecordScrub', uid, verified: [], failed, complete: false });
   return commands;
 }
+
+/**
+ * What a scrub found, each block counted once: verified, or failed with its first reason. Sets,
+ * not arrays: a 6 TiB device has 1.6 M distinct blocks, and a membership test per block over an
+ * array made a full scrub quadratic in them.
+ */
+export class ScrubTally {
+  private readonly verifiedIds = new Set<BlockId>();
+  private readonly failedIds = new Map<BlockId, BlockFailure>();
+
+  verified(id: BlockId): void {
+    this.verifiedIds.add(id);
+  }
+
+  failed(id: BlockId, reason: string): void {
+    if (!this.failedIds.has(id)) this.failedIds.set(id, { id, reason });
+  }
+
+  /** In the order first found. */
+  get verifiedList(): BlockId[] {
+    return [...this.verifiedIds];
+  }
+
+  get failures(): BlockFailure[] {
+    return [...this.failedIds.values()];
+  }
+}
