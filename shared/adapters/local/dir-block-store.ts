@@ -44,11 +44,11 @@ export class DirBlockStore implements BlockStore {
 
   private async writeTemp(key: string, body: Buffer): Promise<string> {
     const final = this.path(key);
-    this.tempDirReady ??= mkdir(join(this.root, TEMP_DIR), { recursive: true }).catch((e) => {
+    this.tempDirReady ??= ensureDir(join(this.root, TEMP_DIR)).catch((e) => {
       this.tempDirReady = null;
       throw e;
     });
-    await Promise.all([this.tempDirReady, mkdir(dirname(final), { recursive: true })]);
+    await Promise.all([this.tempDirReady, ensureDir(dirname(final))]);
     const temp = join(this.root, TEMP_DIR, `${HOST}-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fh = await open(temp, 'wx', 0o600);
     try {
@@ -186,6 +186,24 @@ export class DirBlockStore implements BlockStore {
       await walk(join(this.root, 'blocks'));
     }
     return removed;
+  }
+}
+
+/**
+ * mkdir -p that reports the real cause: Node's recursive mkdir says ENOENT when a parent cannot be
+ * created on a read-only filesystem; one level at a time gives EROFS (or EACCES, ENOSPC).
+ */
+async function ensureDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw e;
+    await ensureDir(dirname(dir));
+    await mkdir(dir).catch((again: NodeJS.ErrnoException) => {
+      if (again.code !== 'EEXIST') throw again;
+    });
   }
 }
 

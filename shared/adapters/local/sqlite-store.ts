@@ -391,6 +391,16 @@ function quickCheck(db: DatabaseSync, path: string): void {
   const rows = db.prepare('PRAGMA quick_check(5)').all() as { quick_check: string }[];
   const problems = rows.map((r) => r.quick_check).filter((m) => m !== 'ok');
   if (problems.length) throw damagedDatabase(path, `quick_check: ${problems.join('; ').replace(/\s+/g, ' ')}`);
+  // quick_check sees pages, not contents: a version row that does not parse is damage too (one row per version: cheap).
+  const hasVersions = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'").get() !== undefined;
+  if (!hasVersions) return;
+  for (const row of db.prepare('SELECT uid, data FROM versions').iterate() as Iterable<{ uid: string; data: string }>) {
+    try {
+      JSON.parse(row.data);
+    } catch {
+      throw damagedDatabase(path, `the versions row of ${row.uid} is not valid JSON`);
+    }
+  }
 }
 
 const WRITE_SQL = /^\s*(BEGIN|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA\s+journal_mode)/i;
