@@ -40,6 +40,38 @@ const MAX_IN_FLIGHT = 16;
 const HANDSHAKE_TIMEOUT_MS = 60_000;
 const META_CONTEXT_ID = 1;
 
+/**
+ * Bytes of request payloads (writes received, reads being answered) held at once by all
+ * connections together: with the block cache, this bounds the server's memory for any number
+ * of clients. A request waits for its share; no request is larger than the whole budget.
+ */
+class ByteBudget {
+  private free: number;
+  private readonly waiting: { n: number; go: () => void }[] = [];
+  constructor(total: number) {
+    this.free = total;
+  }
+  async take(n: number): Promise<() => void> {
+    // Reserved here, or by the release that wakes this request (first come, first served).
+    if (!this.waiting.length && this.free >= n) this.free -= n;
+    else await new Promise<void>((go) => this.waiting.push({ n, go }));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.free += n;
+      while (this.waiting.length && this.waiting[0]!.n <= this.free) {
+        const next = this.waiting.shift()!;
+        this.free -= next.n;
+        next.go();
+      }
+    };
+  }
+}
+
+/** Payload bytes in flight across all connections (see ByteBudget). */
+export const PAYLOAD_BUDGET = 8 * MAX_PAYLOAD;
+
 class ConnectionClosed extends Error {}
 /** The client broke the protocol in a way that leaves no way to continue: hang up. */
 class ProtocolViolation extends Error {}
@@ -50,7 +82,8 @@ class SocketReader {
   private buffered = 0;
   private ended = false;
   private wake: (() => void) | null = null;
-  private static readonly HIGH_WATER = 2 * MAX_PAYLOAD;
+  /** Read ahead of the parser at most this much (a payload being read is buffered whole). */
+  private static readonly HIGH_WATER = 1024 * 1024;
 
   private readonly socket: Socket;
   constructor(socket: Socket) {
@@ -105,6 +138,7 @@ export class NbdServer {
   private server: Server | null = null;
   private readonly connections = new Set<Promise<void>>();
   private readonly live = new Set<Connection>();
+  private readonly budget = new ByteBudget(PAYLOAD_BUDGET);
   private nextId = 1;
   private stopping = false;
 
@@ -148,7 +182,7 @@ export class NbdServer {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const log = this.opts.log;
     log.info(`NBD connection ${id} from ${peer}`);
-    const connection = new Connection(id, socket, this.provider, log, () => this.stopping);
+    const connection = new Connection(id, socket, this.provider, log, () => this.stopping, this.budget);
     this.live.add(connection);
     const done = connection
       .run()
@@ -177,7 +211,9 @@ class Connection {
   private readonly provider: ExportProvider;
   private readonly log: Log;
   private readonly stopping: () => boolean;
-  constructor(id: number, socket: Socket, provider: ExportProvider, log: Log, stopping: () => boolean) {
+  private readonly budget: ByteBudget;
+  constructor(id: number, socket: Socket, provider: ExportProvider, log: Log, stopping: () => boolean, budget: ByteBudget) {
+    this.budget = budget;
     this.id = id;
     this.socket = socket;
     this.provider = provider;
@@ -185,6 +221,7 @@ class Connection {
     this.stopping = stopping;
     this.reader = new SocketReader(socket);
     socket.on('error', () => {});
+    socket.setMaxListeners(4 * MAX_IN_FLIGHT); // requests waiting for 'drain'
   }
 
   private send(...parts: Buffer[]): void {
@@ -343,10 +380,17 @@ class Connection {
         const req = P.parseRequest(await this.reader.read(P.REQUEST_HEADER_BYTES));
         if (!req) throw new ProtocolViolation('bad request magic');
         let payload: Buffer | null = null;
+        let release = () => {};
         if (req.type === P.CMD.WRITE) {
           // The payload must be read to stay in step; one larger than the protocol's maximum is refused by hanging up.
           if (req.length > MAX_PAYLOAD) throw new ProtocolViolation(`write of ${req.length} bytes (maximum ${MAX_PAYLOAD})`);
-          payload = await this.reader.read(req.length);
+          release = await this.budget.take(req.length);
+          try {
+            payload = await this.reader.read(req.length);
+          } catch (e) {
+            release();
+            throw e;
+          }
         }
         if (req.type === P.CMD.DISC) {
           this.log.info(`NBD connection ${this.id}: client disconnected`);
@@ -354,10 +398,16 @@ class Connection {
         }
         const error = this.stopping() ? P.ERRNO.ESHUTDOWN : P.requestError(req, limits);
         if (error) {
+          release();
           this.replyError(req, error, errorText(error, req, e.size));
           continue;
         }
-        const work = this.serve(e, req, payload).finally(() => inFlight.delete(work));
+        if (req.type === P.CMD.READ) release = await this.budget.take(req.length);
+        // The budget is released once the reply has left the socket's queue (a slow reader holds it).
+        const work = this.serve(e, req, payload).then(() => this.drained()).finally(() => {
+          release();
+          inFlight.delete(work);
+        });
         inFlight.add(work);
         while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
       }
@@ -368,6 +418,19 @@ class Connection {
     } finally {
       await Promise.allSettled([...inFlight]);
     }
+  }
+
+  private drained(): Promise<void> {
+    if (!this.socket.writableNeedDrain || this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
   }
 
   /** Server shutdown: answers what is in flight, then hangs up (the reader then ends the session). */

@@ -94,6 +94,23 @@ describe('backy2 nbd: bad input never crashes the server or changes a version', 
     expect(info.code).not.toBe(0);
   });
 
+  test('NBD_OPT_EXPORT_NAME (the old way in): an unknown name ends the session, a known one enters transmission', async () => {
+    const bad = await RawNbd.open(ro.port);
+    await bad.greet();
+    bad.option(1, Buffer.from('no-such-version'));
+    expect(await bad.closedByServer()).toBe(true);
+    const good = await RawNbd.open(ro.port);
+    await good.greet();
+    good.option(1, Buffer.from(uid));
+    const reply = (await good.read(10))!; // size and flags; no 124 zero bytes (the client asked for none)
+    expect(Number(reply.readBigUInt64BE(0))).toBe(image.length);
+    expect(reply.readUInt16BE(8) & 0b11).toBe(0b11); // HAS_FLAGS | READ_ONLY
+    good.request(CMD.READ, 3 * BS, 100, 9n);
+    expect(await good.simpleReply()).toEqual({ error: 0, cookie: 9n });
+    expect((await good.read(100))!.equals(image.subarray(3 * BS, 3 * BS + 100))).toBe(true);
+    good.close();
+  });
+
   test('reads and writes past the end, writes to a read-only export, oversized reads: errors, connection kept', async () => {
     const c = await connected(ro);
     c.request(CMD.READ, image.length - 100, 4096, 11n);
