@@ -32,6 +32,7 @@ import { BLOCK, type BlockKind, dir, has, loadAverage, log, markdownTable, media
 import { computeBound, measurePrimitives, type Bound, type Primitives } from './primitives.ts';
 import { borg, ours, OURS, restic, type Ours, type Tool } from './tools.ts';
 import { cloudStep } from './cloud.ts';
+import { nbdStep } from './nbd.ts';
 
 const sizeMiB = Number(process.env['BENCH_SIZE_MIB'] ?? 1024);
 if (!Number.isInteger(sizeMiB) || sizeMiB < 1) throw new Error(`BENCH_SIZE_MIB must be a positive integer, got ${process.env['BENCH_SIZE_MIB']}`);
@@ -331,7 +332,7 @@ const memoryStep: Step = {
   },
 };
 
-export const STEPS: Step[] = [primitivesStep, toolsStep, boundStep, scrubStep, incrementalStep, memoryStep, cloudStep];
+export const STEPS: Step[] = [primitivesStep, toolsStep, boundStep, scrubStep, nbdStep, incrementalStep, memoryStep, cloudStep];
 
 // ---------------------------------------------------------------------------------------------
 

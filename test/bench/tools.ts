@@ -26,6 +26,8 @@ export interface Ours extends Tool {
   cli(...args: string[]): Promise<Measured>;
   /** The uid of the unchanged re-backup (after `rebackup()`). */
   second(): string;
+  /** How to start `backy2 -c CONFIG ARGS` as a long-running child (the nbd step's server). */
+  command(...args: string[]): { file: string; args: string[]; env: NodeJS.ProcessEnv };
 }
 
 /** Our repository under `name`; `extra` lines go to [DEFAULTS] (BENCH_READS/BENCH_WRITES set the pipeline depth). */
@@ -42,6 +44,7 @@ export function ours(image: string, name = 'ours', extra: string[] = []): Ours {
     repo,
     cli,
     second: () => second,
+    command: (...args: string[]) => ({ file: process.execPath, args: [BIN, '-c', config, ...args], env }),
     async init() {
       mkdirSync(repo, { recursive: true });
       writeFileSync(
