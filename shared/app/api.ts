@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
-import type { Policy, VersionCommand } from '../domain/version.ts';
-import { StoredBlockSchema, VersionImported, VersionStarted, VersionStatsSchema } from '../domain/events.ts';
+import type { Policy } from '../domain/version.ts';
+import { StoredBlockSchema } from '../domain/events.ts';
+import { VersionCommandSchema } from '../domain/commands.ts';
+import { uid } from '../domain/schema.ts';
 import type { Version } from '../domain/types.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
@@ -12,31 +14,6 @@ import { leaseExpiry, MAX_LEASE_SECONDS } from '../domain/cleanup.ts';
  * validated here, at the boundary; domain refusals travel back as { ok: false, exitCode, message }
  * so the agent prints the same error and exits with the same code as in embedded mode.
  */
-const uid = z.string().uuid();
-const tags = z.array(z.string().min(1).max(255)).max(100);
-const instant = z.string().datetime({ offset: true });
-
-export const VersionCommandSchema = z.discriminatedUnion('type', [
-  VersionStarted.omit({ type: true, v: true, at: true }).extend({ type: z.literal('StartVersion') }),
-  VersionImported.omit({ type: true, v: true, at: true }).extend({ type: z.literal('ImportVersion') }),
-  z.object({ type: z.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
-  z.object({ type: z.literal('FailVersion'), uid, reason: z.string() }),
-  z.object({ type: z.literal('ResumeVersion'), uid, sizeBytes: z.number().int().nonnegative(), blockSize: z.number().int().positive(), host: z.string() }),
-  z.object({ type: z.literal('RemoveVersion'), uid, force: z.boolean() }),
-  z.object({ type: z.literal('ProtectVersion'), uid }),
-  z.object({ type: z.literal('UnprotectVersion'), uid }),
-  z.object({ type: z.literal('AddTags'), uid, tags }),
-  z.object({ type: z.literal('RemoveTags'), uid, tags }),
-  z.object({ type: z.literal('SetExpiry'), uid, expire: instant.nullable() }),
-  z.object({
-    type: z.literal('RecordScrub'),
-    uid,
-    verified: z.array(z.string()),
-    failed: z.array(z.object({ id: z.string(), reason: z.string() })),
-    complete: z.boolean(),
-  }),
-]);
-
 export const ApiRequestSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('command'), command: VersionCommandSchema }),
   z.object({ kind: z.literal('touch'), blocks: z.array(StoredBlockSchema).max(1000) }),
@@ -69,7 +46,7 @@ export async function handleApiRequest(raw: unknown, store: MetadataStore, polic
       await store.dropLease(parsed.data.uid, parsed.data.holder);
       return { ok: true };
     }
-    const command = parsed.data.command as VersionCommand;
+    const command = parsed.data.command;
     if (role === 'agent' && command.type === 'RemoveVersion' && command.force)
       return { ok: false, exitCode: ExitCode.refused, message: `rm --force of ${command.uid} needs the admin api (AdminPolicy)` };
     const version = await executeVersionCommand(store, command, policy);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { blockId, uid } from '../domain/schema.ts';
 import { randomUUID } from 'node:crypto';
 import type { Policy } from '../domain/version.ts';
 import type { BlockStore } from '../ports/block-store.ts';
@@ -18,15 +19,15 @@ import { sampleBlocks, type BlockFailure } from '../domain/scrub.ts';
 export const SCRUB_BATCH = 100;
 
 export const ScrubBatchSchema = z.object({
-  scrubId: z.string().uuid(),
-  uid: z.string().uuid(),
+  scrubId: uid,
+  uid,
   batch: z.number().int().nonnegative(),
-  ids: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(SCRUB_BATCH),
+  ids: z.array(blockId).max(SCRUB_BATCH),
 });
 export type ScrubBatch = z.infer<typeof ScrubBatchSchema>;
 
 export const ScrubRequestSchema = z.object({
-  uid: z.string().uuid().optional(),
+  uid: uid.optional(),
   percent: z.number().gt(0).max(100).default(100),
 });
 

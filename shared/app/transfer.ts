@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { instant, uid } from '../domain/schema.ts';
 import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
 import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
@@ -23,8 +24,6 @@ import { writeManifest } from './manifest.ts';
 export const EXPORT_FORMAT = 'backy2-serverless-export';
 export const EXPORT_FORMAT_VERSION = 1;
 
-const uid = z.string().uuid();
-const instant = z.string().datetime({ offset: true });
 
 export const ExportedVersionSchema = z.strictObject({
   uid,

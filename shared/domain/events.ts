@@ -1,14 +1,11 @@
 import { z } from 'zod';
+import { blockId, instant, tags, uid } from './schema.ts';
 
 /**
  * The event log is the source of truth; every event is validated with these schemas
  * whenever it crosses a boundary (SQLite row, DynamoDB item, SQS message, Lambda payload).
  * `v` is the schema version of the event type, so old logs stay readable.
  */
-const uid = z.string().uuid();
-const blockId = z.string().regex(/^[0-9a-f]{64}$/, 'block id must be 64 hex chars');
-const instant = z.string().datetime({ offset: true });
-const tags = z.array(z.string().min(1).max(255)).max(100);
 
 export const StoredBlockSchema = z.object({
   id: blockId,

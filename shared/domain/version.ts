@@ -1,42 +1,16 @@
 import { checkBackupName, checkSnapshotName, checkTags } from './names.ts';
 import type { DomainEvent, EventOf, VersionEvent } from './events.ts';
-import type { Version, VersionStats } from './types.ts';
+import type { VersionCommand, VersionHeader } from './commands.ts';
+import type { Version } from './types.ts';
 import { Backy2Error, ExitCode, notFound, refused, usageError } from './errors.ts';
 
 const sourceMismatch = (m: string) => new Backy2Error(ExitCode.sourceMismatch, m);
 
-/** What a version is started with: by a backup, or (with its original date) by an import. */
-interface VersionHeader {
-  uid: string;
-  name: string;
-  snapshotName: string;
-  sizeBytes: number;
-  blockSize: number;
-  chunkEntries: number;
-  baseUid: string | null;
-  tags: string[];
-  expire: string | null;
-  host: string;
-}
-
 /**
  * The rules of a version's life, decided against its current state.
- * Pure: time and policy come in as arguments, events go out.
+ * Pure: time and policy come in as arguments, events go out. Commands: commands.ts.
  */
-export type VersionCommand =
-  | ({ type: 'StartVersion' } & VersionHeader)
-  /** A version exported elsewhere: same header as StartVersion plus its original date. */
-  | ({ type: 'ImportVersion'; date: string } & VersionHeader)
-  | { type: 'CommitVersion'; uid: string; stats: VersionStats }
-  | { type: 'FailVersion'; uid: string; reason: string }
-  | { type: 'ResumeVersion'; uid: string; sizeBytes: number; blockSize: number; host: string }
-  | { type: 'RemoveVersion'; uid: string; force: boolean }
-  | { type: 'ProtectVersion'; uid: string }
-  | { type: 'UnprotectVersion'; uid: string }
-  | { type: 'AddTags'; uid: string; tags: string[] }
-  | { type: 'RemoveTags'; uid: string; tags: string[] }
-  | { type: 'SetExpiry'; uid: string; expire: string | null }
-  | { type: 'RecordScrub'; uid: string; verified: string[]; failed: { id: string; reason: string }[]; complete: boolean };
+export type { VersionCommand } from './commands.ts';
 
 export interface Policy {
   /** backy2's disallow_rm_when_younger_than_days. */
