@@ -369,8 +369,12 @@ const toEntry = (r: BlockRow): BlockIndexEntry => ({
   valid: r.valid === 1,
 });
 
-/** Databases up to this size get a `PRAGMA quick_check` at every open (about 1 ms per MiB); larger ones rely on SQLite's own checks. */
-export const QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024;
+/**
+ * Databases up to this size get a `PRAGMA quick_check` at every open (measured: 126 MiB in 0.44 s,
+ * about 3.5 ms per MiB, so at most ~0.2 s a command); larger ones rely on SQLite's own checks
+ * (SQLITE_CORRUPT when a damaged page is read, mapped to exit 11 everywhere).
+ */
+export const QUICK_CHECK_MAX_BYTES = 64 * 1024 * 1024;
 
 function open(path: string): DatabaseSync {
   const db = guardedDatabase(path);
