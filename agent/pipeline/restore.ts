@@ -72,18 +72,26 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     if (!inPlace) await rename(writePath, path);
     return version;
   } catch (e) {
+    // A resume point is promised only for blocks that are on disk: sync what was written.
+    const synced = await target.sync().then(
+      () => true,
+      () => false,
+    );
     await target.close().catch(() => {});
-    const cause = restoreFault(backend, e, req.targetUrl);
+    const { cause, fromTarget } = restoreFault(backend, e, req.targetUrl);
     let outcome: string;
-    if (!inPlace && e instanceof BlockReadFailed && lastContiguous >= 0) {
+    if (!inPlace && e instanceof BlockReadFailed && lastContiguous >= 0 && synced) {
       // Storage may come back (a network, a mount): keep what was restored so -c need not start over.
       outcome = `${req.targetUrl} was not created. Blocks up to ${lastContiguous} are kept in ${writePath}: resume with -c ${lastContiguous + 1}`;
     } else if (!inPlace) {
       // A full or failing target: the partial file goes (it holds the space the user must free).
       await rm(writePath, { force: true });
       outcome = `nothing was written to ${req.targetUrl}`;
-    } else {
+    } else if (synced && !fromTarget) {
       outcome = `${req.targetUrl} is INCOMPLETE. Blocks up to ${lastContiguous} are restored: resume with -c ${lastContiguous + 1}`;
+    } else {
+      // The device failed a write or a sync: any block not yet on disk may be lost, whatever was acknowledged.
+      outcome = `${req.targetUrl} is INCOMPLETE and blocks written before the error may not have reached it: once it is fixed, restore again from the start (-f, or -c 0)`;
     }
     // One line: what failed, then what became of the target.
     if (!(cause instanceof Backy2Error)) {
@@ -95,11 +103,12 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
 }
 
 /** An error of the target's own writes (ENOSPC, EIO, EROFS: exit 10), of storage, or else as it came. */
-function restoreFault(backend: Backend, e: unknown, targetUrl: string): unknown {
-  if (e instanceof Backy2Error) return e;
+function restoreFault(backend: Backend, e: unknown, targetUrl: string): { cause: unknown; fromTarget: boolean } {
+  if (e instanceof Backy2Error) return { cause: e, fromTarget: false };
   const explained = backend.explain?.(e) ?? e;
-  if (explained instanceof Backy2Error) return explained;
-  return osFault(e, 'target', targetUrl) ?? e;
+  if (explained instanceof Backy2Error) return { cause: explained, fromTarget: false };
+  const target = osFault(e, 'target', targetUrl);
+  return target ? { cause: target, fromTarget: true } : { cause: e, fromTarget: false };
 }
 
 /** Reading a stored block failed (not: it is missing or corrupt); this may pass, so a partial restore is kept. */

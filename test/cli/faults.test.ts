@@ -51,6 +51,11 @@ async function expectIntact(repo: Repo, uid: string, sha: string): Promise<void>
   expect(scrub.code, scrub.output).toBe(0);
 }
 
+const writeAndClose = (path: string) => {
+  writeFileSync(path, '');
+  return path;
+};
+
 const resumeUid = (line: string) => /backup -c (\S+) /.exec(line)?.[1];
 
 describe('a source that returns I/O errors', { timeout: 120_000 }, () => {
@@ -155,6 +160,24 @@ describe('restore onto a full or read-only target', { timeout: 120_000 }, () => 
     expectOneLine(r, 10, /No space left on the restore target file:\/\/\S+\/small\/out\.img \(ENOSPC\).*nothing was written to file:\/\/\S+\/small\/out\.img/);
     expect(readdirSync(dir)).toEqual([]);
     await expectIntact(repo, uid, sha);
+  });
+
+  test('a block device that fails writes (a loop device over a full tmpfs): exit 10, INCOMPLETE and restore again from the start; after the fix it restores bit-exact', async () => {
+    const dir = repo.path('loopback');
+    mountTmpfs(dir, '1m');
+    const backing = join(dir, 'disk');
+    truncateSync(writeAndClose(backing), 48 * BS);
+    const device = execFileSync('losetup', ['-f', '--show', backing], { encoding: 'utf8' }).trim();
+    try {
+      const r = await repo.cli('restore', '-f', uid, `file://${device}`);
+      expectOneLine(r, 10, new RegExp(`I/O error on the restore target file://${device} \\(EIO\\).*${device} is INCOMPLETE .*restore again from the start`));
+      remount(dir, 'size=8m');
+      const again = await repo.cli('restore', '-f', uid, `file://${device}`);
+      expect(again.code, again.output).toBe(0);
+      expect(sha256(readFileSync(device))).toBe(sha);
+    } finally {
+      spawnSync('losetup', ['-d', device]);
+    }
   });
 
   test('a read-only target filesystem: exit 10 naming it, nothing written', async () => {
