@@ -143,7 +143,7 @@ async function backupBlocks(
   const readLimit = pLimit(config.simultaneousReads);
   const writeLimit = pLimit(config.simultaneousWrites);
   // Blocks in flight bound memory: each holds at most its plaintext and its encoded object.
-  const inFlight = pLimit(config.simultaneousReads + config.simultaneousWrites + 2);
+  const inFlight = pLimit(config.simultaneousReads + config.simultaneousWrites);
   const lookup = new BatchedBlockLookup(catalog.reader);
   // Blocks seen recently in this run (bounded: older repeats fall back to the index lookup).
   const seenThisRun = new Map<BlockId, Promise<BlockOutcome>>();

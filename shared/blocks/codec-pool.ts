@@ -33,7 +33,7 @@ export class CodecPool {
       maxBlockSize,
     };
     this.wanted = Math.max(1, size);
-    this.afterReply = youngCollector(Number(process.env['BACKY2_MAIN_GC_BLOCKS'] ?? 4) * maxBlockSize);
+    this.afterReply = youngCollector(4 * maxBlockSize);
   }
 
   private start(): Slot[] {

@@ -8,14 +8,23 @@ import { runInNewContext } from 'node:vm';
  * blocks, and a restore peaked at 350-420 MiB RSS. A scavenge (young generation only: cheap,
  * it holds little else) after every `everyBytes` of blocks keeps the peak flat.
  *
+ * With `fullEveryBytes`, a full collection instead after that many bytes (for buffers that
+ * something kept referenced past a scavenge, which then wait in the old generation).
  * Returns `(bytes) => void` to call after each block; a no-op if V8 refuses to expose gc().
  */
-export function youngCollector(everyBytes: number): (bytes: number) => void {
+export function youngCollector(everyBytes: number, fullEveryBytes = 0): (bytes: number) => void {
   const gc = exposedGc();
   if (!gc || everyBytes <= 0) return () => {};
   let since = 0;
+  let sinceFull = 0;
   return (bytes) => {
     since += bytes;
+    sinceFull += bytes;
+    if (fullEveryBytes > 0 && sinceFull >= fullEveryBytes) {
+      since = sinceFull = 0;
+      gc();
+      return;
+    }
     if (since < everyBytes) return;
     since = 0;
     gc({ type: 'minor' });
