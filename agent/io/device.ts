@@ -1,6 +1,7 @@
 import { open, realpath, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { Backy2Error, ExitCode, usageError } from '../../shared/domain/errors.ts';
+import { osFault } from '../../shared/adapters/faults.ts';
 
 /**
  * Sources and targets are `file://PATH` URLs (relative or absolute), naming a regular file or
@@ -30,7 +31,9 @@ export async function openSource(url: string): Promise<{ path: string; fh: FileH
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw usageError(`Source not found: ${url}`);
-    throw new Backy2Error(ExitCode.usage, `Cannot open source ${url}: ${(e as Error).message}`);
+    // A failing device or a process limit is not the user's typo: their own codes (10, 12).
+    const fault = code === 'EACCES' || code === 'EPERM' ? null : osFault(e, 'source', url);
+    throw fault ?? new Backy2Error(ExitCode.usage, `Cannot open source ${url}: ${(e as Error).message}`);
   }
   const { size } = await deviceSize(path, fh);
   return { path, fh, size };

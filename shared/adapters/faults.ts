@@ -116,7 +116,7 @@ export function sqliteFault(e: unknown, path: string): Backy2Error | null {
       return new Backy2Error(ExitCode.storage, `I/O error on the metadata database ${path} (${detail}): check its disk (dmesg), free space and mount, then run the command again`);
     case SQLITE.CANTOPEN:
     case SQLITE.PERM:
-      return new Backy2Error(ExitCode.storage, `The metadata database ${path} cannot be opened (${detail}): check that its directory exists and is writable by this user`);
+      return new Backy2Error(ExitCode.storage, `The metadata database ${path} cannot be opened (${detail}): check that its directory exists and is writable by this user, and that the open-files limit (ulimit -n) is not exhausted`);
     case SQLITE.BUSY:
     case SQLITE.LOCKED:
       return new Backy2Error(ExitCode.locked, `The metadata database ${path} stayed locked by another process (${detail}): wait for the other backy2 command to finish and run this one again`);
@@ -145,5 +145,13 @@ export function explainLocalFault(e: unknown, paths: { sqlitePath: string; dataP
 /** The CLI's last resort for an error no adapter classified: an errno or SQLite error, else null (a bug). */
 export function classifyLastResort(e: unknown): Backy2Error | null {
   if (e instanceof Backy2Error) return e;
-  return osFault(e, 'file') ?? (isSqliteError(e) ? sqliteFault(e, '(the metadata database)') : null);
+  return osFault(e, 'file') ?? (isSqliteError(e) ? sqliteFault(e, '(the metadata database)') : null) ?? workerLimit(e);
+}
+
+/** A codec worker thread that could not start for want of file descriptors or memory (ERR_WORKER_INIT_FAILED: EMFILE). */
+function workerLimit(e: unknown): Backy2Error | null {
+  if ((e as { code?: unknown } | null)?.code !== 'ERR_WORKER_INIT_FAILED') return null;
+  const cause = /\b(EMFILE|ENFILE|ENOMEM)\b/.exec((e as Error).message)?.[1];
+  if (!cause) return null;
+  return new Backy2Error(ExitCode.systemLimit, `A worker thread could not start (${cause}): raise the open-files limit (ulimit -n) or free memory, then run the command again`);
 }

@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { HOOK_TIMEOUT, fileSha, flag, makeImage, MiB, Repo, sha256, type CliResult } from '../support/cli.ts';
+import { BIN, HOOK_TIMEOUT, NODE, fileSha, flag, makeImage, MiB, Repo, sha256, type CliResult } from '../support/cli.ts';
 
 const BS = 64 * 1024;
 const mounts: string[] = [];
@@ -339,6 +339,34 @@ describe('temporary block files', { timeout: 120_000 }, () => {
     // The block listing never took them for blocks: the version restores and scrubs clean.
     const uid = (await repo.ls())[0]!.uid;
     expect((await repo.cli('scrub', uid)).code).toBe(0);
+  });
+});
+
+describe('too many open files', { timeout: 120_000 }, () => {
+  let repo: Repo;
+  beforeAll(async () => {
+    repo = await Repo.create({ blockSize: BS });
+    makeImage(repo.path('img'), ['random', 'random', 'random'], BS);
+  }, HOOK_TIMEOUT);
+  afterAll(() => repo.remove());
+
+  test('backups under a tiny ulimit -n end with one line and exit 12 (or 6: SQLite cannot open its file), never a stack trace', async () => {
+    const runs = await Promise.all(
+      [24, 28, 36].map(async (limit) => {
+        const r = await new Promise<CliResult>((ok) => {
+          const child = spawn('sh', ['-c', `ulimit -n ${limit}; exec "$0" "$@"`, NODE, BIN, '-c', repo.configPath, 'backup', `file://${repo.path('img')}`, `limit${limit}`], { cwd: repo.dir, env: { ...process.env, ...repo.env() } });
+          let stdout = '';
+          let stderr = '';
+          child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          child.on('close', (code) => ok({ code: code ?? -1, stdout, stderr, output: stdout + stderr }));
+        });
+        return { limit, r };
+      }),
+    );
+    for (const { r } of runs) expectOneLine(r, r.code === 6 ? 6 : 12, /(Too many open files \(EMFILE\)|could not start \(EMFILE\)|ulimit -n)/);
+    expect(runs.some(({ r }) => r.code === 12)).toBe(true);
+    expect((await repo.ls()).filter((v) => flag(v.valid) === 1)).toEqual([]);
   });
 });
 
