@@ -7,11 +7,11 @@ import { Backy2Error, ExitCode, refused, usageError } from '../../shared/domain/
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
 import { scheduleTags } from '../../shared/domain/schedules.ts';
-import { BlockPlan, planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
+import { planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
 import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
-import { afterTouch } from '../../shared/domain/backup.ts';
+import { afterTouch, countBlock, decideByContent, hintedEntry, outcomeOf, outcomeOfRecorded } from '../../shared/domain/backup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
@@ -33,8 +33,6 @@ export interface BackupRequest {
   /** backup -r: only these regions changed (rbd diff --format=json). */
   hints?: Hint[] | null;
 }
-
-type BlockOutcome = 'sparse' | 'dedup' | 'written';
 
 /**
  * backup: read the source in fixed blocks with several reads in flight; per block decide
@@ -146,22 +144,11 @@ async function backupBlocks(
   const inFlight = pLimit(config.simultaneousReads + config.simultaneousWrites);
   const lookup = new BatchedBlockLookup(catalog.reader);
   // Blocks seen recently in this run (bounded: older repeats fall back to the index lookup).
-  const seenThisRun = new Map<BlockId, Promise<BlockOutcome>>();
+  const seenThisRun = new Map<BlockId, Promise<unknown>>();
   const SEEN_LIMIT = 65_536;
   const packedMap: Buffer[] = [];
   const progress = startProgress('Backed up', version.blockCount, log, { bar: progressBar });
   let done = 0;
-
-  const storeBlock = async (data: Buffer, id: BlockId, newBlocks: StoredBlock[], sameAsBase: boolean): Promise<BlockOutcome> => {
-    // The base version is committed, valid and not removed (checked at start), so a block it holds
-    // at the same position is safe to reuse without asking the index.
-    if (sameAsBase) return 'dedup';
-    const stored = await storeUnlessLive(backend, lookup, writeLimit, data, id);
-    if (!stored) return 'dedup';
-    newBlocks.push(stored);
-    stats.bytesWritten += stored.storedSize;
-    return 'written';
-  };
 
   const readBlock = async (idx: number, length: number): Promise<Buffer> => {
     const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length)).catch((e: unknown) => {
@@ -174,6 +161,41 @@ async function backupBlocks(
   };
   // Hinted backups re-read a sample of the blocks outside the hints and compare them with the base.
   const sanitySample = new Set(run.plan ? sanityCheckSample(run.plan) : []);
+  const remember = (id: BlockId, handled: Promise<unknown>) => {
+    seenThisRun.set(id, handled);
+    if (seenThisRun.size > SEEN_LIMIT) seenThisRun.delete(seenThisRun.keys().next().value!);
+  };
+
+  /** One block: read (unless the hints tell it), decided by shared/domain/backup.ts, stored, counted once. */
+  const backupBlock = async (idx: number, baseEntry: BlockRef | undefined, newBlocks: StoredBlock[]): Promise<BlockRef> => {
+    const length = blockLength(idx, source.size, version.blockSize);
+    const hinted = run.plan ? hintedEntry(run.plan[idx]!, idx, length, base ? (baseEntry ?? null) : undefined) : null;
+    if (hinted && !sanitySample.has(idx)) {
+      countBlock(stats, outcomeOfRecorded(hinted));
+      return hinted;
+    }
+    let data = await readBlock(idx, length);
+    const zero = codec.isZero(data);
+    let id: BlockId | null = null;
+    if (!zero) ({ id, plaintext: data } = await codec.blockIdOf(data));
+    const action = decideByContent({ zero, seenThisRun: id !== null && seenThisRun.has(id), sameAsBase: baseEntry?.id === id });
+    let stored: StoredBlock | null = null;
+    if (action === 'same as earlier') await seenThisRun.get(id!);
+    else if (action === 'reuse base') remember(id!, Promise.resolve());
+    else if (action === 'ask the index') {
+      const handled = storeUnlessLive(backend, lookup, writeLimit, data, id!);
+      remember(id!, handled);
+      stored = await handled;
+      if (stored) newBlocks.push(stored);
+    }
+    if (hinted && hinted.id !== id)
+      throw new Backy2Error(
+        ExitCode.sourceMismatch,
+        `Block ${idx} lies outside the hints but differs from ${base ? `base version ${base.uid}` : 'zeros'}: the hints are incomplete; back up without -r`,
+      );
+    countBlock(stats, outcomeOf(action, stored !== null), stored?.storedSize ?? 0);
+    return { idx, id, length };
+  };
 
   for (let chunk = 0; chunk < version.chunkCount; chunk++) {
     const first = chunk * version.chunkEntries;
@@ -191,40 +213,7 @@ async function backupBlocks(
     await Promise.all(
       Array.from({ length: count }, (_, i) =>
         inFlight(async () => {
-          const idx = first + i;
-          const length = blockLength(idx, source.size, version.blockSize);
-          const hinted = run.plan ? hintedEntry(run.plan[idx]!, idx, length, base ? (baseChunk?.entries[i] ?? null) : undefined) : null;
-          if (hinted && !sanitySample.has(idx)) {
-            if (hinted.id === null) stats.blocksSparse++;
-            else stats.blocksDedup++;
-            entries[i] = hinted;
-            progress.tick(++done, stats.bytesRead);
-            return;
-          }
-          let data = await readBlock(idx, length);
-          let outcome: BlockOutcome;
-          let id: BlockId | null = null;
-          if (codec.isZero(data)) outcome = 'sparse';
-          else {
-            ({ id, plaintext: data } = await codec.blockIdOf(data));
-            const known = seenThisRun.get(id);
-            if (known) outcome = (await known) === 'sparse' ? 'sparse' : 'dedup';
-            else {
-              const pending = storeBlock(data, id, newBlocks, baseChunk?.entries[i]?.id === id);
-              seenThisRun.set(id, pending);
-              if (seenThisRun.size > SEEN_LIMIT) seenThisRun.delete(seenThisRun.keys().next().value!);
-              outcome = await pending;
-            }
-          }
-          if (hinted && hinted.id !== id)
-            throw new Backy2Error(
-              ExitCode.sourceMismatch,
-              `Block ${idx} lies outside the hints but differs from ${base ? `base version ${base.uid}` : 'zeros'}: the hints are incomplete; back up without -r`,
-            );
-          if (outcome === 'sparse') stats.blocksSparse++;
-          else if (outcome === 'dedup') stats.blocksDedup++;
-          else stats.blocksWritten++;
-          entries[i] = { idx, id, length };
+          entries[i] = await backupBlock(first + i, baseChunk?.entries[i], newBlocks);
           progress.tick(++done, stats.bytesRead);
         }),
       ),
@@ -250,19 +239,6 @@ async function backupBlocks(
 }
 
 /**
- * The entry a hinted backup records without reading the block, or null when it must be read:
- * `zero` is sparse; otherwise the base's entry at that position (sparse without a base), unless
- * the base has no block of that length there (the source grew, or its last block changed size).
- * `base` is undefined for a backup without a base version, null when the base lacks this chunk.
- */
-function hintedEntry(plan: number, idx: number, length: number, base: BlockRef | null | undefined): BlockRef | null {
-  if (plan === BlockPlan.read) return null;
-  if (plan === BlockPlan.zero || base === undefined) return { idx, id: null, length };
-  if (base === null || base.length !== length) return null;
-  return { idx, id: base.id, length };
-}
-
-/**
  * A chunk an interrupted run recorded: its blocks are not read again, only made safe. Touching
  * them unmarks those a cleanup marked while the version was failed; a block that is gone (or is
  * being deleted) is read from the source at its first position and stored again, and must have
@@ -279,10 +255,7 @@ async function keepRecordedChunk(
   const entries = await readChunk(catalog.reader, version, chunk);
   const firstRef = new Map<BlockId, BlockRef>();
   for (const e of entries) if (e.id !== null && !firstRef.has(e.id)) firstRef.set(e.id, e);
-  for (const e of entries) {
-    if (e.id === null) stats.blocksSparse++;
-    else stats.blocksDedup++;
-  }
+  const storedAgain = new Map<BlockId, number>();
   const ids = [...firstRef.keys()];
   for (let at = 0; at < ids.length; at += 1000) {
     const batch = ids.slice(at, at + 1000);
@@ -305,10 +278,13 @@ async function keepRecordedChunk(
       const ours = { id, storedSize: body.length, checksum };
       if (await backend.blocks.putIfAbsent(blockKey(id), body)) await relyOnExisting(backend, ours, body, undefined, true);
       else await relyOnExisting(backend, ours, body, undefined);
-      stats.bytesWritten += body.length;
-      stats.blocksWritten++;
-      stats.blocksDedup--;
+      storedAgain.set(id, body.length);
     }
+  }
+  // Counted once: a block stored again is written (at its first position), every other one reused.
+  for (const e of entries) {
+    const again = e.id !== null && firstRef.get(e.id) === e ? storedAgain.get(e.id) : undefined;
+    countBlock(stats, again === undefined ? outcomeOfRecorded(e) : 'written', again ?? 0);
   }
   return entries;
 }

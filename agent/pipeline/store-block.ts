@@ -4,8 +4,7 @@ import { blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
 import { storageError } from '../../shared/domain/errors.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock } from '../../shared/domain/types.ts';
 import type { BatchedBlockLookup } from '../../shared/app/lookup.ts';
-import { isLive } from '../../shared/domain/block-index.ts';
-import { afterTouch } from '../../shared/domain/backup.ts';
+import { afterTouch, decideByIndex } from '../../shared/domain/backup.ts';
 import type { Backend } from '../backend/backend.ts';
 
 /**
@@ -24,12 +23,13 @@ export async function storeUnlessLive(
   id: BlockId,
 ): Promise<StoredBlock | null> {
   const entry = await lookup.get(id);
-  if (isLive(entry)) return null;
+  const action = decideByIndex(entry);
+  if (action === 'dedup') return null;
   // The plaintext is not needed after this: hand it to the codec (no copy to its worker).
   const { stored: body, checksum } = await backend.codec.encodeForUpload(data, id, true);
   const stored: StoredBlock = { id, storedSize: body.length, checksum };
   const key = blockKey(id);
-  if (entry && !entry.valid && !entry.deleting) {
+  if (action === 'replace invalid copy') {
     // A scrub found the stored copy bad: replace it with this good one.
     await writeLimit(() => backend.blocks.put(key, body));
   } else if (!(await writeLimit(() => backend.blocks.putIfAbsent(key, body)))) {
