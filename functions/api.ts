@@ -1,7 +1,7 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { handleApiRequest } from '../shared/app/api.ts';
-import { logger, policy, store } from './commons/deps.ts';
+import { logger, policy, writerStore } from './commons/deps.ts';
 
 /**
  * Synchronous commands (start, commit, rm, protect, tags, expire, scrub verdicts, touch), invoked
@@ -9,4 +9,4 @@ import { logger, policy, store } from './commons/deps.ts';
  */
 const role = process.env['API_ROLE'] === 'admin' ? 'admin' : 'agent';
 
-export const handler = middy(async (request: unknown) => handleApiRequest(request, store, policy, role)).use(injectLambdaContext(logger));
+export const handler = middy(async (request: unknown) => handleApiRequest(request, await writerStore(), policy, role)).use(injectLambdaContext(logger));

@@ -44,6 +44,12 @@ export interface Backy2Settings {
    * whose `[retention]` section is used). Default none (only expired versions are removed).
    */
   readonly retention: RetentionPolicy;
+  /**
+   * Deploy onto an existing bucket instead of creating one (context `existingBucket`): the
+   * disaster where the tables are gone but the bucket with its blocks and journal is intact is a
+   * deploy with `-c existingBucket=NAME` and `backy2 recover`. The stack never deletes that bucket.
+   */
+  readonly existingBucket: string | undefined;
 }
 
 export const DEFAULT_SETTINGS: Backy2Settings = {
@@ -57,6 +63,7 @@ export const DEFAULT_SETTINGS: Backy2Settings = {
   scrubWorkerTimeoutSeconds: 300,
   visibilityTimeoutFactor: 6,
   retention: {},
+  existingBucket: undefined,
 };
 
 function retentionPolicy(text: unknown, configFile: unknown): RetentionPolicy {
@@ -95,6 +102,13 @@ function int(value: unknown, fallback: number | undefined, key: string, min: num
   return n;
 }
 
+function bucketName(value: unknown): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  const name = String(value);
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name)) throw new Error(`context existingBucket: not a valid S3 bucket name: ${JSON.stringify(name)}`);
+  return name;
+}
+
 /** Reads and validates the settings from the CDK context of `node`. */
 export function readSettings(node: Node): Backy2Settings {
   const c = (k: string): unknown => node.tryGetContext(k);
@@ -113,5 +127,6 @@ export function readSettings(node: Node): Backy2Settings {
     scrubWorkerTimeoutSeconds: int(c('scrubWorkerTimeoutSeconds'), DEFAULT_SETTINGS.scrubWorkerTimeoutSeconds, 'scrubWorkerTimeoutSeconds', 3)!,
     visibilityTimeoutFactor: int(c('visibilityTimeoutFactor'), DEFAULT_SETTINGS.visibilityTimeoutFactor, 'visibilityTimeoutFactor', 1)!,
     retention: retentionPolicy(c('retention'), c('retentionConfig')),
+    existingBucket: bucketName(c('existingBucket')),
   };
 }

@@ -14,7 +14,8 @@ export interface NagSubjects {
  */
 export function suppressNagFindings(stack: Stack, subjects: NagSubjects): void {
   const arn = (c: IConstruct): string => `<${stack.resolve(stack.getLogicalId(c.node.defaultChild as CfnElement)) as string}.Arn>`;
-  const bucket = arn(subjects.bucket);
+  // A bucket the stack was deployed onto (existingBucket) has no resource here: its ARN is literal.
+  const bucket = subjects.bucket.node.defaultChild ? arn(subjects.bucket) : `arn:<AWS::Partition>:s3:::${(subjects.bucket as unknown as { bucketName: string }).bucketName}`;
   NagSuppressions.addStackSuppressions(stack, [
     {
       id: 'AwsSolutions-S1',
@@ -33,6 +34,7 @@ export function suppressNagFindings(stack: Stack, subjects: NagSubjects): void {
         `Resource::${bucket}/blocks/*`,
         `Resource::${bucket}/manifests/*`,
         `Resource::${bucket}/keys/*`,
+        `Resource::${bucket}/journal/*`,
         ...subjects.tables.map((t) => `Resource::${arn(t)}/index/*`),
         'Action::s3:GetBucket*',
         'Action::s3:GetObject*',

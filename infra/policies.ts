@@ -1,5 +1,6 @@
 import { Stack } from 'aws-cdk-lib';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
@@ -8,6 +9,8 @@ import { Construct } from 'constructs';
 
 export interface AccessPoliciesProps {
   readonly bucket: s3.IBucket;
+  /** Wraps the journal key for the functions: admins enroll it (`initdb`, `recover`). */
+  readonly journalKey: kms.IKey;
   readonly tables: dynamodb.ITable[];
   readonly blockQueue: sqs.IQueue;
   /** Functions an agent may invoke: api, scrub planner, cleanup (they enforce the rules). */
@@ -59,9 +62,10 @@ export class AccessPolicies extends Construct {
 
     const agentStatements = [
       new iam.PolicyStatement({
-        sid: 'PutBlocksAndManifests',
+        // journal/: the chunk records of its backups, put (If-None-Match) before they are sent.
+        sid: 'PutBlocksManifestsAndJournal',
         actions: ['s3:PutObject'],
-        resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*')],
+        resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*'), props.bucket.arnForObjects('journal/*')],
       }),
       new iam.PolicyStatement({
         sid: 'ReadObjects',
@@ -124,6 +128,13 @@ export class AccessPolicies extends Construct {
           sid: 'AddKeysToKeyRing',
           actions: ['s3:PutObject'],
           resources: [props.bucket.arnForObjects('keys/*')],
+        }),
+        // Journal (disaster recovery): `initdb` and `recover` enroll the journal key for the
+        // functions (what an admin changes from its host is journaled with the agent's journal/ rights).
+        new iam.PolicyStatement({
+          sid: 'EnrollJournalKey',
+          actions: ['kms:Encrypt', 'kms:Decrypt'],
+          resources: [props.journalKey.keyArn],
         }),
         new iam.PolicyStatement({
           sid: 'LocalCleanupWriteMetadata',

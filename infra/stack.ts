@@ -1,6 +1,9 @@
 import { CfnOutput, Duration, Stack } from 'aws-cdk-lib';
 import type { StackProps } from 'aws-cdk-lib';
 import * as eventsources from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { RemovalPolicy } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
 import type { Backy2Settings } from './config.ts';
 import { Handler } from './functions.ts';
@@ -35,6 +38,8 @@ export class Backy2Stack extends Stack {
   readonly cleanup: Handler;
   readonly retention: Handler;
   readonly policies: AccessPolicies;
+  /** Wraps the repository's journal key (keys/journal) so the functions can journal their changes. */
+  readonly journalKey: kms.Key;
   readonly schedules: Schedules;
 
   constructor(scope: Construct, id: string, props: Backy2StackProps) {
@@ -46,8 +51,15 @@ export class Backy2Stack extends Stack {
     const SCRUB_WORKER_TIMEOUT = Duration.seconds(settings.scrubWorkerTimeoutSeconds);
 
     // --- where backups live
-    this.storage = new Storage(this, 'Storage', { retain });
+    this.storage = new Storage(this, 'Storage', { retain, existingBucket: settings.existingBucket });
     const { bucket, eventsTable, projectionsTable } = this.storage;
+    // The functions hold no repository key; an admin enrolls the journal key wrapped by this one
+    // (`backy2 initdb`, `backy2 recover`), so the changes they make are journaled too.
+    this.journalKey = new kms.Key(this, 'JournalKey', {
+      description: 'backy2: wraps the repository journal key (keys/journal) for the functions',
+      enableKeyRotation: true,
+      removalPolicy: retain ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY,
+    });
 
     // --- block records flow asynchronously; scrub work fans out
     this.blockRecords = new WorkQueue(this, 'BlockRecords', {
@@ -70,6 +82,7 @@ export class Backy2Stack extends Stack {
       CLEANUP_GRACE_SECONDS: String(settings.cleanupGraceSeconds),
       MAX_BACKUP_AGE_SECONDS: String(settings.maxBackupAgeSeconds),
       MIN_AGE_DAYS_FOR_RM: String(settings.minAgeDaysForRm),
+      JOURNAL_KEY_ARN: this.journalKey.keyArn,
     };
     const fn = (id: string, entry: string, description: string, timeout: Duration, memorySize: number, extra: Record<string, string> = {}) =>
       new Handler(this, id, { entry, description, timeout, memorySize, environment: { ...environment, ...extra }, retain });
@@ -119,9 +132,23 @@ export class Backy2Stack extends Stack {
 
     // The per-name policy travels as JSON in the environment; absent when none is configured.
     const retentionPolicy: Record<string, string> = Object.keys(settings.retention).length ? { RETENTION_POLICY: JSON.stringify(settings.retention) } : {};
-    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired versions, apply the per-name policy', Duration.minutes(5), 512, retentionPolicy);
+    // Its removals go through the admin api, which journals them.
+    this.retention = fn('Retention', 'retention.ts', 'backy2 retention: remove expired versions, apply the per-name policy', Duration.minutes(5), 512, {
+      ...retentionPolicy,
+      ADMIN_API_FUNCTION_NAME: this.adminApi.fn.functionName,
+    });
     eventsTable.grantReadWriteData(this.retention.fn);
     projectionsTable.grantReadWriteData(this.retention.fn);
+    this.retention.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [this.adminApi.fn.functionArn] }));
+
+    // Every function that changes versions or records chunks journals the change first.
+    // (Chunk records are journaled by the agent before it sends them; retention goes through the admin api.)
+    for (const writer of [this.api, this.adminApi, this.scrubWorker, this.cleanup]) {
+      this.journalKey.grantDecrypt(writer.fn);
+      bucket.grantRead(writer.fn, 'keys/*');
+      bucket.grantRead(writer.fn, 'journal/*');
+      writer.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects('journal/*')] }));
+    }
 
     this.schedules = new Schedules(this, 'Schedules', {
       scrubPlanner: this.scrubPlanner.fn,
@@ -133,6 +160,7 @@ export class Backy2Stack extends Stack {
     // --- who may do what from outside
     this.policies = new AccessPolicies(this, 'Access', {
       bucket,
+      journalKey: this.journalKey,
       tables: [eventsTable, projectionsTable],
       blockQueue: this.blockRecords.queue,
       agentInvocable: [this.api.fn, this.scrubPlanner.fn, this.cleanup.fn],
@@ -160,6 +188,7 @@ export class Backy2Stack extends Stack {
     out('AgentPolicyArn', this.policies.agentPolicy.managedPolicyArn, 'Managed policy for source hosts');
     out('AdminPolicyArn', this.policies.adminPolicy.managedPolicyArn, 'Managed policy for administrators');
     out('CleanupGraceSeconds', String(settings.cleanupGraceSeconds), 'Cleanup grace period the functions apply');
+    out('JournalKeyArn', this.journalKey.keyArn, 'KMS key wrapping the journal key for the functions (keys/journal)');
     out('MaxBackupAgeSeconds', String(settings.maxBackupAgeSeconds), 'Age after which a backup in progress is failed');
 
     suppressNagFindings(this, { bucket, tables: [eventsTable, projectionsTable] });

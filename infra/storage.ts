@@ -5,6 +5,8 @@ import { Construct } from 'constructs';
 
 export interface StorageProps {
   readonly retain: boolean;
+  /** Use this existing bucket (its blocks, manifests, key ring and journal stay) instead of creating one. */
+  readonly existingBucket?: string | undefined;
 }
 
 /**
@@ -14,7 +16,9 @@ export interface StorageProps {
  * concurrency) and the projections rebuilt from it (`pk` + `sk`).
  */
 export class Storage extends Construct {
-  readonly bucket: s3.Bucket;
+  readonly bucket: s3.IBucket;
+  /** False when the stack was deployed onto an existing bucket. */
+  readonly ownsBucket: boolean;
   readonly eventsTable: dynamodb.Table;
   readonly projectionsTable: dynamodb.Table;
 
@@ -22,7 +26,8 @@ export class Storage extends Construct {
     super(scope, id);
     const removalPolicy = props.retain ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
 
-    this.bucket = new s3.Bucket(this, 'Bucket', {
+    this.ownsBucket = !props.existingBucket;
+    this.bucket = props.existingBucket ? s3.Bucket.fromBucketName(this, 'Bucket', props.existingBucket) : new s3.Bucket(this, 'Bucket', {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       enforceSSL: true,
       encryption: s3.BucketEncryption.S3_MANAGED,

@@ -13,7 +13,7 @@ import { BlockCodec } from '../../shared/blocks/codec.ts';
 import { parseMasterKey, type RepositoryKeys } from '../../shared/blocks/keys.ts';
 import { addKeyToRing, loadRepositoryKeys, oldMasterKeys, runRekey, type AddKeyResult, type RekeyOptions, type RekeyReport } from '../../shared/app/rekey.ts';
 import type { Config } from '../../shared/config/config.ts';
-import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
+import { Backy2Error, ExitCode, integrityError } from '../../shared/domain/errors.ts';
 import { errnoOf } from '../../shared/adapters/faults.ts';
 import type { EventOf } from '../../shared/domain/events.ts';
 import type { BlockId, StoredBlock, Version } from '../../shared/domain/types.ts';
@@ -22,10 +22,13 @@ import type { Catalog } from '../../shared/ports/catalog.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import type { Log } from '../ui/log.ts';
 import { policyOf, type Backend } from './backend.ts';
+import { deriveJournalKey, Journal, journalKeys } from '../../shared/app/journal.ts';
+import { journaled } from '../../shared/app/journaled-store.ts';
+import { enrollJournalKey, kmsClient } from '../../shared/adapters/aws/journal-key.ts';
 
 /** Stack outputs the agent needs; it learns every resource from them. */
 const REQUIRED_OUTPUTS = ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ApiFunctionName', 'AdminApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName'] as const;
-type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string>;
+type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string> & { JournalKeyArn?: string };
 
 const NETWORK_ERRORS = ['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH'];
 /** Error names of AWS services for credentials that expired or are no longer valid. */
@@ -59,7 +62,7 @@ export function cloudError(e: unknown, where: string): Backy2Error {
 /** An error thrown by the AWS SDK (it carries the request's metadata), as opposed to one of ours or a bug. */
 const isSdkError = (e: unknown): boolean => typeof e === 'object' && e !== null && '$metadata' in e;
 
-async function describeOutputs(clients: AwsClients, stackName: string, where: string): Promise<Outputs> {
+export async function describeOutputs(clients: AwsClients, stackName: string, where: string): Promise<Outputs> {
   let outputs: { OutputKey?: string; OutputValue?: string }[];
   try {
     const out = await clients.cloudformation.send(new DescribeStacksCommand({ StackName: stackName }));
@@ -99,11 +102,14 @@ export class CloudCatalog implements Catalog {
   private readonly clients: AwsClients;
   private readonly outputs: Outputs;
   private readonly log: Log;
+  /** Chunk records are journaled here before they are sent (recover). */
+  private readonly journal: Journal | undefined;
 
-  constructor(clients: AwsClients, outputs: Outputs, log: Log) {
+  constructor(clients: AwsClients, outputs: Outputs, log: Log, journal?: Journal) {
     this.clients = clients;
     this.outputs = outputs;
     this.log = log;
+    this.journal = journal;
     this.reader = new DynamoMetadataStore(clients.dynamo, { eventsTable: outputs.EventsTableName, projectionsTable: outputs.ProjectionsTableName });
   }
 
@@ -115,8 +121,14 @@ export class CloudCatalog implements Catalog {
   }
 
   async record(event: EventOf<'BlocksRecorded'>): Promise<void> {
+    let record = event;
+    if (this.journal && !(await this.journal.appendChunk(event))) {
+      // A retried or resumed run: the journaled record is the one that counts (as embedded).
+      const journaled = await this.journal.read(journalKeys.chunk(event.uid, event.chunk)).catch(() => null);
+      if (journaled?.type === 'BlocksRecorded' && journaled.uid === event.uid && journaled.chunk === event.chunk) record = journaled;
+    }
     try {
-      await this.clients.sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(event) }));
+      await this.clients.sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(record) }));
     } catch (e) {
       throw cloudError(e, 'the block record queue');
     }
@@ -167,6 +179,7 @@ export class CloudBackend implements Backend {
   private readonly clients: AwsClients;
   private readonly outputs: Outputs;
   private readonly stackName: string;
+  readonly journal: Journal;
 
   constructor(config: Config, clients: AwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log) {
     this.config = config;
@@ -174,8 +187,9 @@ export class CloudBackend implements Backend {
     this.policy = policyOf(config);
     this.clients = clients;
     this.outputs = outputs;
-    this.catalog = new CloudCatalog(clients, outputs, log);
     this.blocks = new S3BlockStore(clients.s3, outputs.BucketName);
+    this.journal = new Journal(this.blocks, deriveJournalKey(keys.dedupKey));
+    this.catalog = new CloudCatalog(clients, outputs, log, this.journal);
     // The same multi-core codec as embedded mode: each block's work on one of the worker threads.
     this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
   }
@@ -185,13 +199,30 @@ export class CloudBackend implements Backend {
     if (local) {
       const store = new DynamoMetadataStore(this.clients.dynamo, { eventsTable: this.outputs.EventsTableName, projectionsTable: this.outputs.ProjectionsTableName });
       try {
-        return await runCleanup(store, this.blocks, { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+        return await runCleanup(journaled(store, this.journal), this.blocks, { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
       } catch (e) {
         throw cloudError(e, 'local cleanup');
       }
     }
     const answer = await invoke<{ report: CleanupReport }>(this.clients, this.outputs.CleanupFunctionName, { force });
     return answer.report;
+  }
+
+  /**
+   * `initdb` in the cloud (AdminPolicy): enrolls the repository's journal key for the functions,
+   * wrapped by the stack's KMS key, so the changes they make are journaled (recover).
+   */
+  async enrollJournal(log: Log): Promise<void> {
+    const keyArn = this.outputs.JournalKeyArn;
+    if (!keyArn) throw new Backy2Error(ExitCode.cloud, `Stack ${this.stackName} has no JournalKeyArn output; update it with "npx cdk deploy"`);
+    let result;
+    try {
+      result = await enrollJournalKey(this.blocks, kmsClient({ region: this.config.aws?.region, endpointUrl: this.config.aws?.endpointUrl, profile: this.config.aws?.profile }), keyArn, deriveJournalKey(this.codec.keys.dedupKey));
+    } catch (e) {
+      throw cloudError(e, 'the journal key (keys/journal, KMS)');
+    }
+    if (result === 'foreign') throw integrityError(`Stack ${this.stackName} journals for another repository key (keys/journal); this key's repository is not the stack's`);
+    log.info(result === 'kept' ? 'The journal key is enrolled for the functions already' : 'Enrolled the journal key for the functions (keys/journal)');
   }
 
   /** Writes to `keys/`, which only AdminPolicy may. */
@@ -207,7 +238,7 @@ export class CloudBackend implements Backend {
   async rekey(opts: RekeyOptions): Promise<RekeyReport> {
     const store = new DynamoMetadataStore(this.clients.dynamo, { eventsTable: this.outputs.EventsTableName, projectionsTable: this.outputs.ProjectionsTableName });
     try {
-      return await runRekey(store, this.blocks, this.codec, opts);
+      return await runRekey(journaled(store, this.journal), this.blocks, this.codec, opts);
     } catch (e) {
       throw cloudError(e, 'rekey');
     }
@@ -240,7 +271,7 @@ export class CloudBackend implements Backend {
   }
 }
 
-export async function openCloudBackend(config: Config, log: Log, _opts: { initdb?: boolean }): Promise<Backend> {
+export async function openCloudBackend(config: Config, log: Log, opts: { initdb?: boolean }): Promise<Backend> {
   const aws = config.aws!;
   // One keep-alive connection per block in flight (reads and writes), retries shown as warnings.
   const clients = makeClients(
@@ -258,5 +289,14 @@ export async function openCloudBackend(config: Config, log: Log, _opts: { initdb
   } catch (e) {
     throw cloudError(e, 'the key ring');
   }
-  return new CloudBackend(config, clients, outputs, keys, log);
+  const backend = new CloudBackend(config, clients, outputs, keys, log);
+  if (opts.initdb) {
+    try {
+      await backend.enrollJournal(log);
+    } catch (e) {
+      await backend.close();
+      throw e;
+    }
+  }
+  return backend;
 }

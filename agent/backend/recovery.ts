@@ -8,6 +8,7 @@ import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import type { BlockStore } from '../../shared/ports/block-store.ts';
 import type { MetadataStore } from '../../shared/ports/metadata-store.ts';
 import type { Log } from '../ui/log.ts';
+import { explainLocalFault } from '../../shared/adapters/faults.ts';
 import { acceptKeyId, CLEANUP_LOCK, CLEANUP_RUN_LOCK, EmbeddedBackend } from './embedded.ts';
 import { defaultKey, embeddedPaths, resolveConfig } from './open.ts';
 
@@ -25,6 +26,8 @@ export interface Recovery {
    * (exit 24) a store that holds versions, unless `merge` or it is a recover that was interrupted.
    */
   begin(merge: boolean): Promise<RecoveryTarget>;
+  /** Storage and SDK errors as one line naming what failed (as the backends' explain). */
+  explain?(e: unknown): unknown;
   close(): Promise<void>;
 }
 
@@ -99,6 +102,7 @@ export async function openRecovery(configFile: string | undefined, log: Log): Pr
         },
       };
     },
+    explain: (e) => explainLocalFault(e, paths),
     async close() {},
   };
 }

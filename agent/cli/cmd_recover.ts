@@ -3,7 +3,7 @@ import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import { formatDateTime } from '../../shared/domain/dates.ts';
 import type { Version } from '../../shared/domain/types.ts';
 import { readJournal, reconcileIndex, replayPlan } from '../../shared/app/recover.ts';
-import { openRecovery } from '../backend/recovery.ts';
+import { openRecovery, type Recovery } from '../backend/recovery.ts';
 import type { Log } from '../ui/log.ts';
 import { renderRows, type Column } from '../ui/table.ts';
 import { globals, logFor, outputMode, print } from './context.ts';
@@ -41,6 +41,14 @@ export function register(program: Command): void {
       const log = logFor(g);
       const recovery = await openRecovery(g.configfile, log);
       try {
+        await run(recovery);
+      } catch (e) {
+        throw recovery.explain ? recovery.explain(e) : e;
+      } finally {
+        await recovery.close();
+      }
+
+      async function run(recovery: Recovery): Promise<void> {
         const concurrency = recovery.config.simultaneousReads;
         log.info(`Reading the journal in ${recovery.where}`);
         const plan = await readJournal(recovery.journal, { concurrency, progress: progressLine(log, 'Read') });
@@ -71,8 +79,6 @@ export function register(program: Command): void {
             ExitCode.recoverIncomplete,
             `${plan.problems.length} journal entries refused and ${missing.length} blocks missing (listed above); everything else was ${opts.dryRun ? 'verified' : 'recovered'}`,
           );
-      } finally {
-        await recovery.close();
       }
     });
 }

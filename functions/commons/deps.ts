@@ -4,6 +4,10 @@ import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
 import type { Policy } from '../../shared/domain/version.ts';
+import { kmsClient, loadJournalKey, readRecoverMarker } from '../../shared/adapters/aws/journal-key.ts';
+import { Journal } from '../../shared/app/journal.ts';
+import { journaled } from '../../shared/app/journaled-store.ts';
+import type { MetadataStore } from '../../shared/ports/metadata-store.ts';
 
 /** Built once per container: the stores every handler works with, from the stack's environment. */
 export const resources = resourcesFromEnv();
@@ -23,3 +27,21 @@ export const policy: Policy = {
   maxBackupAgeSeconds: intEnv('MAX_BACKUP_AGE_SECONDS', 86_400),
 };
 export const cleanupGraceSeconds = intEnv('CLEANUP_GRACE_SECONDS', 3600);
+
+/**
+ * The store every handler that changes versions writes through: journaled (recover) once an admin
+ * has enrolled the journal key for this stack. Without it the functions work as before and warn;
+ * the answer "none" is asked again after a minute, so an enrollment is picked up by warm containers.
+ */
+let writer: { store: Promise<MetadataStore>; journaled: boolean; at: number } | undefined;
+export async function writerStore(): Promise<MetadataStore> {
+  if (writer && (writer.journaled || Date.now() - writer.at < 60_000)) return writer.store;
+  const keyArn = process.env['JOURNAL_KEY_ARN'];
+  const key = keyArn ? await loadJournalKey(blocks, kmsClient({ region: process.env['AWS_REGION'], endpointUrl: process.env['AWS_ENDPOINT_URL'] }), keyArn) : null;
+  if (!key) logger.warn('No journal key is enrolled for this stack (keys/journal): changes are not journaled; run "backy2 initdb" with AdminPolicy');
+  writer = { store: Promise.resolve(key ? journaled(store, new Journal(blocks, key)) : store), journaled: !!key, at: Date.now() };
+  return writer.store;
+}
+
+/** A recover is rebuilding the tables: scheduled cleanup and retention wait for it to finish. */
+export const recoverInProgress = async () => (await readRecoverMarker(clients.dynamo, resources.projectionsTable)) !== null;

@@ -2,7 +2,7 @@ import { isExpired } from '../domain/cleanup.ts';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
 import { planRetention, rulesFor, type RetentionDecision, type RetentionPolicy, type RetentionRules } from '../domain/retention-rules.ts';
 import type { Version } from '../domain/types.ts';
-import type { Policy } from '../domain/version.ts';
+import type { Policy, VersionCommand } from '../domain/version.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
 
@@ -60,11 +60,18 @@ export interface RetentionRun {
  * passed (forced: an expiry date is an explicit decision), then applies the per-name policy
  * (`[retention]`) without force, so it never removes a version younger than the minimum age.
  */
-export async function runRetention(store: MetadataStore, policy: Policy, now: () => Date = () => new Date(), byName: RetentionPolicy = {}): Promise<RetentionRun> {
+export async function runRetention(
+  store: MetadataStore,
+  policy: Policy,
+  now: () => Date = () => new Date(),
+  byName: RetentionPolicy = {},
+  /** How a removal is carried out (cloud: through the admin api, which journals it); default: against `store`. */
+  execute: (cmd: VersionCommand) => Promise<unknown> = (cmd) => executeVersionCommand(store, cmd, policy, now),
+): Promise<RetentionRun> {
   const run: RetentionRun = { removed: [], refused: [] };
   for (const v of await store.listVersions()) {
     if (!isExpired(v, now())) continue;
-    await executeVersionCommand(store, { type: 'RemoveVersion', uid: v.uid, force: true }, policy, now);
+    await execute({ type: 'RemoveVersion', uid: v.uid, force: true });
     run.removed.push(v.uid);
   }
   if (Object.keys(byName).length === 0) return run;
@@ -76,7 +83,7 @@ export async function runRetention(store: MetadataStore, policy: Policy, now: ()
   for (const [name, versions] of byNameVersions) {
     const rules = rulesFor(byName, name);
     if (!rules) continue;
-    const remove = (uid: string) => executeVersionCommand(store, { type: 'RemoveVersion', uid, force: false }, policy, now);
+    const remove = (uid: string) => execute({ type: 'RemoveVersion', uid, force: false });
     const { outcomes } = await enforceRetention(versions, rules, now(), remove, false);
     for (const o of outcomes) {
       if (o.action === 'removed') run.removed.push(o.version.uid);

@@ -237,14 +237,15 @@ describe('Backy2 stack (production defaults)', () => {
       expect(statements(doc).flatMap((s) => asArray(s.Resource)).filter((r) => r === '*')).toEqual([]);
     });
 
-    it('can put blocks and manifests only, read, send block records, invoke api/planner/cleanup and describe the stack', () => {
+    it('can put blocks, manifests and journal entries only, read, send block records, invoke api/planner/cleanup and describe the stack', () => {
       const doc = managedPolicy(template, 'AgentPolicy');
       const byAction = (action: string) => statements(doc).filter((s) => asArray(s.Action as string | string[]).includes(action));
       const put = byAction('s3:PutObject');
       expect(put).toHaveLength(1);
       expect(JSON.stringify(put[0]!.Resource)).toMatch(/\/blocks\/\*/);
       expect(JSON.stringify(put[0]!.Resource)).toMatch(/\/manifests\/\*/);
-      expect(asArray(put[0]!.Resource)).toHaveLength(2);
+      expect(JSON.stringify(put[0]!.Resource)).toMatch(/\/journal\/\*/);
+      expect(asArray(put[0]!.Resource)).toHaveLength(3);
       expect(byAction('s3:GetObject')).toHaveLength(1);
       expect(byAction('sqs:SendMessage')).toHaveLength(1);
       const blockQueue = logicalIdOf(template, 'AWS::SQS::Queue', '/BlockRecords/Queue/');
@@ -324,5 +325,36 @@ describe('Backy2 stack (test context)', () => {
   it('rejects a malformed context value', () => {
     expect(() => synth({ retain: 'maybe' })).toThrow(/retain/);
     expect(() => synth({ scheduleRateMinutes: '0' })).toThrow(/scheduleRateMinutes/);
+  });
+});
+
+describe('disaster recovery: the journal key and an existing bucket', () => {
+  it('a KMS key (rotated) wraps the journal key; the functions that change versions may decrypt it and put journal/*, the agent may not decrypt it', () => {
+    const { template } = synth();
+    template.resourceCountIs('AWS::KMS::Key', 1);
+    template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    template.hasOutput('JournalKeyArn', {});
+    for (const fn of ['Api', 'AdminApi', 'ScrubWorker', 'Cleanup']) {
+      const actions = functionActions(template, fn);
+      expect(actions, fn).toContain('kms:Decrypt');
+      expect(actions, fn).toContain('s3:PutObject');
+      expect(actions, fn).not.toContain('kms:Encrypt');
+    }
+    for (const fn of ['ScrubPlanner', 'Ingest', 'Retention']) expect(functionActions(template, fn), fn).not.toContain('kms:Decrypt');
+    // Retention's removals go through the admin api (which journals them).
+    expect(functionActions(template, 'Retention')).toContain('lambda:InvokeFunction');
+    const agent = actionsOf(managedPolicy(template, 'AgentPolicy'));
+    expect(agent.filter((a) => a.startsWith('kms:'))).toEqual([]);
+    expect(actionsOf(managedPolicy(template, 'AdminPolicy'))).toEqual(expect.arrayContaining(['kms:Encrypt', 'kms:Decrypt']));
+  });
+
+  it('-c existingBucket=NAME: no bucket is created, the functions and outputs use NAME, cdk-nag stays clean', () => {
+    const { stack, template } = synth({ existingBucket: 'backy2-kept-bucket' });
+    template.resourceCountIs('AWS::S3::Bucket', 0);
+    template.hasOutput('BucketName', { Value: 'backy2-kept-bucket' });
+    template.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: Match.objectLike({ BUCKET_NAME: 'backy2-kept-bucket' }) } });
+    const errors = Annotations.fromStack(stack).findError('*', Match.stringLikeRegexp('AwsSolutions-.*'));
+    expect(errors.map((e) => String(e.entry.data))).toEqual([]);
+    expect(() => synth({ existingBucket: 'Not_A_Bucket' })).toThrow(/existingBucket/);
   });
 });
