@@ -9,7 +9,7 @@
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { blockData, makeImage, MiB, overwriteBlock, Repo, seeded } from '../support/cli.ts';
+import { blockData, makeImage, MiB, overwriteBlock, Repo } from '../support/cli.ts';
 
 const IMAGES = Number(process.env['BENCH_RECOVER_IMAGES'] ?? 4);
 const IMAGE_MIB = Number(process.env['BENCH_RECOVER_IMAGE_MIB'] ?? 256);
@@ -46,7 +46,6 @@ try {
   const last: string[] = [];
   for (let i = 0; i < IMAGES; i++) makeImage(repo.path(`img${i}.img`), Array.from({ length: blocksPerImage }, (_, b) => i * 100_000 + b), BS);
   const t0 = Date.now();
-  let afterBackups = { files: 0, bytes: 0 };
   let changeBytes = 0;
   let changes = 0;
   for (let v = 0; v < VERSIONS; v++) {
@@ -55,7 +54,6 @@ try {
     const base = last[i] ? ['-f', last[i]!] : [];
     last[i] = await repo.backup(`img${i}.img`, `vm${i}`, ...base);
     const before = journal(repo);
-    afterBackups = { files: afterBackups.files, bytes: afterBackups.bytes };
     // One change per version after its backup (a tag; every 10th also protected).
     await must(repo.cli('add-tag', last[i]!, `t${v}`), 'add-tag');
     if (v % 10 === 0) await must(repo.cli('protect', last[i]!), 'protect');

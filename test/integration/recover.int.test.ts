@@ -14,7 +14,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { DeleteObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { BatchWriteCommand, DynamoDBDocumentClient, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, DynamoDBDocumentClient, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloudCli } from './cloud-cli.ts';
 import { clientConfig, testStack } from './context.ts';
@@ -106,11 +106,16 @@ describe('cloud mode: recover rebuilds emptied tables from the bucket and the ke
     await s3.send(new DeleteObjectCommand({ Bucket: stack.outputs.BucketName, Key: 'keys/journal' }));
   });
 
-  it('the functions journaled the changes they made (api, admin api) next to the agent-journaled chunks', async () => {
-    const listed = await s3.send(new ListObjectsV2Command({ Bucket: stack.outputs.BucketName, Prefix: `journal/${uids['a2']}/` }));
-    const names = (listed.Contents ?? []).map((o) => o.Key!.split('/').pop()).sort();
-    // start, commit, add-tag, remove-tag; one chunk
-    expect(names).toEqual(['c0000000000', 'v0000000001', 'v0000000002', 'v0000000003', 'v0000000004']);
+  it('the functions journaled every event they appended (api, admin api) next to the agent-journaled chunks', async () => {
+    for (const uid of Object.values(uids)) {
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: stack.outputs.BucketName, Prefix: `journal/${uid}/` }));
+      const names = (listed.Contents ?? []).map((o) => o.Key!.split('/').pop()!).sort();
+      const events = await ddb.send(new QueryCommand({ TableName: stack.outputs.EventsTableName, KeyConditionExpression: '#s = :s', ExpressionAttributeNames: { '#s': 'stream' }, ExpressionAttributeValues: { ':s': `version-${uid}` } }));
+      const seqs = (events.Items ?? []).map((e) => Number(e['seq'])).sort((a, b) => a - b);
+      expect(seqs.length, uid).toBeGreaterThanOrEqual(2); // at least start and commit
+      expect(names.filter((n) => n.startsWith('v')), uid).toEqual(seqs.map((n) => `v${String(n).padStart(10, '0')}`));
+      expect(names.filter((n) => n.startsWith('c')), uid).toEqual(['c0000000000']);
+    }
   });
 
   it('after both tables are emptied, recover brings back what ls, stats and du showed', async () => {
