@@ -6,6 +6,7 @@ import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { packChunk } from '../../shared/domain/blockmap.ts';
 import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
+import { refused } from '../../shared/domain/errors.ts';
 import type { StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { runStartedAt } from '../../shared/domain/version.ts';
 import type { Backend } from '../backend/backend.ts';
@@ -47,6 +48,9 @@ export async function commitCowVersion(backend: Backend, original: Version, pend
   const started = Date.now();
   const { catalog, codec, config } = backend;
   try {
+    // A block of the original found bad while this session ran would be copied into the new version.
+    const now = await catalog.reader.getVersion(original.uid);
+    if (now && !now.valid) throw refused(`Version ${original.uid} was found invalid while it was served; its copy-on-write version is not committed`);
     const version = await freshRun(backend, pending);
     const stats: VersionStats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
     const lookup = new BatchedBlockLookup(catalog.reader);

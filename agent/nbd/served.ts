@@ -69,7 +69,12 @@ export class ServedRepository implements ExportProvider {
   }
 
   private description(v: Version): ExportDescription {
-    return { name: v.uid, description: describe(v), size: v.sizeBytes, readOnly: this.opts.readOnly, multiConn: this.opts.readOnly, preferredBlockSize: 4096 };
+    return { name: v.uid, description: describe(v), size: v.sizeBytes, readOnly: this.readOnly(v), multiConn: this.readOnly(v), preferredBlockSize: 4096 };
+  }
+
+  /** An invalid version is served read-only: a copy of it would inherit the block a scrub found bad. */
+  private readOnly(v: Version): boolean {
+    return this.opts.readOnly || !v.valid;
   }
 
   async open(name: string, connection: string): Promise<OpenExport | null> {
@@ -82,11 +87,11 @@ export class ServedRepository implements ExportProvider {
       await this.pins.release(found.uid);
       return null;
     }
-    if (!version.valid) this.log.warn(`Version ${version.uid} is marked invalid; serving it anyway, every block is verified`);
+    if (!version.valid) this.log.warn(`Version ${version.uid} is marked invalid; serving it read-only, every block is verified`);
     const image = this.imageOf(version);
     let cowVersion: Version | null = null;
     const session = new ExportSession(image, {
-      readOnly: this.opts.readOnly,
+      readOnly: this.readOnly(version),
       cowDir: this.opts.cowDir,
       isPinned: () => this.pins.isPinned(version.uid),
       beforeFirstWrite: this.opts.discard

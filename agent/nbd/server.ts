@@ -453,7 +453,7 @@ class Connection {
         case C.READ:
           return this.replyRead(req, await s.read(req.offset, req.length));
         case C.WRITE:
-          await s.change(req.offset, req.length, payload);
+          if (req.length) await s.change(req.offset, req.length, payload);
           this.counts.writes++;
           this.counts.writeBytes += req.length;
           break;
