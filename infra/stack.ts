@@ -21,10 +21,10 @@ export interface Backy2StackProps extends StackProps {
  * backy2, serverless: agents put encrypted blocks into the bucket, send block
  * records to the block queue and invoke `api` to start, commit and manage
  * versions; `ingest` projects the records; scheduled functions scrub, clean
- * up and apply retention. See docs and ../shared/DESIGN.md.
+ * up and apply retention. See docs/INFRA.md and docs/DESIGN-NOTES.md.
  *
- * The names in `FUNCTION_ENV` and the stack outputs are the contract the
- * handlers and the agent are written against.
+ * The names in `environment` (below) and the stack outputs are the contract
+ * the handlers and the agent are written against.
  */
 export class Backy2Stack extends Stack {
   readonly storage: Storage;

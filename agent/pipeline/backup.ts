@@ -40,7 +40,7 @@ export interface BackupRequest {
  * chunk is recorded. Memory is bounded by the number of blocks in flight, not the source size.
  */
 export async function runBackup(backend: Backend, req: BackupRequest, log: Log, progressBar: boolean): Promise<{ version: Version; stats: VersionStats }> {
-  const { catalog, blocks, codec, config } = backend;
+  const { catalog, blocks, config } = backend;
   const started = Date.now();
   const source = await openSource(req.sourceUrl);
   try {
@@ -88,7 +88,7 @@ async function startVersion(backend: Backend, req: BackupRequest, sizeBytes: num
   const { catalog, config } = backend;
   const base = req.baseUid ? await resolveVersion(catalog.reader, req.baseUid) : undefined;
   const tags = req.tags ?? scheduleTags(req.name, await catalog.reader.listVersions(), new Date(), config.schedulers);
-  // Durable before any dedup lookup (DESIGN: GC invariant, step 1).
+  // Durable before any dedup lookup (docs/DESIGN-NOTES.md, GC invariant step 1).
   const version = await catalog.execute({
       type: 'StartVersion',
       uid: randomUUID(),

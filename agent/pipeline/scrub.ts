@@ -49,7 +49,7 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
     }
     for await (const entries of readBlockMap(catalog.reader, version)) {
       // Without a source, each distinct block is read once; with one, every position is compared.
-      const picked = source ? entries.filter((e) => req.percent >= 100 || Math.random() * 100 < req.percent) : sampleBlocks(entries, req.percent, seen);
+      const picked = source ? entries.filter(() => req.percent >= 100 || Math.random() * 100 < req.percent) : sampleBlocks(entries, req.percent, seen);
       const index = await catalog.reader.getBlocks([...new Set(picked.flatMap((e) => (e.id ? [e.id] : [])))]);
       await Promise.all(
         picked.map((e) =>

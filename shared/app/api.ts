@@ -20,7 +20,6 @@ export const ApiRequestSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('lease'), uid, holder: z.string().min(1).max(255), seconds: z.number().int().positive().max(MAX_LEASE_SECONDS) }),
   z.object({ kind: z.literal('release'), uid, holder: z.string().min(1).max(255) }),
 ]);
-export type ApiRequest = z.infer<typeof ApiRequestSchema>;
 
 export type ApiResponse =
   | { ok: true; version?: Version; touched?: Record<string, string> }

@@ -51,9 +51,3 @@ export async function recordedIds(reader: MetadataReader, version: Version, into
   }
   return into;
 }
-
-/** Ids the index lists as live (stored, valid, not marked unreferenced): safe to dedup against. */
-export async function liveBlocks(reader: MetadataReader, ids: BlockId[]): Promise<Set<BlockId>> {
-  const entries = await reader.getBlocks(ids);
-  return new Set([...entries.values()].filter((b) => b.valid && !b.deleting && b.unreferencedSince === null).map((b) => b.id));
-}

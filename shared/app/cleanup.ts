@@ -4,7 +4,6 @@ import { blockKey, manifestKey, storedChecksum } from '../blocks/codec.ts';
 const MANIFEST_PREFIX = manifestKey('');
 import {
   graceSecondsOf,
-  holdsBlocks,
   isStalePending,
   mayDeleteResumed,
   oldestPendingStart,
@@ -78,7 +77,7 @@ export async function runCleanup(store: MetadataStore, blocks: BlockStore, opts:
   for await (const page of store.scanBlocks()) {
     const markedAt = now();
     const plan = planCleanup(page, referenced, pendingCutoff, markedAt, graceSeconds);
-    page.forEach((e: BlockIndexEntry) => sizes.set(e.id, e.storedSize));
+    for (const e of page) sizes.set(e.id, e.storedSize);
     await store.markUnreferenced(plan.mark, markedAt.toISOString());
     const markWritten = now().getTime();
     await store.unmark(plan.unmark, now().toISOString());

@@ -32,8 +32,12 @@ export class BatchedBlockLookup {
     const batch = this.queue.splice(0, this.maxBatch);
     if (!batch.length) return;
     this.reader.getBlocks([...new Set(batch.map((b) => b.id))]).then(
-      (found) => batch.forEach((b) => b.resolve(found.get(b.id))),
-      (e) => batch.forEach((b) => b.reject(e)),
+      (found) => {
+        for (const b of batch) b.resolve(found.get(b.id));
+      },
+      (e) => {
+        for (const b of batch) b.reject(e);
+      },
     );
     if (this.queue.length) this.flush();
   }

@@ -31,13 +31,6 @@ export async function verifyStoredBlock(
   }
 }
 
-export interface ScrubResult {
-  checked: number;
-  failures: BlockFailure[];
-  sourceMismatches: number[];
-  affectedVersions: string[];
-}
-
 /**
  * The commands that record a scrub's verdict: the scrubbed version, and every other committed
  * version that references a failed block (marked invalid too, as backy2 does).

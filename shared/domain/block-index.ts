@@ -3,7 +3,7 @@ import type { BlockId, BlockIndexEntry, StoredBlock, Version } from './types.ts'
 
 /**
  * The rules of the block index, pure: for every change an event makes to one entry, what the entry
- * must be for the change to apply (`when`) and what it then sets (`then`). A change whose guard does
+ * must be for the change to apply (`requires`) and what it then sets (`sets`). A change whose guard does
  * not hold changes nothing. Both stores translate this table (SQL WHERE/SET in sqlite-store.ts,
  * DynamoDB ConditionExpression/UpdateExpression in dynamo-store.ts), one conditional write per
  * entry; `evolveEntry` interprets it, and the contract suite checks the three agree.
@@ -37,8 +37,8 @@ export interface Effect {
 }
 
 export interface Rule {
-  when: Guard;
-  then: Effect;
+  requires: Guard;
+  sets: Effect;
 }
 
 /** One change to one entry, as an event makes it. */
@@ -66,19 +66,19 @@ export type ChangeKind = BlockIndexChange['kind'];
 export const blockIndexRules: Record<ChangeKind, Rule> = {
   // A new upload replaces an object a scrub found invalid, and revives an entry a cleanup claimed:
   // that cleanup already deleted the old object, or the upload (If-None-Match) would have failed.
-  recorded: { when: {}, then: { stored: true, mark: 'clear', deleting: false, valid: true } },
-  created: { when: { exists: false }, then: { stored: true } },
+  recorded: { requires: {}, sets: { stored: true, mark: 'clear', deleting: false, valid: true } },
+  created: { requires: { exists: false }, sets: { stored: true } },
   // Keep the first mark (see above).
-  marked: { when: { exists: true, deleting: false, mark: 'none' }, then: { mark: 'at' } },
+  marked: { requires: { exists: true, deleting: false, mark: 'none' }, sets: { mark: 'at' } },
   // An entry being deleted stays so: its object may be gone already.
-  referenced: { when: { exists: true, deleting: false }, then: { mark: 'clear' } },
-  claimed: { when: { exists: true, deleting: false, mark: 'seen' }, then: { deleting: true } },
+  referenced: { requires: { exists: true, deleting: false }, sets: { mark: 'clear' } },
+  claimed: { requires: { exists: true, deleting: false, mark: 'seen' }, sets: { deleting: true } },
   // Only a claimed entry goes: a revived one (recorded anew since the claim) stays.
-  deleted: { when: { exists: true, deleting: true }, then: { remove: true } },
+  deleted: { requires: { exists: true, deleting: true }, sets: { remove: true } },
   // An entry claimed for deletion must never be made to describe an object as live again.
-  rekeyed: { when: { exists: true, deleting: false }, then: { stored: true } },
-  verified: { when: { exists: true }, then: { valid: true } },
-  invalidated: { when: { exists: true }, then: { valid: false } },
+  rekeyed: { requires: { exists: true, deleting: false }, sets: { stored: true } },
+  verified: { requires: { exists: true }, sets: { valid: true } },
+  invalidated: { requires: { exists: true }, sets: { valid: false } },
 };
 
 /** The block a change brings (if it can create an entry or sets size and checksum). */
@@ -101,12 +101,12 @@ export const newEntry = (block: StoredBlock, at: string): BlockIndexEntry => ({
 
 /** Whether the change applies to the entry as it is. */
 export function admits(entry: BlockIndexEntry | undefined, change: BlockIndexChange): boolean {
-  const when = blockIndexRules[change.kind].when;
-  if (when.exists !== undefined && when.exists !== (entry !== undefined)) return false;
+  const requires = blockIndexRules[change.kind].requires;
+  if (requires.exists !== undefined && requires.exists !== (entry !== undefined)) return false;
   if (entry === undefined) return blockOf(change) !== undefined;
-  if (when.deleting !== undefined && entry.deleting !== when.deleting) return false;
-  if (when.mark === 'none' && entry.unreferencedSince !== null) return false;
-  if (when.mark === 'seen') {
+  if (requires.deleting !== undefined && entry.deleting !== requires.deleting) return false;
+  if (requires.mark === 'none' && entry.unreferencedSince !== null) return false;
+  if (requires.mark === 'seen') {
     const expected = expectedMarkOf(change);
     if (entry.unreferencedSince === null || (expected !== undefined && entry.unreferencedSince !== expected)) return false;
   }
@@ -116,15 +116,15 @@ export function admits(entry: BlockIndexEntry | undefined, change: BlockIndexCha
 /** The entry after the change (undefined: there is none). */
 export function evolveEntry(entry: BlockIndexEntry | undefined, change: BlockIndexChange): BlockIndexEntry | undefined {
   if (!admits(entry, change)) return entry;
-  const then = blockIndexRules[change.kind].then;
-  if (then.remove) return undefined;
+  const sets = blockIndexRules[change.kind].sets;
+  if (sets.remove) return undefined;
   const block = blockOf(change);
   const next = { ...(entry ?? newEntry(block!, timeOf(change)!)) };
-  if (then.stored && block) Object.assign(next, { storedSize: block.storedSize, checksum: block.checksum });
-  if (then.mark === 'at') next.unreferencedSince = timeOf(change)!;
-  if (then.mark === 'clear') next.unreferencedSince = null;
-  if (then.deleting !== undefined) next.deleting = then.deleting;
-  if (then.valid !== undefined) next.valid = then.valid;
+  if (sets.stored && block) Object.assign(next, { storedSize: block.storedSize, checksum: block.checksum });
+  if (sets.mark === 'at') next.unreferencedSince = timeOf(change)!;
+  if (sets.mark === 'clear') next.unreferencedSince = null;
+  if (sets.deleting !== undefined) next.deleting = sets.deleting;
+  if (sets.valid !== undefined) next.valid = sets.valid;
   return next;
 }
 

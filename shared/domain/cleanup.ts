@@ -3,7 +3,7 @@ import type { BlockIndexEntry, Version } from './types.ts';
 import { runStartedAt } from './version.ts';
 
 /**
- * The garbage-collection rule (DESIGN "Dedup and GC"), pure. No block referenced by a
+ * The garbage-collection rule (docs/DESIGN-NOTES.md, GC invariant), pure. No block referenced by a
  * committed version or a backup in progress is ever deleted:
  *  phase 1 marks unreferenced blocks with the time;
  *  phase 2 deletes a marked block only if it is still unreferenced, was marked at least

@@ -17,7 +17,7 @@ export interface Catalog {
   record(event: EventOf<'BlocksRecorded'>): Promise<void>;
   /** Resolves once every chunk of the version is projected, so a commit will be accepted. */
   awaitRecorded(uid: string, chunkCount: number): Promise<void>;
-  /** Tells the index that a backup relies on already-stored objects (see DESIGN "Dedup and GC"). */
+  /** Tells the index that a backup relies on already-stored objects (docs/DESIGN-NOTES.md, GC invariant step 3). */
   touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>>;
   /**
    * Pins a version while it is served (`backy2 nbd`): creates or renews the lease; cloud: through

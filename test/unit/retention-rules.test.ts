@@ -1,6 +1,5 @@
 import { usageRefusal } from './helpers/refusal.ts';
 import { describe, expect, it } from 'vitest';
-import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import {
   parseRetentionPolicyText,
   parseRules,

@@ -1,7 +1,6 @@
 import { usageRefusal } from './helpers/refusal.ts';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config/config.ts';
-import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import { BUILTIN_SCHEDULERS, EPOCH, dueSince, parseDuration, planDue, resolveSchedulers, scheduleTags, slaBreaches, type Scheduler } from '../../shared/domain/schedules.ts';
 import type { Version } from '../../shared/domain/types.ts';
 

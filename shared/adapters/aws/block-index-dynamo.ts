@@ -1,11 +1,4 @@
-import {
-  blockIndexRules,
-  blockOf,
-  evolveEntry,
-  expectedMarkOf,
-  timeOf,
-  type BlockIndexChange,
-} from '../../domain/block-index.ts';
+import { blockIndexRules, blockOf, evolveEntry, expectedMarkOf, timeOf, type BlockIndexChange } from '../../domain/block-index.ts';
 
 /**
  * The block-index rules (shared/domain/block-index.ts) translated into one conditional DynamoDB
@@ -20,15 +13,15 @@ export interface BlockIndexWrite {
 }
 
 export function blockIndexWrite(change: BlockIndexChange): BlockIndexWrite {
-  const { when, then } = blockIndexRules[change.kind];
+  const { requires, sets } = blockIndexRules[change.kind];
   const values: Record<string, unknown> = {};
   const guard: string[] = [];
-  if (when.deleting !== undefined) {
+  if (requires.deleting !== undefined) {
     guard.push('deleting = :whenDeleting');
-    values[':whenDeleting'] = when.deleting;
+    values[':whenDeleting'] = requires.deleting;
   }
-  if (when.mark === 'none') guard.push('attribute_not_exists(unreferencedSince)');
-  if (when.mark === 'seen') {
+  if (requires.mark === 'none') guard.push('attribute_not_exists(unreferencedSince)');
+  if (requires.mark === 'seen') {
     guard.push('attribute_exists(unreferencedSince)');
     const expected = expectedMarkOf(change);
     if (expected !== undefined) {
@@ -37,46 +30,46 @@ export function blockIndexWrite(change: BlockIndexChange): BlockIndexWrite {
     }
   }
   const condition =
-    when.exists === true
+    requires.exists === true
       ? ['attribute_exists(pk)', ...guard].join(' AND ')
-      : when.exists === false
+      : requires.exists === false
         ? 'attribute_not_exists(pk)'
         : guard.length
           ? `attribute_not_exists(pk) OR (${guard.join(' AND ')})`
           : '';
 
-  if (then.remove) return { kind: 'delete', ConditionExpression: condition, ExpressionAttributeValues: values };
+  if (sets.remove) return { kind: 'delete', ConditionExpression: condition, ExpressionAttributeValues: values };
 
   const set: string[] = [];
   const remove: string[] = [];
   const block = blockOf(change);
-  if (then.stored && block) {
+  if (sets.stored && block) {
     set.push('storedSize = :storedSize', 'checksum = :checksum');
     Object.assign(values, { ':storedSize': block.storedSize, ':checksum': block.checksum });
   }
-  if (then.mark === 'at') {
+  if (sets.mark === 'at') {
     set.push('unreferencedSince = :at');
     values[':at'] = timeOf(change);
   }
-  if (then.mark === 'clear') remove.push('unreferencedSince');
-  if (then.deleting !== undefined) {
+  if (sets.mark === 'clear') remove.push('unreferencedSince');
+  if (sets.deleting !== undefined) {
     set.push('deleting = :deleting');
-    values[':deleting'] = then.deleting;
+    values[':deleting'] = sets.deleting;
   }
-  if (then.valid !== undefined) {
+  if (sets.valid !== undefined) {
     set.push('valid = :valid');
-    values[':valid'] = then.valid;
+    values[':valid'] = sets.valid;
   }
   // A change that may create the entry gives a new item the rest of what the rules make of none.
-  const fresh = when.exists !== true ? evolveEntry(undefined, change) : undefined;
+  const fresh = requires.exists !== true ? evolveEntry(undefined, change) : undefined;
   if (fresh) {
     set.push('createdAt = if_not_exists(createdAt, :createdAt)');
     values[':createdAt'] = fresh.createdAt;
-    if (then.deleting === undefined) {
+    if (sets.deleting === undefined) {
       set.push('deleting = if_not_exists(deleting, :newDeleting)');
       values[':newDeleting'] = fresh.deleting;
     }
-    if (then.valid === undefined) {
+    if (sets.valid === undefined) {
       set.push('valid = if_not_exists(valid, :newValid)');
       values[':newValid'] = fresh.valid;
     }

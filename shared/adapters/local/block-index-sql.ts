@@ -1,14 +1,5 @@
 import type { SQLInputValue } from 'node:sqlite';
-import {
-  blockIndexRules,
-  blockOf,
-  evolveEntry,
-  expectedMarkOf,
-  timeOf,
-  type BlockIndexChange,
-  type ChangeKind,
-  type Rule,
-} from '../../domain/block-index.ts';
+import { blockIndexRules, blockOf, evolveEntry, expectedMarkOf, timeOf, type BlockIndexChange, type ChangeKind, type Rule } from '../../domain/block-index.ts';
 
 /**
  * The block-index rules (shared/domain/block-index.ts) translated into SQL: per change kind one
@@ -22,26 +13,26 @@ export interface BlockIndexStatement {
 
 const COLUMNS = 'id, stored_size, checksum, created_at, unreferenced_since, deleting, valid';
 
-function translate({ when, then }: Rule): BlockIndexStatement {
+function translate({ requires, sets }: Rule): BlockIndexStatement {
   const guard: string[] = [];
-  if (when.deleting !== undefined) guard.push(`deleting = ${Number(when.deleting)}`);
-  if (when.mark === 'none') guard.push('unreferenced_since IS NULL');
-  if (when.mark === 'seen') guard.push('unreferenced_since IS NOT NULL AND (:markedAt IS NULL OR unreferenced_since = :markedAt)');
+  if (requires.deleting !== undefined) guard.push(`deleting = ${Number(requires.deleting)}`);
+  if (requires.mark === 'none') guard.push('unreferenced_since IS NULL');
+  if (requires.mark === 'seen') guard.push('unreferenced_since IS NOT NULL AND (:markedAt IS NULL OR unreferenced_since = :markedAt)');
   const set: string[] = [];
-  if (then.stored) set.push('stored_size = :storedSize', 'checksum = :checksum');
-  if (then.mark === 'at') set.push('unreferenced_since = :at');
-  if (then.mark === 'clear') set.push('unreferenced_since = NULL');
-  if (then.deleting !== undefined) set.push(`deleting = ${Number(then.deleting)}`);
-  if (then.valid !== undefined) set.push(`valid = ${Number(then.valid)}`);
+  if (sets.stored) set.push('stored_size = :storedSize', 'checksum = :checksum');
+  if (sets.mark === 'at') set.push('unreferenced_since = :at');
+  if (sets.mark === 'clear') set.push('unreferenced_since = NULL');
+  if (sets.deleting !== undefined) set.push(`deleting = ${Number(sets.deleting)}`);
+  if (sets.valid !== undefined) set.push(`valid = ${Number(sets.valid)}`);
 
   const where = ['id = :id', ...guard].join(' AND ');
   let sql: string;
-  const mayCreate = when.exists !== true && !then.remove;
-  if (then.remove) sql = `DELETE FROM blocks WHERE ${where}`;
+  const mayCreate = requires.exists !== true && !sets.remove;
+  if (sets.remove) sql = `DELETE FROM blocks WHERE ${where}`;
   else if (!mayCreate) sql = `UPDATE blocks SET ${set.join(', ')} WHERE ${where}`;
   else {
     const insert = `INSERT INTO blocks (${COLUMNS}) VALUES (:id, :newSize, :newChecksum, :newCreatedAt, :newMark, :newDeleting, :newValid)`;
-    if (when.exists === false) sql = `${insert} ON CONFLICT (id) DO NOTHING`;
+    if (requires.exists === false) sql = `${insert} ON CONFLICT (id) DO NOTHING`;
     else sql = `${insert} ON CONFLICT (id) DO UPDATE SET ${set.join(', ')}${guard.length ? ` WHERE ${guard.join(' AND ')}` : ''}`;
   }
 
@@ -68,6 +59,7 @@ function translate({ when, then }: Rule): BlockIndexStatement {
   return { sql, params };
 }
 
-export const blockIndexStatements = Object.fromEntries(
-  Object.entries(blockIndexRules).map(([kind, rule]) => [kind, translate(rule)]),
-) as Record<ChangeKind, BlockIndexStatement>;
+export const blockIndexStatements = Object.fromEntries(Object.entries(blockIndexRules).map(([kind, rule]) => [kind, translate(rule)])) as Record<
+  ChangeKind,
+  BlockIndexStatement
+>;

@@ -120,8 +120,8 @@ export class SqliteMetadataStore implements MetadataStore {
   private applyChanges(changes: BlockIndexChange[]): boolean[] {
     return changes.map((change) => {
       const { sql, params } = blockIndexStatements[change.kind];
-      let statement = this.blockIndexWrites.get(change.kind);
-      if (!statement) this.blockIndexWrites.set(change.kind, (statement = this.db.prepare(sql)));
+      const statement = this.blockIndexWrites.get(change.kind) ?? this.db.prepare(sql);
+      this.blockIndexWrites.set(change.kind, statement);
       return statement.run(params(change)).changes === 1;
     });
   }
