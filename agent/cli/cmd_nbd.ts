@@ -5,7 +5,8 @@ import { resolveVersion } from '../../shared/app/resolve.ts';
 import { Backy2Error, ExitCode, usageError } from '../../shared/domain/errors.ts';
 import { ServedRepository } from '../nbd/served.ts';
 import { NbdServer } from '../nbd/server.ts';
-import { withBackend } from './context.ts';
+import { globals, logFor, withBackend } from './context.ts';
+import type { Log } from '../ui/log.ts';
 
 const DEFAULT_PORT = 10809;
 const DEFAULT_CACHE_MIB = 256;
@@ -39,6 +40,8 @@ export function register(program: Command): void {
       const cacheMib = integer(opts.cacheMib, '--cache-mib', 1, 1024 * 1024);
       const readAhead = integer(opts.readAhead, '--read-ahead', 0, 64);
       if (opts.readOnly && opts.discardChanges) throw usageError('-r and -d exclude each other');
+      // Handlers first: a signal that arrives while the server starts stops it once it listens.
+      const signalled = untilSignal(logFor(globals(cmd)));
       await withBackend(cmd, async (backend, _g, log) => {
         const only = new Set<string>();
         for (const uid of uids) {
@@ -67,7 +70,7 @@ export function register(program: Command): void {
           log.warn(`NBD traffic is not encrypted or authenticated: anyone who can reach ${opts.bindAddress}:${bound.port} can read${opts.readOnly ? '' : ' and write'} the served versions`);
         const mode = opts.readOnly ? 'read-only' : opts.discardChanges ? 'writes discarded on disconnect' : 'copy-on-write';
         log.info(`NBD server listening on ${bound.address}:${bound.port} (${mode}); export name = version uid; stop with Ctrl-C`);
-        await untilSignal();
+        await signalled;
         log.info('Stopping the NBD server: finishing open connections');
         await server.close();
       });
@@ -90,11 +93,16 @@ function listenError(e: NodeJS.ErrnoException, address: string, port: number): B
 
 const isLoopback = (address: string) => address === 'localhost' || address === '::1' || (isIP(address) === 4 && address.startsWith('127.'));
 
-function untilSignal(): Promise<void> {
+/**
+ * Resolves on the first SIGINT/SIGTERM. The handlers stay installed until the process exits: a
+ * later signal must not kill a server that is still committing copy-on-write versions.
+ */
+function untilSignal(log: Log): Promise<void> {
   return new Promise((resolve) => {
+    let stopping = false;
     const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+      if (stopping) log.warn('Still stopping (committing open copy-on-write versions); SIGKILL aborts them, leaving them pending');
+      stopping = true;
       resolve();
     };
     process.on('SIGINT', stop);
