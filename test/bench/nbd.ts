@@ -73,7 +73,12 @@ async function serve(o: Ours, ...extra: string[]): Promise<{ port: number; stop:
     await new Promise((r) => setTimeout(r, 50));
   }
   const port = Number(/listening on [^ ]+:(\d+)/.exec(stderr)![1]);
-  return { port, stop: () => new Promise<void>((r) => (child.on('close', () => r()), child.kill('SIGTERM'))) };
+  const stop = () =>
+    new Promise<void>((r) => {
+      child.on('close', () => r());
+      child.kill('SIGTERM');
+    });
+  return { port, stop };
 }
 
 async function connect(port: number, uid: string): Promise<RawNbd> {
