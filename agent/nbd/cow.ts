@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pLimit from 'p-limit';
-import { readChunkWithOrigin } from '../../shared/app/block-map.ts';
+import { chunkRecorded, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
 import { packChunk } from '../../shared/domain/blockmap.ts';
-import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
 import { refused } from '../../shared/domain/errors.ts';
 import type { StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
 import { runStartedAt } from '../../shared/domain/version.ts';
@@ -91,17 +90,7 @@ export async function commitCowVersion(backend: Backend, original: Version, pend
       );
       const packed = packChunk(entries);
       packedMap.push(packed);
-      const event: EventOf<'BlocksRecorded'> = BlocksRecorded.parse({
-        type: 'BlocksRecorded',
-        v: 1,
-        uid: version.uid,
-        chunk,
-        entries: touched ? packed.toString('base64') : null,
-        sameAs: touched ? null : origin,
-        newBlocks,
-        at: new Date().toISOString(),
-      });
-      await catalog.record(event);
+      await catalog.record(chunkRecorded(version.uid, chunk, touched ? { entries: packed } : { sameAs: origin }, newBlocks));
     }
     await catalog.awaitRecorded(version.uid, version.chunkCount);
     await writeManifest(backend.blocks, codec, version, packedMap);

@@ -5,11 +5,10 @@ import { blockKey } from '../../shared/blocks/codec.ts';
 import { blockLength, chunkLength, DEFAULT_CHUNK_ENTRIES, packChunk } from '../../shared/domain/blockmap.ts';
 import { Backy2Error, ExitCode, refused, usageError } from '../../shared/domain/errors.ts';
 import type { TouchResult } from '../../shared/ports/metadata-store.ts';
-import { BlocksRecorded, type EventOf } from '../../shared/domain/events.ts';
 import { scheduleTags } from '../../shared/domain/schedules.ts';
 import { planHintedBlocks, sanityCheckSample, type Hint } from '../../shared/domain/hints.ts';
 import type { BlockId, BlockRef, StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
-import { readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
+import { chunkRecorded, readChunk, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
 import { afterTouch, countBlock, decideByContent, hintedEntry, outcomeOf, outcomeOfRecorded } from '../../shared/domain/backup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
@@ -221,17 +220,7 @@ async function backupBlocks(
     const unchanged = baseChunk !== null && baseChunk.entries.length === count && baseChunk.entries.every((e, i) => e.id === entries[i]!.id && e.length === entries[i]!.length);
     const packed = packChunk(entries);
     packedMap.push(packed);
-    const event: EventOf<'BlocksRecorded'> = BlocksRecorded.parse({
-      type: 'BlocksRecorded',
-      v: 1,
-      uid: version.uid,
-      chunk,
-      entries: unchanged ? null : packed.toString('base64'),
-      sameAs: unchanged ? baseChunk.origin : null,
-      newBlocks,
-      at: new Date().toISOString(),
-    });
-    await catalog.record(event);
+    await catalog.record(chunkRecorded(version.uid, chunk, unchanged ? { sameAs: baseChunk.origin } : { entries: packed }, newBlocks));
   }
   progress.stop();
   await writeManifest(blocks, codec, version, packedMap);

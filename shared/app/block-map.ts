@@ -1,5 +1,6 @@
 import { chunkLength, unpackChunk } from '../domain/blockmap.ts';
-import type { BlockId, BlockRef, Version } from '../domain/types.ts';
+import { BlocksRecorded, type EventOf } from '../domain/events.ts';
+import type { BlockId, BlockRef, StoredBlock, Version } from '../domain/types.ts';
 import type { MetadataReader } from '../ports/catalog.ts';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
 
@@ -50,4 +51,19 @@ export async function recordedIds(reader: MetadataReader, version: Version, into
     for (const e of await readChunk(reader, version, chunk)) if (e.id) into.add(e.id);
   }
   return into;
+}
+
+/**
+ * The record of one block-map chunk, as every writer of versions (backup, copy-on-write, import)
+ * sends it: either its packed entries, or `sameAs` the chunk of an older version it equals.
+ */
+export function chunkRecorded(
+  uid: string,
+  chunk: number,
+  content: { entries: Buffer | string } | { sameAs: EventOf<'BlocksRecorded'>['sameAs'] },
+  newBlocks: StoredBlock[],
+): EventOf<'BlocksRecorded'> {
+  const entries = 'entries' in content ? (typeof content.entries === 'string' ? content.entries : content.entries.toString('base64')) : null;
+  const sameAs = 'sameAs' in content ? content.sameAs : null;
+  return BlocksRecorded.parse({ type: 'BlocksRecorded', v: 1, uid, chunk, entries, sameAs, newBlocks, at: new Date().toISOString() });
 }

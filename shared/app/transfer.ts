@@ -5,11 +5,11 @@ import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
 import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
 import { Backy2Error, ExitCode, integrityError, refused, storageError } from '../domain/errors.ts';
-import { BlocksRecorded, StoredBlockSchema, VersionStatsSchema } from '../domain/events.ts';
+import { StoredBlockSchema, VersionStatsSchema } from '../domain/events.ts';
 import type { BlockId, StoredBlock, Version } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
 import type { Catalog, MetadataReader } from '../ports/catalog.ts';
-import { readChunk } from './block-map.ts';
+import { chunkRecorded, readChunk } from './block-map.ts';
 import { writeManifest } from './manifest.ts';
 
 /**
@@ -294,9 +294,7 @@ export async function importVersion(deps: ImportDeps, open: () => AsyncIterable<
     for await (const item of itemsOf(recordedRead.lines)) {
       if (item.kind !== 'chunk') continue;
       packedMap.push(Buffer.from(item.entries, 'base64'));
-      await catalog.record(
-        BlocksRecorded.parse({ type: 'BlocksRecorded', v: 1, uid: v.uid, chunk: item.chunk, entries: item.entries, sameAs: null, newBlocks: [], at: new Date().toISOString() }),
-      );
+      await catalog.record(chunkRecorded(v.uid, item.chunk, { entries: item.entries }, []));
     }
     // What was recorded must be what was checked: a file changed in between fails the import.
     if (recordedRead.digest() !== checkedRead.digest()) throw formatError(`The import file changed while it was being imported; version ${v.uid} is failed`);
