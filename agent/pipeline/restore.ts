@@ -133,8 +133,10 @@ async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
   return verify(backend, ref, await readStored(backend, ref));
 }
 
-async function readStored(backend: Backend, ref: BlockRef): Promise<Buffer> {
-  const stored = await backend.blocks.get(blockKey(ref.id!)).catch((e: Error) => {
+/** The stored object, read into `into` (the codec's shared block memory) when given. */
+async function readStored(backend: Backend, ref: BlockRef, into: Buffer | null = null): Promise<Buffer> {
+  const key = blockKey(ref.id!);
+  const stored = await (into ? backend.blocks.getInto(key, into) : backend.blocks.get(key)).catch((e: Error) => {
     throw new BlockReadFailed(`Cannot read block ${ref.id} (block ${ref.idx}): ${e.message}`);
   });
   if (stored === null) throw storageError(`Block ${ref.id} (block ${ref.idx}) is missing from storage`);
@@ -194,9 +196,15 @@ async function writeBlocks(
     if (e.id === null) {
       if (!opts.fresh && !opts.sparse) await write(zeros, e.length, position);
     } else {
-      const stored = await reads(() => readStored(backend, e));
-      const data = await verify(backend, e, stored);
-      await write(data, data.length, position);
+      // One piece of shared memory holds the stored object, then (written over it) the plaintext.
+      const memory = backend.codec.blockBuffer();
+      try {
+        const stored = await reads(() => readStored(backend, e, memory));
+        const data = await verify(backend, e, stored);
+        await write(data, data.length, position);
+      } finally {
+        backend.codec.releaseBlockBuffer(memory);
+      }
     }
     bytes += e.length;
     finished.add(e.idx);

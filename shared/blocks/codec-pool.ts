@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import type { RepositoryKeys } from './keys.ts';
 import { youngCollector } from './young-gc.ts';
-import type { CodecRequest, CodecResponse, WorkerKeys } from './codec-worker.ts';
+import type { CodecRequest, CodecResponse, SlotRegistration, WorkerKeys } from './codec-worker.ts';
+import { STORED_OVERHEAD } from './codec-sync.ts';
 
 /**
  * Worker threads that run the block codec (codec-sync.ts), one block start to finish per job:
@@ -16,6 +17,11 @@ interface Slot {
 
 export class CodecPool {
   private slots: Slot[] = [];
+  /** Shared block memory (see acquire()): every piece ever made, and those free now. */
+  private readonly memory: SharedArrayBuffer[] = [];
+  private readonly memoryIndex = new Map<SharedArrayBuffer, number>();
+  private readonly freeMemory: Buffer[] = [];
+  private readonly memoryBytes: number;
   private readonly workerData: WorkerKeys;
   private readonly wanted: number;
   private seq = 0;
@@ -33,6 +39,7 @@ export class CodecPool {
       maxBlockSize,
     };
     this.wanted = Math.max(1, size);
+    this.memoryBytes = maxBlockSize + STORED_OVERHEAD;
     this.afterReply = youngCollector(4 * maxBlockSize);
   }
 
@@ -57,9 +64,39 @@ export class CodecPool {
       };
       worker.on('error', fail);
       worker.on('exit', (code) => fail(new Error(`codec worker exited (${code})`)));
+      this.memory.forEach((memory, register) => worker.postMessage({ register, memory } satisfies SlotRegistration));
       return slot;
     });
     return this.slots;
+  }
+
+  /**
+   * Block memory shared with the workers, for one block in flight: the pipeline reads a block (or
+   * a stored object) into it, and a job given this memory has its result written back into it,
+   * so no buffer is allocated (and none left for the collector) per block on the pipeline's
+   * thread. Made on first need, reused after release(); as many exist as blocks were in flight
+   * at once (each maxBlockSize plus a stored object's overhead).
+   */
+  acquire(): Buffer {
+    const free = this.freeMemory.pop();
+    if (free) return free;
+    const memory = new SharedArrayBuffer(this.memoryBytes);
+    const register = this.memory.push(memory) - 1;
+    this.memoryIndex.set(memory, register);
+    // Messages are ordered: every worker knows this memory before any job that uses it.
+    for (const s of this.slots) s.worker.postMessage({ register, memory } satisfies SlotRegistration);
+    return Buffer.from(memory);
+  }
+
+  /** Gives block memory from acquire() back (any view of it); nothing may use it afterwards. */
+  release(view: Buffer): void {
+    const register = this.memoryIndex.get(view.buffer as SharedArrayBuffer);
+    if (register !== undefined) this.freeMemory.push(Buffer.from(this.memory[register]!));
+  }
+
+  /** The register of `data` when it is a view from the start of this pool's shared memory. */
+  private sharedSlot(data: Buffer): number | undefined {
+    return data.byteOffset === 0 && data.buffer instanceof SharedArrayBuffer ? this.memoryIndex.get(data.buffer) : undefined;
   }
 
   get size(): number {
@@ -69,19 +106,27 @@ export class CodecPool {
   /**
    * Runs one job on the least busy worker. `data` is copied, unless `give` says the caller gives
    * it up: then a buffer that owns its whole memory moves to the worker without a copy (and is
-   * empty here afterwards).
+   * empty here afterwards), and data in shared memory from acquire() stays where it is and has
+   * the result written over it (the response then carries its `length` instead of `data`).
    */
   run(op: CodecRequest['op'], data: Buffer, id?: string, give = false): Promise<CodecResponse> {
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
     const slots = this.slots.length ? this.slots : this.start();
     const slot = slots.reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
     const seq = ++this.seq;
-    const payload = give && ownsItsMemory(data) ? data : new Uint8Array(data);
+    const shared = give ? this.sharedSlot(data) : undefined;
+    let req: CodecRequest;
+    let transfer: ArrayBuffer[] = [];
+    if (shared !== undefined) req = { seq, op, slot: shared, length: data.length, ...(id === undefined ? {} : { id }) };
+    else {
+      const payload = give && ownsItsMemory(data) ? data : new Uint8Array(data);
+      req = { seq, op, data: payload, ...(id === undefined ? {} : { id }) };
+      transfer = [payload.buffer as ArrayBuffer];
+    }
     return new Promise((resolve, reject) => {
       if (slot.pending.size === 0) slot.worker.ref();
       slot.pending.set(seq, { resolve, reject });
-      const req: CodecRequest = id === undefined ? { seq, op, data: payload } : { seq, op, data: payload, id };
-      slot.worker.postMessage(req, [payload.buffer as ArrayBuffer]);
+      slot.worker.postMessage(req, transfer);
     });
   }
 

@@ -100,7 +100,15 @@ export const blockIdSync = (keys: SyncKeys, plaintext: Buffer): BlockId => creat
 
 export const checksumSync = (stored: Buffer) => createHash('sha256').update(stored).digest('hex');
 
-export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId): Buffer {
+/** What a stored object adds to its plaintext at most (header and tag; a body never grows). */
+export const STORED_OVERHEAD = HEADER_BYTES + 16;
+
+/**
+ * The stored object of a block. With `into` (shared block memory, at least the plaintext's length
+ * plus STORED_OVERHEAD; it may be the plaintext's own memory), it is written there and returned
+ * as a view of it: the ciphertext is complete before the first byte of `into` is overwritten.
+ */
+export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId, into?: Buffer): Buffer {
   const sample = compressionSample(plaintext);
   let body = plaintext;
   let compressed = false;
@@ -114,12 +122,31 @@ export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId): Buff
   const header = newHeader(keys.keyId, compressed);
   const cipher = createCipheriv('aes-256-gcm', keys.encryptionKey, header.subarray(14, 26));
   cipher.setAAD(aad(header, id));
-  const out = Buffer.allocUnsafeSlow(HEADER_BYTES + body.length + 16);
+  const sealed = cipher.update(body);
+  const last = cipher.final();
+  const tag = cipher.getAuthTag();
+  const length = HEADER_BYTES + sealed.length + last.length + tag.length;
+  const out = into ? into.subarray(0, length) : Buffer.allocUnsafeSlow(length);
   header.copy(out, 0);
-  let at = HEADER_BYTES + cipher.update(body).copy(out, HEADER_BYTES);
-  at += cipher.final().copy(out, at);
-  cipher.getAuthTag().copy(out, at);
+  sealed.copy(out, HEADER_BYTES);
+  last.copy(out, HEADER_BYTES + sealed.length);
+  tag.copy(out, length - tag.length);
   return out;
+}
+
+/**
+ * zstd decompression into one output chunk as large as the block (no joins, no copies). zlib's
+ * engine keeps that chunk as its output buffer, and the engine outlives young-generation
+ * collections (its native handle is released by a full one): every block would wait in the old
+ * generation. The engine (`info: true`) is told to let go of it, so the plaintext dies young.
+ */
+function decompressBlock(body: Buffer, maxChunk: number): Buffer {
+  const { buffer, engine } = zstdDecompressSync(body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)), info: true }) as unknown as {
+    buffer: Buffer;
+    engine: { _outBuffer?: unknown };
+  };
+  engine._outBuffer = undefined;
+  return buffer;
 }
 
 export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk: number): Buffer | DecodeFailure {
@@ -141,7 +168,7 @@ export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk
   let plaintext = body;
   if (header.readUInt8(5) === COMPRESSION.zstd) {
     try {
-      plaintext = zstdDecompressSync(body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)) });
+      plaintext = decompressBlock(body, maxChunk);
     } catch (e) {
       return { kind: 'format', message: `block ${id} does not decompress: ${(e as Error).message}` };
     }

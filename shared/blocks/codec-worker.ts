@@ -1,20 +1,27 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { youngCollector } from './young-gc.ts';
-import { blockIdSync, checksumSync, decodeSync, encodeSync, type SyncKeys } from './codec-sync.ts';
+import { blockIdSync, checksumSync, decodeSync, encodeSync, STORED_OVERHEAD, type SyncKeys } from './codec-sync.ts';
 
 /**
  * A thread of the codec's pool (codec-pool.ts): takes one block at a time and does all of its
  * work (keyed hash; sample, compress, encrypt, checksum; or decrypt, decompress, verify) here.
+ *
+ * A block comes either as its own buffer (moved here and back), or in shared block memory the
+ * pool registered once (`slot`): then the result is written back into that memory (unless it
+ * does not fit) and only its length travels, so the pipeline's thread allocates nothing per block (no garbage to collect).
  */
-export interface CodecRequest {
-  seq: number;
-  op: 'id' | 'encode' | 'decode';
-  data: Uint8Array;
-  id?: string;
+export type CodecRequest =
+  | { seq: number; op: 'id' | 'encode' | 'decode'; data: Uint8Array; id?: string }
+  | { seq: number; op: 'id' | 'encode' | 'decode'; slot: number; length: number; id?: string };
+
+/** Shared block memory, sent once per worker before any request uses it. */
+export interface SlotRegistration {
+  register: number;
+  memory: SharedArrayBuffer;
 }
 
 export type CodecResponse =
-  | { seq: number; ok: true; id?: string; data?: Uint8Array; checksum?: string }
+  | { seq: number; ok: true; id?: string; data?: Uint8Array; length?: number; checksum?: string }
   | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string };
 
 /** The keys as they travel to a worker (older keys: decode only, key rotation). */
@@ -33,6 +40,7 @@ const keys: SyncKeys = {
   dedupKey: Buffer.from(init.dedupKey),
   readKeys: init.readKeys.map((k) => ({ keyId: Buffer.from(k.keyId), encryptionKey: Buffer.from(k.encryptionKey) })),
 };
+const slots: Buffer[] = [];
 
 /** Transfers a buffer the worker owns outright; a view into a shared pool is copied instead. */
 const transferable = (b: Buffer): ArrayBuffer[] => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? [b.buffer as ArrayBuffer] : []);
@@ -44,30 +52,41 @@ const transferable = (b: Buffer): ArrayBuffer[] => (b.byteOffset === 0 && b.byte
  */
 const afterBlock = youngCollector(init.maxBlockSize, 64 * init.maxBlockSize);
 
-parentPort!.on('message', (req: CodecRequest) => {
-  const data = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
-  let res: CodecResponse;
-  let transfer: ArrayBuffer[] = [];
-  try {
-    if (req.op === 'id') {
-      // The plaintext goes back with its id (the caller may have given it up to avoid a copy).
-      res = { seq: req.seq, ok: true, id: blockIdSync(keys, data), data };
-      transfer = transferable(data);
-    }
-    else if (req.op === 'encode') {
-      const stored = encodeSync(keys, data, req.id!);
-      res = { seq: req.seq, ok: true, data: stored, checksum: checksumSync(stored) };
-      transfer = transferable(stored);
-    } else {
-      const out = decodeSync(keys, data, req.id!, init.maxBlockSize);
-      if (Buffer.isBuffer(out)) {
-        res = { seq: req.seq, ok: true, data: out };
-        transfer = transferable(out);
-      } else res = { seq: req.seq, ok: false, failure: out };
-    }
-  } catch (e) {
-    res = { seq: req.seq, ok: false, error: (e as Error)?.stack ?? String(e) };
+/** One block's work; `slot` is the shared memory it came in (the result goes back there), if any. */
+function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res: CodecResponse; transfer: ArrayBuffer[] } {
+  const { seq } = req;
+  if (req.op === 'id') {
+    const id = blockIdSync(keys, data);
+    // The plaintext goes back with its id (the caller may have given it up to avoid a copy).
+    return slot ? { res: { seq, ok: true, id }, transfer: [] } : { res: { seq, ok: true, id, data }, transfer: transferable(data) };
   }
-  parentPort!.postMessage(res, transfer);
+  if (req.op === 'encode') {
+    const into = slot && data.length + STORED_OVERHEAD <= slot.length ? slot : undefined;
+    const stored = encodeSync(keys, data, req.id!, into);
+    const checksum = checksumSync(stored);
+    return into ? { res: { seq, ok: true, length: stored.length, checksum }, transfer: [] } : { res: { seq, ok: true, data: stored, checksum }, transfer: transferable(stored) };
+  }
+  const out = decodeSync(keys, data, req.id!, init.maxBlockSize);
+  if (!Buffer.isBuffer(out)) return { res: { seq, ok: false, failure: out }, transfer: [] };
+  // A block larger than the shared memory (a version of larger blocks) goes back as its own buffer.
+  if (!slot || out.length > slot.length) return { res: { seq, ok: true, data: out }, transfer: transferable(out) };
+  out.copy(slot, 0);
+  return { res: { seq, ok: true, length: out.length }, transfer: [] };
+}
+
+parentPort!.on('message', (msg: CodecRequest | SlotRegistration) => {
+  if ('register' in msg) {
+    slots[msg.register] = Buffer.from(msg.memory);
+    return;
+  }
+  const slot = 'slot' in msg ? slots[msg.slot]! : undefined;
+  const data = 'slot' in msg ? slot!.subarray(0, msg.length) : Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+  let reply: { res: CodecResponse; transfer: ArrayBuffer[] };
+  try {
+    reply = work(msg, data, slot);
+  } catch (e) {
+    reply = { res: { seq: msg.seq, ok: false, error: (e as Error)?.stack ?? String(e) }, transfer: [] };
+  }
+  parentPort!.postMessage(reply.res, reply.transfer);
   afterBlock(Math.max(data.length, init.maxBlockSize));
 });

@@ -51,6 +51,19 @@ export class BlockCodec {
     return this.pool?.size ?? 0;
   }
 
+  /**
+   * Reusable memory for one block in flight, shared with the workers (codec-pool.ts acquire());
+   * null without workers. A block read into it and given to blockIdOf, encodeForUpload or decode
+   * has the result written back into it, returned as a view. Give it back with releaseBlockBuffer.
+   */
+  blockBuffer(): Buffer | null {
+    return this.pool?.acquire() ?? null;
+  }
+
+  releaseBlockBuffer(memory: Buffer | null): void {
+    if (memory) this.pool?.release(memory);
+  }
+
   isZero(block: Buffer): boolean {
     return block.length <= this.zeros.length
       ? block.equals(this.zeros.subarray(0, block.length))
@@ -70,7 +83,7 @@ export class BlockCodec {
   async blockIdOf(plaintext: Buffer): Promise<{ id: BlockId; plaintext: Buffer }> {
     if (!this.pool) return { id: await this.blockId(plaintext), plaintext };
     const res = unwrap(await this.pool.run('id', plaintext, undefined, true));
-    return { id: res.id!, plaintext: asBuffer(res.data!) };
+    return { id: res.id!, plaintext: res.data ? asBuffer(res.data) : plaintext };
   }
 
   async encode(plaintext: Buffer, id: BlockId): Promise<Buffer> {
@@ -84,7 +97,7 @@ export class BlockCodec {
   async encodeForUpload(plaintext: Buffer, id: BlockId, give = false): Promise<{ stored: Buffer; checksum: string }> {
     if (this.pool) {
       const res = unwrap(await this.pool.run('encode', plaintext, id, give));
-      return { stored: asBuffer(res.data!), checksum: res.checksum! };
+      return { stored: resultOf(res, plaintext), checksum: res.checksum! };
     }
     // A block whose sample does not compress (random, already compressed or encrypted data) is
     // stored raw without the attempt, which costs as much as AES-GCM on such data.
@@ -110,7 +123,7 @@ export class BlockCodec {
     if (this.pool) {
       const res = await this.pool.run('decode', stored, id, give);
       if (!res.ok && res.failure) throw res.failure.kind === 'wrongKey' ? new WrongKeyError(res.failure.message) : new BlockFormatError(res.failure.message);
-      return asBuffer(unwrap(res).data!);
+      return resultOf(unwrap(res), stored);
     }
     const checked = checkHeader(stored, id, this.keys);
     if ('kind' in checked) throw checked.kind === 'wrongKey' ? new WrongKeyError(checked.message) : new BlockFormatError(checked.message);
@@ -151,6 +164,10 @@ function unwrap(res: CodecResponse): Extract<CodecResponse, { ok: true }> {
 }
 
 const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+/** A job's result: its own buffer, or written over the shared memory `given` was in. */
+const resultOf = (res: Extract<CodecResponse, { ok: true }>, given: Buffer) =>
+  res.data ? asBuffer(res.data) : Buffer.from(given.buffer, 0, res.length!);
 
 /** Checksum of the stored object, recorded at upload so scrubs without the key can verify it. */
 export const storedChecksum = (stored: Buffer) => createHash('sha256').update(stored).digest('hex');

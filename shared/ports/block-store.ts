@@ -6,6 +6,12 @@ export interface BlockStore {
   put(key: string, body: Buffer): Promise<void>;
   /** The object's bytes, or null when it does not exist. */
   get(key: string): Promise<Buffer | null>;
+  /**
+   * The object's bytes read into `into` (a pipeline's reusable block memory) and returned as a
+   * view of it; an object larger than `into` comes back in a buffer of its own. Null when it does
+   * not exist.
+   */
+  getInto(key: string, into: Buffer): Promise<Buffer | null>;
   /** The object's size, or null when it does not exist. */
   head(key: string): Promise<number | null>;
   delete(key: string): Promise<void>;

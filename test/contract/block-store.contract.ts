@@ -47,6 +47,25 @@ export function blockStoreContract(name: string, makeStore: () => Promise<BlockS
       expect(await store.get(empty)).toEqual(Buffer.alloc(0));
     });
 
+    it('getInto reads an object into the given memory (a view of it); a larger object comes back whole on its own; a missing one is null', async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/into`;
+      const body = randomBytes(300_000);
+      await store.putIfAbsent(key, body);
+      const memory = Buffer.alloc(400_000, 7);
+      const got = await store.getInto(key, memory);
+      expect(got).toEqual(body);
+      expect(got!.buffer).toBe(memory.buffer);
+      const small = Buffer.alloc(1000);
+      const whole = await store.getInto(key, small);
+      expect(whole).toEqual(body);
+      expect(whole!.buffer).not.toBe(small.buffer);
+      expect(await store.getInto(`${fresh()}blocks/00/00/none`, memory)).toBeNull();
+      const empty = `${fresh()}empty`;
+      await store.put(empty, Buffer.alloc(0));
+      expect(await store.getInto(empty, memory)).toEqual(Buffer.alloc(0));
+    });
+
     it('a missing object: get and head give null, delete is a no-op, list gives nothing', async () => {
       const store = await makeStore();
       const prefix = fresh();

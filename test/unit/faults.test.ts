@@ -81,7 +81,7 @@ describe('AWS errors after the SDK retries', () => {
       let puts = 0;
       const real = repo.backend.blocks;
       const throttledAfter1500: BlockStore = {
-        ...Object.fromEntries(['get', 'head', 'delete', 'list', 'put'].map((k) => [k, (real as unknown as Record<string, (...a: unknown[]) => unknown>)[k]!.bind(real)])),
+        ...Object.fromEntries(['get', 'getInto', 'head', 'delete', 'list', 'put'].map((k) => [k, (real as unknown as Record<string, (...a: unknown[]) => unknown>)[k]!.bind(real)])),
         putIfAbsent: async (key: string, body: Buffer) => {
           if (++puts > 1500) throw new S3ServiceException({ name: 'SlowDown', $fault: 'server', message: 'Please reduce your request rate', $metadata: { httpStatusCode: 503, attempts: 8 } });
           return real.putIfAbsent(key, body);

@@ -42,6 +42,27 @@ export class S3BlockStore implements BlockStore {
     }
   }
 
+  async getInto(key: string, into: Buffer): Promise<Buffer | null> {
+    try {
+      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      if ((out.ContentLength ?? 0) > into.length) return Buffer.from(await out.Body!.transformToByteArray());
+      let got = 0;
+      const chunks: Buffer[] = [];
+      for await (const chunk of out.Body as AsyncIterable<Uint8Array>) {
+        // Longer than announced: the rest is kept apart and the whole object returned on its own.
+        if (chunks.length || got + chunk.length > into.length) chunks.push(Buffer.from(chunk));
+        else {
+          into.set(chunk, got);
+          got += chunk.length;
+        }
+      }
+      return chunks.length ? Buffer.concat([into.subarray(0, got), ...chunks]) : into.subarray(0, got);
+    } catch (e) {
+      if (isNotFound(e)) return null;
+      throw e;
+    }
+  }
+
   async head(key: string): Promise<number | null> {
     try {
       const out = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));

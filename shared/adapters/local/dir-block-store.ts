@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat, link, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, link, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -96,6 +96,31 @@ export class DirBlockStore implements BlockStore {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
         throw e;
+      }
+    });
+  }
+
+  async getInto(key: string, into: Buffer): Promise<Buffer | null> {
+    return this.io(async () => {
+      let fh: FileHandle;
+      try {
+        fh = await open(this.path(key), 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw e;
+      }
+      try {
+        const { size } = await fh.stat();
+        if (size > into.length) return await fh.readFile();
+        let got = 0;
+        while (got < size) {
+          const { bytesRead } = await fh.read(into, got, size - got, got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return into.subarray(0, got);
+      } finally {
+        await fh.close();
       }
     });
   }
