@@ -39,9 +39,12 @@ export async function openSource(url: string): Promise<{ path: string; fh: FileH
   return { path, fh, size };
 }
 
-/** Reads exactly `length` bytes at `position`, or fewer only at the end of the source. */
-export async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+/**
+ * Reads exactly `length` bytes at `position`, or fewer only at the end of the source; into
+ * `into` (reused block memory, at least `length` bytes) when given.
+ */
+export async function readAt(fh: FileHandle, position: number, length: number, into?: Buffer | null): Promise<Buffer> {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
     const { bytesRead } = await fh.read(buf, got, length - got, position + got);

@@ -149,8 +149,8 @@ async function backupBlocks(
   const progress = startProgress('Backed up', version.blockCount, log, { bar: progressBar });
   let done = 0;
 
-  const readBlock = async (idx: number, length: number): Promise<Buffer> => {
-    const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length)).catch((e: unknown) => {
+  const readBlock = async (idx: number, length: number, into: Buffer | null): Promise<Buffer> => {
+    const data = await readLimit(() => readAt(source.fh, idx * version.blockSize, length, into)).catch((e: unknown) => {
       throw osFault(e, 'source', `${sourceUrl} (block ${idx})`) ?? e;
     });
     if (data.length !== length)
@@ -173,7 +173,16 @@ async function backupBlocks(
       countBlock(stats, outcomeOfRecorded(hinted));
       return hinted;
     }
-    let data = await readBlock(idx, length);
+    // The codec's shared block memory: read into, hashed and encoded in place, given back when done.
+    const memory = codec.blockBuffer();
+    try {
+      return await readAndStore(idx, length, baseEntry, hinted, memory, newBlocks);
+    } finally {
+      codec.releaseBlockBuffer(memory);
+    }
+  };
+  const readAndStore = async (idx: number, length: number, baseEntry: BlockRef | undefined, hinted: BlockRef | null, memory: Buffer | null, newBlocks: StoredBlock[]): Promise<BlockRef> => {
+    let data = await readBlock(idx, length, memory);
     const zero = codec.isZero(data);
     let id: BlockId | null = null;
     if (!zero) ({ id, plaintext: data } = await codec.blockIdOf(data));
@@ -200,7 +209,7 @@ async function backupBlocks(
     const first = chunk * version.chunkEntries;
     const count = chunkLength(chunk, version.blockCount, version.chunkEntries);
     if (run.recorded.has(chunk)) {
-      const recordedEntries = await keepRecordedChunk(backend, version, chunk, readBlock, stats);
+      const recordedEntries = await keepRecordedChunk(backend, version, chunk, (idx, length) => readBlock(idx, length, null), stats);
       packedMap.push(packChunk(recordedEntries));
       done += count;
       progress.tick(done, stats.bytesRead);

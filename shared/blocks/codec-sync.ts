@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
-import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { constants, type ZstdOptions, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import type { BlockId } from '../domain/types.ts';
 
 /**
@@ -37,13 +37,19 @@ export const zstdOptions = (inputLength: number) => ({
 });
 
 /**
- * The synchronous compression of the worker threads writes 256 KiB output chunks (joined once at
- * the end; no thread hops to pay for here). zlib keeps its last output chunk referenced past the
- * call, long enough for a young-generation collection to promote it: with a chunk as large as
- * the block, every block left 4 MiB to the rare full collections (a backup's codec threads held
- * 60-80 MiB of them).
+ * One synchronous zstd call into a single output chunk of `chunkSize` (no joins, no copies).
+ * zlib's engine keeps that chunk as its output buffer, and the engine outlives young-generation
+ * collections (its native handle is released by a full one): every block's output would wait in
+ * the old generation (a codec thread held 60-80 MiB of them). The engine (`info: true`) is told
+ * to let go of it, so the output dies young once the caller is done with it.
  */
-const zstdSyncOptions = (inputLength: number) => ({ ...zstdOptions(inputLength), chunkSize: Math.min(256 * 1024, Math.max(64 * 1024, inputLength)) });
+function zstdOnce(run: typeof zstdCompressSync | typeof zstdDecompressSync, input: Buffer, options: ZstdOptions): Buffer {
+  const { buffer, engine } = run(input, { ...options, info: true }) as unknown as { buffer: Buffer; engine: { _outBuffer?: unknown } };
+  engine._outBuffer = undefined;
+  return buffer;
+}
+
+const compressSync = (input: Buffer) => zstdOnce(zstdCompressSync, input, zstdOptions(input.length));
 
 /** The slices a large block's compressibility is judged by; null: too small to sample, just try. */
 export function compressionSample(plaintext: Buffer): Buffer | null {
@@ -112,8 +118,8 @@ export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId, into?
   const sample = compressionSample(plaintext);
   let body = plaintext;
   let compressed = false;
-  if (sample === null || sampleSaysCompress(sample, zstdCompressSync(sample, zstdSyncOptions(sample.length)))) {
-    const packed = zstdCompressSync(plaintext, zstdSyncOptions(plaintext.length));
+  if (sample === null || sampleSaysCompress(sample, compressSync(sample))) {
+    const packed = compressSync(plaintext);
     if (packed.length < plaintext.length) {
       body = packed;
       compressed = true;
@@ -132,21 +138,6 @@ export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId, into?
   last.copy(out, HEADER_BYTES + sealed.length);
   tag.copy(out, length - tag.length);
   return out;
-}
-
-/**
- * zstd decompression into one output chunk as large as the block (no joins, no copies). zlib's
- * engine keeps that chunk as its output buffer, and the engine outlives young-generation
- * collections (its native handle is released by a full one): every block would wait in the old
- * generation. The engine (`info: true`) is told to let go of it, so the plaintext dies young.
- */
-function decompressBlock(body: Buffer, maxChunk: number): Buffer {
-  const { buffer, engine } = zstdDecompressSync(body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)), info: true }) as unknown as {
-    buffer: Buffer;
-    engine: { _outBuffer?: unknown };
-  };
-  engine._outBuffer = undefined;
-  return buffer;
 }
 
 export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk: number): Buffer | DecodeFailure {
@@ -168,7 +159,7 @@ export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk
   let plaintext = body;
   if (header.readUInt8(5) === COMPRESSION.zstd) {
     try {
-      plaintext = decompressBlock(body, maxChunk);
+      plaintext = zstdOnce(zstdDecompressSync, body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)) });
     } catch (e) {
       return { kind: 'format', message: `block ${id} does not decompress: ${(e as Error).message}` };
     }

@@ -221,6 +221,51 @@ describe('the two implementations are one format', () => {
   });
 });
 
+describe('shared block memory (the pipelines\' per-block buffers)', () => {
+  it('a block read into it is hashed, encoded and decoded in place: the same bytes as with its own buffers, and the memory is reused', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(anyData, fc.constant(randomBytes(4 * 1024 * 1024))), async (data) => {
+        const memory = poolCodec.blockBuffer()!;
+        try {
+          data.copy(memory);
+          const { id, plaintext } = await poolCodec.blockIdOf(memory.subarray(0, data.length));
+          expect(id).toBe(await webCodec.blockId(data));
+          expect(plaintext.buffer).toBe(memory.buffer);
+          const { stored, checksum } = await poolCodec.encodeForUpload(plaintext, id, true);
+          expect(stored.buffer).toBe(memory.buffer);
+          expect(checksum).toBe(storedChecksum(stored));
+          expect((await webCodec.decode(Buffer.from(stored), id)).equals(data)).toBe(true);
+          const decoded = await poolCodec.decode(stored, id, true);
+          expect(decoded.buffer).toBe(memory.buffer);
+          expect(decoded.equals(data)).toBe(true);
+        } finally {
+          poolCodec.releaseBlockBuffer(memory);
+        }
+      }),
+      { numRuns: 40 },
+    );
+    // Released memory is handed out again, not made anew.
+    const first = poolCodec.blockBuffer()!;
+    poolCodec.releaseBlockBuffer(first);
+    expect(poolCodec.blockBuffer()!.buffer).toBe(first.buffer);
+  });
+
+  it('a damaged object in shared memory is rejected like any other', async () => {
+    const data = Buffer.from('payload '.repeat(5000));
+    const id = await webCodec.blockId(data);
+    const stored = await webCodec.encode(data, id);
+    const memory = poolCodec.blockBuffer()!;
+    stored.copy(memory);
+    memory[HEADER_BYTES + 5]! ^= 1;
+    await expectRejected(poolCodec.decode(memory.subarray(0, stored.length), id, true), 'format');
+    poolCodec.releaseBlockBuffer(memory);
+  });
+
+  it('without workers there is no shared memory (callers use their own buffers)', () => {
+    expect(webCodec.blockBuffer()).toBeNull();
+  });
+});
+
 describe('compression sampling', () => {
   const MiB = 1024 * 1024;
   for (const [name, codec] of [
