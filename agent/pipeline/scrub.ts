@@ -54,21 +54,26 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
       await Promise.all(
         picked.map((e) =>
           limit(async () => {
-            const result = e.id ? await verifyStoredBlock(backend.blocks, { id: e.id, length: e.length }, index.get(e.id), backend.codec) : { failure: null, plaintext: null };
-            if (e.id) {
-              checked++;
-              if (result.failure) {
-                log.error(`${result.failure}: Block(id=${e.id}, version_uid=${version.uid}, idx=${e.idx}, size=${e.length})`);
-                tally.failed(e.id, result.failure);
-              } else tally.verified(e.id);
+            const memory = e.id ? backend.codec.blockBuffer() : null;
+            try {
+              const result = e.id ? await verifyStoredBlock(backend.blocks, { id: e.id, length: e.length }, index.get(e.id), backend.codec, memory) : { failure: null, plaintext: null };
+              if (e.id) {
+                checked++;
+                if (result.failure) {
+                  log.error(`${result.failure}: Block(id=${e.id}, version_uid=${version.uid}, idx=${e.idx}, size=${e.length})`);
+                  tally.failed(e.id, result.failure);
+                } else tally.verified(e.id);
+              }
+              if (source && !result.failure) {
+                // Not `x += await …`: that reads x before the await, and concurrent checks would lose each other's counts.
+                const mismatches = await compareWithSource(source.fh, version, e, result.plaintext, log);
+                sourceMismatches += mismatches;
+              }
+              bytes += e.length;
+              progress.tick(++done, bytes);
+            } finally {
+              backend.codec.releaseBlockBuffer(memory);
             }
-            if (source && !result.failure) {
-              // Not `x += await …`: that reads x before the await, and concurrent checks would lose each other's counts.
-              const mismatches = await compareWithSource(source.fh, version, e, result.plaintext, log);
-              sourceMismatches += mismatches;
-            }
-            bytes += e.length;
-            progress.tick(++done, bytes);
           }),
         ),
       );

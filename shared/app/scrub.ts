@@ -12,23 +12,29 @@ import { readBlockMap } from './block-map.ts';
  * upload are compared. A failure names what is wrong (rules in shared/domain/scrub.ts).
  */
 
+/**
+ * With `into` (the codec's shared block memory), the object is read into it and the plaintext
+ * returned there; otherwise in buffers of their own.
+ */
 export async function verifyStoredBlock(
   blocks: BlockStore,
   ref: { id: BlockId; length: number },
   expected: { storedSize: number; checksum: string } | undefined,
   codec: BlockCodec | null,
+  into: Buffer | null = null,
 ): Promise<{ failure: string | null; plaintext: Buffer | null }> {
-  const stored = await blocks.get(blockKey(ref.id));
-  const failure = storedObjectFailure(stored && { size: stored.length, checksum: storedChecksum(stored) }, expected);
-  if (failure || !stored) return { failure, plaintext: null };
-  if (!codec) return { failure: null, plaintext: null };
-  try {
-    const plaintext = await codec.decode(stored, ref.id);
-    if (plaintext.length !== ref.length) return { failure: `block decrypted to ${plaintext.length} bytes, expected ${ref.length}`, plaintext: null };
-    return { failure: null, plaintext };
-  } catch (e) {
-    return { failure: (e as Error).message, plaintext: null };
+  const key = blockKey(ref.id);
+  const stored = into ? await blocks.getInto(key, into) : await blocks.get(key);
+  if (!stored || !codec) {
+    const failure = storedObjectFailure(stored && { size: stored.length, checksum: storedChecksum(stored) }, expected);
+    return { failure, plaintext: null };
   }
+  const size = stored.length;
+  const { checksum, plaintext, error } = await codec.check(stored, ref.id, into !== null);
+  const failure = storedObjectFailure({ size, checksum }, expected) ?? error?.message ?? null;
+  if (failure || !plaintext) return { failure, plaintext: null };
+  if (plaintext.length !== ref.length) return { failure: `block decrypted to ${plaintext.length} bytes, expected ${ref.length}`, plaintext: null };
+  return { failure: null, plaintext };
 }
 
 /**

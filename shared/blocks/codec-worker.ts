@@ -11,8 +11,11 @@ import { blockIdSync, checksumSync, decodeSync, encodeSync, STORED_OVERHEAD, typ
  * does not fit) and only its length travels, so the pipeline's thread allocates nothing per block (no garbage to collect).
  */
 export type CodecRequest =
-  | { seq: number; op: 'id' | 'encode' | 'decode'; data: Uint8Array; id?: string }
-  | { seq: number; op: 'id' | 'encode' | 'decode'; slot: number; length: number; id?: string };
+  | { seq: number; op: CodecOp; data: Uint8Array; id?: string }
+  | { seq: number; op: CodecOp; slot: number; length: number; id?: string };
+
+/** `check`: decode, and the stored object's checksum too (a scrub compares it with the index). */
+export type CodecOp = 'id' | 'encode' | 'decode' | 'check';
 
 /** Shared block memory, sent once per worker before any request uses it. */
 export interface SlotRegistration {
@@ -22,7 +25,7 @@ export interface SlotRegistration {
 
 export type CodecResponse =
   | { seq: number; ok: true; id?: string; data?: Uint8Array; length?: number; checksum?: string }
-  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string };
+  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string; checksum?: string };
 
 /** The keys as they travel to a worker (older keys: decode only, key rotation). */
 export interface WorkerKeys {
@@ -66,12 +69,13 @@ function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res:
     const checksum = checksumSync(stored);
     return into ? { res: { seq, ok: true, length: stored.length, checksum }, transfer: [] } : { res: { seq, ok: true, data: stored, checksum }, transfer: transferable(stored) };
   }
+  const checksum = req.op === 'check' ? { checksum: checksumSync(data) } : {};
   const out = decodeSync(keys, data, req.id!, init.maxBlockSize);
-  if (!Buffer.isBuffer(out)) return { res: { seq, ok: false, failure: out }, transfer: [] };
+  if (!Buffer.isBuffer(out)) return { res: { seq, ok: false, failure: out, ...checksum }, transfer: [] };
   // A block larger than the shared memory (a version of larger blocks) goes back as its own buffer.
-  if (!slot || out.length > slot.length) return { res: { seq, ok: true, data: out }, transfer: transferable(out) };
+  if (!slot || out.length > slot.length) return { res: { seq, ok: true, data: out, ...checksum }, transfer: transferable(out) };
   out.copy(slot, 0);
-  return { res: { seq, ok: true, length: out.length }, transfer: [] };
+  return { res: { seq, ok: true, length: out.length, ...checksum }, transfer: [] };
 }
 
 parentPort!.on('message', (msg: CodecRequest | SlotRegistration) => {

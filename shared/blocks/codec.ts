@@ -117,14 +117,37 @@ export class BlockCodec {
 
   /**
    * Decrypts, decompresses and proves the plaintext hashes to `id`; throws otherwise. With
-   * `give`, the caller gives up `stored` (it may be moved to a worker without a copy).
+   * `give`, the caller gives up `stored` (it may be moved to a worker without a copy, or, in
+   * shared block memory, have the plaintext written over it).
    */
   async decode(stored: Buffer, id: BlockId, give = false): Promise<Buffer> {
-    if (this.pool) {
-      const res = await this.pool.run('decode', stored, id, give);
-      if (!res.ok && res.failure) throw res.failure.kind === 'wrongKey' ? new WrongKeyError(res.failure.message) : new BlockFormatError(res.failure.message);
-      return resultOf(unwrap(res), stored);
+    if (!this.pool) return this.decodeHere(stored, id);
+    return decoded(await this.pool.run('decode', stored, id, give), stored);
+  }
+
+  /**
+   * A scrub's decode: the stored object's checksum (sha256 hex, as recorded in the index) and
+   * either the plaintext or why it failed; the checksum is computed on the worker too.
+   */
+  async check(stored: Buffer, id: BlockId, give = false): Promise<{ checksum: string; plaintext: Buffer | null; error: Error | null }> {
+    if (!this.pool) {
+      const checksum = storedChecksum(stored);
+      return this.decodeHere(stored, id).then(
+        (plaintext) => ({ checksum, plaintext, error: null }),
+        (error: Error) => ({ checksum, plaintext: null, error }),
+      );
     }
+    const res = await this.pool.run('check', stored, id, give);
+    const checksum = res.checksum!;
+    try {
+      return { checksum, plaintext: decoded(res, stored), error: null };
+    } catch (error) {
+      return { checksum, plaintext: null, error: error as Error };
+    }
+  }
+
+  /** decode() without workers: WebCrypto and async zlib on libuv's pool. */
+  private async decodeHere(stored: Buffer, id: BlockId): Promise<Buffer> {
     const checked = checkHeader(stored, id, this.keys);
     if ('kind' in checked) throw checked.kind === 'wrongKey' ? new WrongKeyError(checked.message) : new BlockFormatError(checked.message);
     const header = stored.subarray(0, HEADER_BYTES);
@@ -164,6 +187,12 @@ function unwrap(res: CodecResponse): Extract<CodecResponse, { ok: true }> {
 }
 
 const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+/** A decode's plaintext, or its failure thrown as BlockFormatError / WrongKeyError. */
+function decoded(res: CodecResponse, stored: Buffer): Buffer {
+  if (!res.ok && res.failure) throw res.failure.kind === 'wrongKey' ? new WrongKeyError(res.failure.message) : new BlockFormatError(res.failure.message);
+  return resultOf(unwrap(res), stored);
+}
 
 /** A job's result: its own buffer, or written over the shared memory `given` was in. */
 const resultOf = (res: Extract<CodecResponse, { ok: true }>, given: Buffer) =>

@@ -261,6 +261,24 @@ describe('shared block memory (the pipelines\' per-block buffers)', () => {
     poolCodec.releaseBlockBuffer(memory);
   });
 
+  it('check (a scrub\'s decode) gives the stored checksum with the plaintext, or with the failure, on both implementations', async () => {
+    const data = Buffer.from('scrub me '.repeat(3000));
+    const id = await webCodec.blockId(data);
+    const stored = await webCodec.encode(data, id);
+    const damaged = Buffer.from(stored);
+    damaged[damaged.length - 1]! ^= 1;
+    for (const codec of [webCodec, poolCodec]) {
+      const good = await codec.check(Buffer.from(stored), id);
+      expect(good.checksum).toBe(storedChecksum(stored));
+      expect(good.plaintext?.equals(data)).toBe(true);
+      expect(good.error).toBeNull();
+      const bad = await codec.check(Buffer.from(damaged), id);
+      expect(bad.checksum).toBe(storedChecksum(damaged));
+      expect(bad.plaintext).toBeNull();
+      expect(bad.error).toBeInstanceOf(BlockFormatError);
+    }
+  });
+
   it('without workers there is no shared memory (callers use their own buffers)', () => {
     expect(webCodec.blockBuffer()).toBeNull();
   });
