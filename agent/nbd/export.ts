@@ -8,7 +8,7 @@ import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import type { Backend } from '../backend/backend.ts';
 import { writeAt } from '../io/device.ts';
 import type { Log } from '../ui/log.ts';
-import type { BlockCache } from './block-cache.ts';
+import type { BlockCache, PinnedBlock } from './block-cache.ts';
 import { STATE_HOLE, STATE_ZERO, type Extent } from './protocol.ts';
 
 /** A block that is missing or fails verification: the client gets EIO, the repository a scrub finding. */
@@ -37,21 +37,26 @@ export class RepositoryBlocks {
     this.fetches = pLimit(Math.max(2, backend.config.simultaneousReads * 2));
   }
 
-  block(version: Version, ref: BlockRef): Promise<Buffer> {
-    return this.cache.get(ref.id!, () => this.fetches(() => this.fetchVerified(version, ref)));
+  /** The verified block, pinned in the cache until released. */
+  block(version: Version, ref: BlockRef): Promise<PinnedBlock> {
+    return this.cache.get(ref.id!, (into) => this.fetches(() => this.fetchVerified(version, ref, into)));
   }
 
   /** Starts fetching a block into the cache unless it is there already; failures surface on a real read. */
   prefetch(version: Version, ref: BlockRef): void {
     if (ref.id === null || this.cache.has(ref.id)) return;
-    this.block(version, ref).catch(() => {});
+    this.block(version, ref).then(
+      (pinned) => pinned.release(),
+      () => {},
+    );
   }
 
-  private async fetchVerified(version: Version, ref: BlockRef): Promise<Buffer> {
+  /** Read and verified in `into` (the codec's shared block memory) when given. */
+  private async fetchVerified(version: Version, ref: BlockRef, into: Buffer | null): Promise<Buffer> {
     this.fetched++;
     let result: { failure: string | null; plaintext: Buffer | null };
     try {
-      result = await verifyStoredBlock(this.backend.blocks, { id: ref.id!, length: ref.length }, undefined, this.backend.codec);
+      result = await verifyStoredBlock(this.backend.blocks, { id: ref.id!, length: ref.length }, undefined, this.backend.codec, into);
     } catch (e) {
       throw new StorageUnavailable(`Cannot read block ${ref.idx} of ${version.uid}: ${(e as Error).message}`);
     }
@@ -126,8 +131,8 @@ export class VersionImage {
     return (await entries)[idx - chunk * this.version.chunkEntries]!;
   }
 
-  /** The block's verified plaintext, or null for a sparse block. */
-  async blockData(idx: number): Promise<Buffer | null> {
+  /** The block's verified plaintext (pinned until released), or null for a sparse block. */
+  async blockData(idx: number): Promise<PinnedBlock | null> {
     const ref = await this.ref(idx);
     return ref.id === null ? null : this.blocks.block(this.version, ref);
   }
@@ -153,6 +158,12 @@ export interface ReadPiece {
   offset: number;
   length: number;
   data: Buffer | null;
+}
+
+/** The pieces of a read; their bytes stay valid until release() (after the reply is sent). */
+export interface ReadResult {
+  pieces: ReadPiece[];
+  release(): void;
 }
 
 /** Splits [offset, offset+length) at block boundaries. */
@@ -229,7 +240,7 @@ export class CowOverlay {
   }
 
   /** Writes `data` (null: zeros) at `within` of block idx; `original` gives the block's current bytes. */
-  async change(idx: number, within: number, length: number, data: Buffer | null, original: () => Promise<Buffer | null>): Promise<void> {
+  async change(idx: number, within: number, length: number, data: Buffer | null, original: () => Promise<PinnedBlock | null>): Promise<void> {
     await this.locked(idx, async () => {
       const full = this.lengthOf(idx);
       const whole = within === 0 && length === full;
@@ -241,7 +252,11 @@ export class CowOverlay {
       if (this.state.get(idx) !== 'data' && !whole) {
         // First change of part of a block: bring in the rest of it.
         const base = this.state.get(idx) === 'zero' ? null : await original();
-        await writeAt(this.fh, base ?? Buffer.alloc(full), full, position);
+        try {
+          await writeAt(this.fh, base?.data ?? Buffer.alloc(full), full, position);
+        } finally {
+          base?.release();
+        }
       }
       await writeAt(this.fh, data ?? Buffer.alloc(length), length, position + within);
       this.state.set(idx, 'data');
@@ -300,16 +315,27 @@ export class ExportSession {
     return this.cow;
   }
 
-  async read(offset: number, length: number): Promise<ReadPiece[]> {
+  async read(offset: number, length: number): Promise<ReadResult> {
     if (!this.opts.isPinned()) throw new StorageUnavailable(`The lease on ${this.image.version.uid} could not be renewed; not serving its blocks`);
     this.image.noteRead(offset, length);
-    return Promise.all(
+    const held: PinnedBlock[] = [];
+    const release = () => {
+      for (const p of held) p.release();
+    };
+    const settled = await Promise.allSettled(
       [...blockSpans(offset, length, this.image.blockSize)].map(async (s): Promise<ReadPiece> => {
         if (this.cow?.stateOf(s.idx)) return { offset: s.offset, length: s.length, data: await this.cow.read(s.idx, s.within, s.length) };
-        const data = await this.image.blockData(s.idx);
-        return { offset: s.offset, length: s.length, data: data && data.subarray(s.within, s.within + s.length) };
+        const block = await this.image.blockData(s.idx);
+        if (block) held.push(block);
+        return { offset: s.offset, length: s.length, data: block && block.data.subarray(s.within, s.within + s.length) };
       }),
     );
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) {
+      release();
+      throw failed.reason;
+    }
+    return { pieces: settled.map((r) => (r as PromiseFulfilledResult<ReadPiece>).value), release };
   }
 
   /** WRITE (data) or WRITE_ZEROES / TRIM (null: the range reads as zeros afterwards). */

@@ -231,6 +231,16 @@ class Connection {
     if (parts.length > 1) this.socket.uncork();
   }
 
+  /** send(), resolved when the last part has been written out (writes complete in order) or failed. */
+  private sendWritten(...parts: Buffer[]): Promise<void> {
+    if (this.socket.destroyed || !this.socket.writable) return Promise.resolve();
+    return new Promise((resolve) => {
+      if (parts.length > 1) this.socket.cork();
+      parts.forEach((p, i) => this.socket.write(p, i === parts.length - 1 ? () => resolve() : undefined));
+      if (parts.length > 1) this.socket.uncork();
+    });
+  }
+
   async run(): Promise<void> {
     const timer = setTimeout(() => {
       this.log.warn(`NBD connection ${this.id}: no export chosen within ${HANDSHAKE_TIMEOUT_MS / 1000} s; closing it`);
@@ -450,8 +460,15 @@ class Connection {
     const s = e.session;
     try {
       switch (req.type) {
-        case C.READ:
-          return this.replyRead(req, await s.read(req.offset, req.length));
+        case C.READ: {
+          // The blocks stay pinned in the cache until the socket has taken the reply's bytes.
+          const read = await s.read(req.offset, req.length);
+          try {
+            return await this.replyRead(req, read.pieces);
+          } finally {
+            read.release();
+          }
+        }
         case C.WRITE:
           if (req.length) await s.change(req.offset, req.length, payload);
           this.counts.writes++;
@@ -482,25 +499,20 @@ class Connection {
     }
   }
 
-  private replyRead(req: P.Request, pieces: ReadPiece[]): void {
+  /** Sends a read's reply; resolves once the socket has written its bytes (or is gone). */
+  private replyRead(req: P.Request, pieces: ReadPiece[]): Promise<void> {
     this.counts.reads++;
     this.counts.readBytes += req.length;
     for (const p of pieces) if (!p.data) this.counts.holeBytes += p.length;
-    if (!this.structured) {
-      this.send(P.simpleReply(req.cookie, 0), ...pieces.map((p) => p.data ?? Buffer.alloc(p.length)));
-      return;
-    }
-    if (!pieces.length) {
-      this.send(P.noneChunk(req.cookie));
-      return;
-    }
+    if (!this.structured) return this.sendWritten(P.simpleReply(req.cookie, 0), ...pieces.map((p) => p.data ?? Buffer.alloc(p.length)));
+    if (!pieces.length) return this.sendWritten(P.noneChunk(req.cookie));
     const parts: Buffer[] = [];
     pieces.forEach((p, i) => {
       const done = i === pieces.length - 1;
       if (p.data) parts.push(P.offsetDataHeader(req.cookie, p.offset, p.length, done), p.data);
       else parts.push(P.offsetHole(req.cookie, p.offset, p.length, done));
     });
-    this.send(...parts);
+    return this.sendWritten(...parts);
   }
 }
 

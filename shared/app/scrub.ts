@@ -30,7 +30,8 @@ export async function verifyStoredBlock(
     return { failure, plaintext: null };
   }
   const size = stored.length;
-  const { checksum, plaintext, error } = await codec.check(stored, ref.id, into !== null);
+  // The stored object is ours to give: moved to the worker, or (in shared memory) decoded in place.
+  const { checksum, plaintext, error } = await codec.check(stored, ref.id, true);
   const failure = storedObjectFailure({ size, checksum }, expected) ?? error?.message ?? null;
   if (failure || !plaintext) return { failure, plaintext: null };
   if (plaintext.length !== ref.length) return { failure: `block decrypted to ${plaintext.length} bytes, expected ${ref.length}`, plaintext: null };

@@ -60,6 +60,27 @@ describe('backy2 nbd -r: serving versions read-only', { timeout: 120_000 }, () =
     ]);
   });
 
+  test('with a cache smaller than a block, blocks are evicted and their memory reused while replies are in flight: still bit-exact', async () => {
+    // Many distinct 2 MiB blocks, four connections with many requests each, a cache that holds none
+    // of them, little read-ahead: blocks are fetched (and memory reused) all through the copy.
+    const big = await Repo.create({ blockSize: 2 * MiB });
+    const small = await (async () => {
+      const many = makeImage(big.path('many.img'), Array.from({ length: 48 }, (_, i) => (i % 5 === 4 ? 'zero' : i % 7 === 0 ? 'text' : 'random')), 2 * MiB);
+      const manyUid = await big.backup('many.img', 'vm3');
+      return { many, manyUid, nbd: await nbdStarted(big.startCli('nbd', '-r', '-p', '0', '--cache-mib', '1', '--read-ahead', '2')) };
+    })();
+    try {
+      for (let round = 0; round < 2; round++) {
+        const r = await tool('nbdcopy', ['--connections=4', '--requests=32', '--request-size=65536', small.nbd.url(small.manyUid), big.path(`many-copy-${round}.img`)]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(readFileSync(big.path(`many-copy-${round}.img`)).equals(small.many)).toBe(true);
+      }
+    } finally {
+      await small.nbd.stop();
+      big.remove();
+    }
+  });
+
   test('the server logs each connection; SIGTERM stops it cleanly (exit 0)', async () => {
     expect(nbd.cli.stderrSoFar()).toMatch(/NBD connection \d+ from 127\.0\.0\.1:\d+/);
     expect(nbd.cli.stderrSoFar()).toContain(`serving ${uid} read-only`);

@@ -75,27 +75,58 @@ describe('NBD protocol', () => {
 });
 
 describe('BlockCache', () => {
+  const load = (n: number, counter: { loads: number }) => () => {
+    counter.loads++;
+    return Promise.resolve(Buffer.alloc(1024, n));
+  };
+  const got = async (cache: BlockCache, id: string, loader: (into: Buffer | null) => Promise<Buffer>) => {
+    const pinned = await cache.get(id, loader);
+    pinned.release();
+    return pinned.data;
+  };
+
   it('stays within its bytes, evicts the least recently used, shares one load per id', async () => {
     const cache = new BlockCache(3 * 1024);
-    let loads = 0;
-    const load = (n: number) => () => {
-      loads++;
-      return Promise.resolve(Buffer.alloc(1024, n));
-    };
-    const [a1, a2] = await Promise.all([cache.get('a', load(1)), cache.get('a', load(1))]);
+    const counter = { loads: 0 };
+    const [a1, a2] = await Promise.all([got(cache, 'a', load(1, counter)), got(cache, 'a', load(1, counter))]);
     expect(a1).toBe(a2);
-    expect(loads).toBe(1);
-    await cache.get('b', load(2));
-    await cache.get('c', load(3));
-    await cache.get('a', load(1)); // a is now the most recent
-    await cache.get('d', load(4)); // evicts b
+    expect(counter.loads).toBe(1);
+    await got(cache, 'b', load(2, counter));
+    await got(cache, 'c', load(3, counter));
+    await got(cache, 'a', load(1, counter)); // a is now the most recent
+    await got(cache, 'd', load(4, counter)); // evicts b
     expect(cache.size).toBe(3 * 1024);
     expect(cache.has('b')).toBe(false);
     expect(cache.has('a') && cache.has('c') && cache.has('d')).toBe(true);
     await expect(cache.get('e', () => Promise.reject(new Error('unreadable')))).rejects.toThrow('unreadable');
     expect(cache.has('e')).toBe(false);
-    const huge = await cache.get('big', () => Promise.resolve(Buffer.alloc(4 * 1024)));
+    const huge = await got(cache, 'big', () => Promise.resolve(Buffer.alloc(4 * 1024)));
     expect(huge.length).toBe(4096);
     expect(cache.has('big')).toBe(false); // larger than the cache: served, not kept
   });
+
+  it('a pinned block is never evicted, and its memory is not reused until it is released', async () => {
+    const free: Buffer[] = [];
+    let made = 0;
+    const memory = {
+      acquire: () => free.pop() ?? (made++, Buffer.alloc(1024)),
+      release: (m: Buffer) => free.push(m),
+    };
+    // Room for one block: every other load must evict, unless the block is held.
+    const cache = new BlockCache(1024, memory);
+    const fill = (n: number) => async (into: Buffer | null) => into!.fill(n);
+    const held = await cache.get('a', fill(1));
+    for (const [i, id] of ['b', 'c', 'd'].entries()) await got(cache, id, fill(i + 2));
+    expect(held.data.every((b) => b === 1)).toBe(true);
+    expect(cache.has('a')).toBe(true);
+    held.release();
+    await got(cache, 'e', fill(9));
+    expect(cache.has('a')).toBe(false);
+    // Memory went back and was reused: two pieces served five blocks.
+    expect(made).toBe(2);
+    // A failed load gives its memory back too.
+    await expect(cache.get('x', () => Promise.reject(new Error('bad')))).rejects.toThrow('bad');
+    expect(made).toBe(2);
+  });
 });
+
