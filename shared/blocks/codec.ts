@@ -138,6 +138,8 @@ export class BlockCodec {
       );
     }
     const res = await this.pool.run('check', stored, id, give);
+    // A worker that threw is a bug, not a finding about the block: it must not mark the block bad.
+    if (!res.ok && !res.failure) unwrap(res);
     const checksum = res.checksum!;
     try {
       return { checksum, plaintext: decoded(res, stored), error: null };
