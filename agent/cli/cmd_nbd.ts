@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import { Backy2Error, ExitCode, usageError } from '../../shared/domain/errors.ts';
+import { removeStaleOverlays } from '../nbd/export.ts';
 import { ServedRepository } from '../nbd/served.ts';
 import { NbdServer } from '../nbd/server.ts';
 import { globals, logFor, withBackend } from './context.ts';
@@ -49,6 +50,9 @@ export function register(program: Command): void {
           if (v.status !== 'committed') throw new Backy2Error(ExitCode.refused, `Version ${v.uid} is ${v.status === 'pending' ? 'a backup in progress' : v.status}; only committed versions are served`);
           only.add(v.uid);
         }
+        const cowDir = opts.cowDir ?? tmpdir();
+        const stale = await removeStaleOverlays(cowDir);
+        if (stale.dirs) log.info(`Removed ${stale.dirs} copy-on-write overlays of NBD servers that were killed (${stale.bytes} bytes) from ${cowDir}`);
         const served = new ServedRepository(
           backend,
           {
@@ -56,7 +60,7 @@ export function register(program: Command): void {
             discard: !!opts.discardChanges,
             cacheBytes: cacheMib * 1024 * 1024,
             readAheadBlocks: readAhead,
-            cowDir: opts.cowDir ?? tmpdir(),
+            cowDir,
             leaseSeconds: LEASE_SECONDS,
             only: only.size ? only : null,
           },

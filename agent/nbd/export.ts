@@ -1,4 +1,4 @@
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { readChunk } from '../../shared/app/block-map.ts';
@@ -181,6 +181,37 @@ export function* blockSpans(offset: number, length: number, blockSize: number): 
 
 type CowState = 'data' | 'zero';
 
+const COW_PREFIX = 'backy2-nbd-cow-';
+
+/**
+ * Removes the copy-on-write directories under `parent` whose server is gone (killed: a clean
+ * stop removes its own). Their writes were never committed (the copy-on-write version stays
+ * pending or failed, for cleanup). Directories of running servers are left alone.
+ */
+export async function removeStaleOverlays(parent: string): Promise<{ dirs: number; bytes: number }> {
+  const removed = { dirs: 0, bytes: 0 };
+  const names = await readdir(parent).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = Number(new RegExp(`^${COW_PREFIX}(\\d+)-`).exec(name)?.[1] ?? Number.NaN);
+    if (!Number.isInteger(pid) || processAlive(pid)) continue;
+    const dir = join(parent, name);
+    const files = await readdir(dir).catch(() => [] as string[]);
+    for (const f of files) removed.bytes += (await stat(join(dir, f)).catch(() => ({ blocks: 0 }))).blocks * 512;
+    await rm(dir, { recursive: true, force: true });
+    removed.dirs++;
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /**
  * Copy-on-write overlay of one connection: a sparse local file the size of the version, holding
  * every changed block whole at its own offset, and which blocks changed (or became all zeros).
@@ -205,7 +236,8 @@ export class CowOverlay {
   }
 
   static async create(parent: string, size: number, blockSize: number): Promise<CowOverlay> {
-    const dir = await mkdtemp(join(parent, 'backy2-nbd-cow-'));
+    // The server's pid in the name: a later server can tell an overlay whose server was killed.
+    const dir = await mkdtemp(join(parent, `${COW_PREFIX}${process.pid}-`));
     const path = join(dir, 'cow.img');
     const fh = await open(path, 'w+', 0o600);
     await fh.truncate(size);

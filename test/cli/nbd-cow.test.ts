@@ -4,7 +4,8 @@
  * original's blocks plus the changed ones, and only the changed blocks are stored. `-d` keeps
  * nothing; a killed server leaves a pending version, never a committed one.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { blockData, flag, HOOK_TIMEOUT, makeImage, MiB, Repo } from '../support/cli.ts';
 import { nbdStarted, RawNbd, tool, type RunningNbd } from '../support/nbd.ts';
@@ -111,8 +112,13 @@ describe('backy2 nbd: copy-on-write', { timeout: 240_000 }, () => {
     expect((await restored(cowUid!)).equals(expected)).toBe(true);
   });
 
-  test('a server killed after a write leaves a pending version, never a committed one', async () => {
-    const server = await nbdStarted(repo.startCli('nbd', '-p', '0'));
+  test('a server killed after a write leaves a pending version, never a committed one; the next server removes its overlay', async () => {
+    const cowDir = repo.path('cow');
+    mkdirSync(cowDir);
+    // An overlay of a server that is still running (this process stands in for it) must stay.
+    const live = join(cowDir, `backy2-nbd-cow-${process.pid}-keep`);
+    mkdirSync(live);
+    const server = await nbdStarted(repo.startCli('nbd', '-p', '0', '--cow-dir', cowDir));
     const c = await RawNbd.open(server.port);
     await c.greet();
     expect(await c.go(uid)).toBe(1);
@@ -127,5 +133,12 @@ describe('backy2 nbd: copy-on-write', { timeout: 240_000 }, () => {
     const restore = await repo.cli('restore', pendingUid, `file://${repo.path('never.img')}`);
     expect(restore.code).toBe(4);
     expect((await restored(uid)).equals(image)).toBe(true);
+
+    const left = readdirSync(cowDir).filter((n) => n !== basename(live));
+    expect(left, 'the killed server left its overlay').toHaveLength(1);
+    const next = await nbdStarted(repo.startCli('nbd', '-p', '0', '--cow-dir', cowDir));
+    expect(next.cli.stderrSoFar()).toMatch(/Removed 1 copy-on-write overlays of NBD servers that were killed \(\d+ bytes\)/);
+    expect(readdirSync(cowDir)).toEqual([basename(live)]);
+    expect((await next.stop()).code).toBe(0);
   });
 });
