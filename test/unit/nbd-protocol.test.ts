@@ -109,7 +109,12 @@ describe('BlockCache', () => {
     const free: Buffer[] = [];
     let made = 0;
     const memory = {
-      acquire: () => free.pop() ?? (made++, Buffer.alloc(1024)),
+      acquire: () => {
+        const reused = free.pop();
+        if (reused) return reused;
+        made++;
+        return Buffer.alloc(1024);
+      },
       release: (m: Buffer) => free.push(m),
     };
     // Room for one block: every other load must evict, unless the block is held.
