@@ -148,10 +148,17 @@ export function classifyLastResort(e: unknown): Backy2Error | null {
   return osFault(e, 'file') ?? (isSqliteError(e) ? sqliteFault(e, '(the metadata database)') : null) ?? workerLimit(e);
 }
 
-/** A codec worker thread that could not start for want of file descriptors or memory (ERR_WORKER_INIT_FAILED: EMFILE). */
+/**
+ * Limits that reach us without an errno code: a codec worker thread that could not start
+ * (ERR_WORKER_INIT_FAILED: EMFILE), or a module Node.js could not load because its package config
+ * could not be opened ("Cannot read package config …: too many open files").
+ */
 function workerLimit(e: unknown): Backy2Error | null {
-  if ((e as { code?: unknown } | null)?.code !== 'ERR_WORKER_INIT_FAILED') return null;
-  const cause = /\b(EMFILE|ENFILE|ENOMEM)\b/.exec((e as Error).message)?.[1];
+  const message = (e as Error | null)?.message ?? '';
+  const cause = /\b(EMFILE|ENFILE|ENOMEM)\b/.exec(message)?.[1] ?? (/too many open files/i.test(message) ? 'EMFILE' : undefined);
   if (!cause) return null;
-  return new Backy2Error(ExitCode.systemLimit, `A worker thread could not start (${cause}): raise the open-files limit (ulimit -n) or free memory, then run the command again`);
+  if ((e as { code?: unknown } | null)?.code === 'ERR_WORKER_INIT_FAILED')
+    return new Backy2Error(ExitCode.systemLimit, `A worker thread could not start (${cause}): raise the open-files limit (ulimit -n) or free memory, then run the command again`);
+  if (!/too many open files/i.test(message)) return null;
+  return new Backy2Error(ExitCode.systemLimit, `Too many open files (${cause}) while loading backy2's own code: raise the open-files limit (ulimit -n), then run the command again`);
 }

@@ -360,7 +360,7 @@ describe('too many open files', { timeout: 120_000 }, () => {
   }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
-  test('backups under a tiny ulimit -n end with one line and exit 12 (or 6: SQLite cannot open its file), never a stack trace', async () => {
+  test('backups under a tiny ulimit -n end with one line and exit 12 (or 6: SQLite cannot open its file), never a stack trace; one that fits succeeds', async () => {
     const runs = await Promise.all(
       [28, 32, 36].map(async (limit) => {
         const r = await new Promise<CliResult>((ok) => {
@@ -374,9 +374,13 @@ describe('too many open files', { timeout: 120_000 }, () => {
         return { limit, r };
       }),
     );
-    for (const { r } of runs) expectOneLine(r, r.code === 6 ? 6 : 12, /(Too many open files \(EMFILE\)|could not start \(EMFILE\)|ulimit -n)/);
+    // Near the limit a run may also just fit (how many files are open at once depends on timing).
+    const failed = runs.filter(({ r }) => r.code !== 0);
+    for (const { r } of failed) expectOneLine(r, r.code === 6 ? 6 : 12, /(Too many open files \(EMFILE\)|could not start \(EMFILE\)|ulimit -n)/);
     expect(runs.some(({ r }) => r.code === 12)).toBe(true);
-    expect((await repo.ls()).filter((v) => flag(v.valid) === 1)).toEqual([]);
+    // Only the runs that exited 0 left a valid version.
+    const valid = (await repo.ls()).filter((v) => flag(v.valid) === 1).map((v) => v.name);
+    expect(valid.sort()).toEqual(runs.filter(({ r }) => r.code === 0).map(({ limit }) => `limit${limit}`).sort());
   });
 });
 

@@ -43,6 +43,14 @@ describe('operating-system errors', () => {
     expect(classifyLastResort(errno('ENOSPC', '/etc/key'))!.message).toMatch(/No space left on the file \/etc\/key/);
   });
 
+  test('limits that come without an errno code: a worker that could not start, a module Node.js could not load', () => {
+    const worker = Object.assign(new Error('Worker initialization failure: EMFILE'), { code: 'ERR_WORKER_INIT_FAILED' });
+    expect(classifyLastResort(worker)).toMatchObject({ exitCode: ExitCode.systemLimit, message: expect.stringMatching(/worker thread could not start \(EMFILE\).*ulimit -n/) });
+    const loader = Object.assign(new Error('Cannot read package config /work/package.json: too many open files.'), { code: 'ERR_INVALID_PACKAGE_CONFIG' });
+    expect(classifyLastResort(loader)).toMatchObject({ exitCode: ExitCode.systemLimit, message: expect.stringMatching(/Too many open files \(EMFILE\).*ulimit -n/) });
+    expect(classifyLastResort(Object.assign(new Error('Cannot read package config: bad JSON'), { code: 'ERR_INVALID_PACKAGE_CONFIG' }))).toBeNull();
+  });
+
   test('SQLite result codes (extended codes too) by what they mean', () => {
     const sqlite = (errcode: number, errstr: string) => Object.assign(new Error(errstr), { code: 'ERR_SQLITE_ERROR', errcode, errstr });
     expect(sqliteFault(sqlite(11, 'database disk image is malformed'), '/db')!.exitCode).toBe(ExitCode.damagedDatabase);
