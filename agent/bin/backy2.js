@@ -3,7 +3,10 @@
 // `node` (the machines' own is 20) re-run it with the Node 24 pinned in package.json.
 import { spawnSync } from 'node:child_process';
 import module, { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+
+const BLOCK_COMMANDS = new Set(['backup', 'restore', 'scrub', 'nbd']);
 
 const main = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
 const [major, minor] = process.versions.node.split('.').map(Number);
@@ -15,6 +18,11 @@ if (major > 22 || (major === 22 && minor >= 18)) {
   const cache = module.enableCompileCache?.();
   // The codec's worker threads compile their own modules: the same cache serves them.
   if (cache?.directory && !process.env.NODE_COMPILE_CACHE) process.env.NODE_COMPILE_CACHE = cache.directory;
+  // Commands that process blocks start the codec's threads now, so they load while the CLI does.
+  if (process.argv.slice(2).some((arg) => BLOCK_COMMANDS.has(arg))) {
+    const { startCodecWorkersEarly } = await import(new URL('../../shared/blocks/codec-pool.ts', import.meta.url).href);
+    startCodecWorkersEarly(availableParallelism());
+  }
   await import(main);
 } else {
   const require = createRequire(import.meta.url);

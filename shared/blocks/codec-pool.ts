@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { RepositoryKeys } from './keys.ts';
 import { youngCollector } from './young-gc.ts';
-import type { CodecRequest, CodecResponse, SlotRegistration, WorkerKeys } from './codec-worker.ts';
+import type { CodecRequest, CodecResponse, KeysMessage, SlotRegistration, WorkerKeys } from './codec-worker.ts';
 import { STORED_OVERHEAD } from './codec-sync.ts';
 
 /**
@@ -44,8 +44,12 @@ export class CodecPool {
   }
 
   private start(): Slot[] {
+    const early = takeEarlyWorkers();
     this.slots = Array.from({ length: this.wanted }, () => {
-      const worker = new Worker(new URL('./codec-worker.ts', import.meta.url), { workerData: this.workerData });
+      const adopted = early.pop();
+      const worker = adopted ?? new Worker(CODEC_WORKER, { workerData: this.workerData });
+      // A worker started early (startCodecWorkersEarly) gets its keys as its first message.
+      if (adopted) worker.postMessage({ init: this.workerData } satisfies KeysMessage);
       worker.unref();
       const slot: Slot = { worker, pending: new Map() };
       worker.on('message', (res: CodecResponse) => {
@@ -67,6 +71,7 @@ export class CodecPool {
       this.memory.forEach((memory, register) => worker.postMessage({ register, memory } satisfies SlotRegistration));
       return slot;
     });
+    for (const unused of early) void unused.terminate();
     return this.slots;
   }
 
@@ -142,6 +147,35 @@ export class CodecPool {
       }),
     );
   }
+}
+
+const CODEC_WORKER = new URL('./codec-worker.ts', import.meta.url);
+const EARLY = Symbol.for('backy2.earlyCodecWorkers');
+
+/**
+ * Starts the codec's worker threads before the rest of the program has loaded (the CLI's launcher
+ * does this for the commands that process blocks): a thread takes ~0.1-0.3 s to load its modules,
+ * which otherwise delayed the first block of every backup, restore and scrub. They wait, unref'd,
+ * for the pool that adopts them (and its keys); a command that never makes one leaves them to exit.
+ */
+export function startCodecWorkersEarly(count: number): void {
+  const holder = globalThis as { [EARLY]?: Worker[] };
+  holder[EARLY] ??= Array.from({ length: count }, () => {
+    const worker = new Worker(CODEC_WORKER, { workerData: null });
+    worker.unref();
+    // One that fails to start (EMFILE) is not adopted: the pool starts its own and reports why that fails.
+    worker.on('error', () => failedEarly.add(worker));
+    return worker;
+  });
+}
+
+const failedEarly = new WeakSet<Worker>();
+
+function takeEarlyWorkers(): Worker[] {
+  const holder = globalThis as { [EARLY]?: Worker[] };
+  const early = (holder[EARLY] ?? []).filter((w) => w.threadId >= 0 && !failedEarly.has(w));
+  holder[EARLY] = [];
+  return early;
 }
 
 /** A buffer that is the whole of its ArrayBuffer (not a slice of Node's shared pool) can be transferred. */

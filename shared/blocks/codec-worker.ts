@@ -36,13 +36,13 @@ export interface WorkerKeys {
   maxBlockSize: number;
 }
 
-const init = workerData as WorkerKeys;
-const keys: SyncKeys = {
-  keyId: Buffer.from(init.keyId),
-  encryptionKey: Buffer.from(init.encryptionKey),
-  dedupKey: Buffer.from(init.dedupKey),
-  readKeys: init.readKeys.map((k) => ({ keyId: Buffer.from(k.keyId), encryptionKey: Buffer.from(k.encryptionKey) })),
-};
+/** The keys, sent before any job: as workerData, or (a worker started early) as the first message. */
+export interface KeysMessage {
+  init: WorkerKeys;
+}
+
+let keys: SyncKeys;
+let maxBlockSize = 0;
 const slots: Buffer[] = [];
 
 /** Transfers a buffer the worker owns outright; a view into a shared pool is copied instead. */
@@ -53,7 +53,19 @@ const transferable = (b: Buffer): ArrayBuffer[] => (b.byteOffset === 0 && b.byte
  * and collect fully after every 64 blocks, for what zlib's handles kept alive into the old
  * generation (a backup's peak RSS: 265 → 230 MiB at no measurable cost).
  */
-const afterBlock = youngCollector(init.maxBlockSize, 64 * init.maxBlockSize);
+let afterBlock: (bytes: number) => void = () => {};
+
+function init(k: WorkerKeys): void {
+  keys = {
+    keyId: Buffer.from(k.keyId),
+    encryptionKey: Buffer.from(k.encryptionKey),
+    dedupKey: Buffer.from(k.dedupKey),
+    readKeys: k.readKeys.map((r) => ({ keyId: Buffer.from(r.keyId), encryptionKey: Buffer.from(r.encryptionKey) })),
+  };
+  maxBlockSize = k.maxBlockSize;
+  afterBlock = youngCollector(maxBlockSize, 64 * maxBlockSize);
+}
+if (workerData) init(workerData as WorkerKeys);
 
 /** One block's work; `slot` is the shared memory it came in (the result goes back there), if any. */
 function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res: CodecResponse; transfer: ArrayBuffer[] } {
@@ -70,7 +82,7 @@ function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res:
     return into ? { res: { seq, ok: true, length: stored.length, checksum }, transfer: [] } : { res: { seq, ok: true, data: stored, checksum }, transfer: transferable(stored) };
   }
   const checksum = req.op === 'check' ? { checksum: checksumSync(data) } : {};
-  const out = decodeSync(keys, data, req.id!, init.maxBlockSize);
+  const out = decodeSync(keys, data, req.id!, maxBlockSize);
   if (!Buffer.isBuffer(out)) return { res: { seq, ok: false, failure: out, ...checksum }, transfer: [] };
   // A block larger than the shared memory (a version of larger blocks) goes back as its own buffer.
   if (!slot || out.length > slot.length) return { res: { seq, ok: true, data: out, ...checksum }, transfer: transferable(out) };
@@ -78,7 +90,11 @@ function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res:
   return { res: { seq, ok: true, length: out.length, ...checksum }, transfer: [] };
 }
 
-parentPort!.on('message', (msg: CodecRequest | SlotRegistration) => {
+parentPort!.on('message', (msg: CodecRequest | SlotRegistration | KeysMessage) => {
+  if ('init' in msg) {
+    init(msg.init);
+    return;
+  }
   if ('register' in msg) {
     slots[msg.register] = Buffer.from(msg.memory);
     return;
@@ -93,5 +109,5 @@ parentPort!.on('message', (msg: CodecRequest | SlotRegistration) => {
   }
   parentPort!.postMessage(reply.res, reply.transfer);
   // Hashing a block in shared memory allocates nothing: no garbage to collect after it.
-  if (!slot || msg.op !== 'id') afterBlock(Math.max(data.length, init.maxBlockSize));
+  if (!slot || msg.op !== 'id') afterBlock(Math.max(data.length, maxBlockSize));
 });
