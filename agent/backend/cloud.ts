@@ -77,6 +77,8 @@ export async function describeOutputs(clients: AwsClients, stackName: string, wh
   return byKey as Outputs;
 }
 
+const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(3);
+
 /** Calls one of the stack's functions and unwraps its { ok, … } answer into a result or the same error as embedded mode. */
 async function invoke<T>(clients: AwsClients, functionName: string, payload: unknown): Promise<T> {
   let out;
@@ -116,22 +118,27 @@ export class CloudCatalog implements Catalog {
   async execute(cmd: VersionCommand): Promise<Version> {
     // Forcing needs the admin api (AdminPolicy); everything else goes through the agent's api.
     const fn = cmd.type === 'RemoveVersion' && cmd.force ? this.outputs.AdminApiFunctionName : this.outputs.ApiFunctionName;
+    const started = Date.now();
     const answer = await invoke<{ version: Version }>(this.clients, fn, { kind: 'command', command: cmd });
+    this.log.debug(`${cmd.type} ${cmd.uid}: api function answered in ${seconds(started)} s`);
     return answer.version;
   }
 
   async record(event: EventOf<'BlocksRecorded'>): Promise<void> {
+    const started = Date.now();
     let record = event;
     if (this.journal && !(await this.journal.appendChunk(event))) {
       // A retried or resumed run: the journaled record is the one that counts (as embedded).
       const journaled = await this.journal.read(journalKeys.chunk(event.uid, event.chunk)).catch(() => null);
       if (journaled?.type === 'BlocksRecorded' && journaled.uid === event.uid && journaled.chunk === event.chunk) record = journaled;
     }
+    const journaledAt = Date.now();
     try {
       await this.clients.sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(record) }));
     } catch (e) {
       throw cloudError(e, 'the block record queue');
     }
+    this.log.debug(`Chunk ${event.chunk} of ${event.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s, queued in ${seconds(journaledAt)} s`);
   }
 
   /** Waits for the ingest function to project every chunk; the commit is refused before that. */
@@ -139,10 +146,13 @@ export class CloudCatalog implements Catalog {
     const timeoutMs = Number(process.env['BACKY2_RECORD_TIMEOUT_SECONDS'] ?? 600) * 1000;
     const started = Date.now();
     let reported = -1;
-    for (;;) {
+    for (let polls = 1; ; polls++) {
       const v = await this.reader.getVersion(uid);
       const recorded = v?.recordedChunks ?? 0;
-      if (recorded >= chunkCount) return;
+      if (recorded >= chunkCount) {
+        this.log.debug(`${chunkCount} chunks of ${uid} projected: waited ${seconds(started)} s (${polls} reads)`);
+        return;
+      }
       if (recorded !== reported) {
         this.log.info(`Waiting for block records to be projected: ${recorded}/${chunkCount} chunks`);
         reported = recorded;
@@ -154,7 +164,9 @@ export class CloudCatalog implements Catalog {
   }
 
   async touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>> {
+    const started = Date.now();
     const answer = await invoke<{ touched: Record<string, TouchResult> }>(this.clients, this.outputs.ApiFunctionName, { kind: 'touch', blocks });
+    this.log.debug(`Touch of ${blocks.length} blocks: api function answered in ${seconds(started)} s`);
     return new Map(Object.entries(answer.touched));
   }
 
@@ -280,8 +292,9 @@ export async function openCloudBackend(config: Config, log: Log, opts: { initdb?
   );
   const where = `region ${aws.region ?? process.env['AWS_REGION'] ?? '(default)'}${aws.endpointUrl ? ` at ${aws.endpointUrl}` : ''}`;
   const masterKey = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
+  const asked = Date.now();
   const outputs = await describeOutputs(clients, aws.stackName, where);
-  log.debug(`Using stack ${aws.stackName}: bucket ${outputs.BucketName}`);
+  log.debug(`Using stack ${aws.stackName}: bucket ${outputs.BucketName} (outputs read in ${seconds(asked)} s)`);
   // Key rotation: the key ring in the bucket gives the repository's dedup key.
   let keys: RepositoryKeys;
   try {
@@ -289,6 +302,7 @@ export async function openCloudBackend(config: Config, log: Log, opts: { initdb?
   } catch (e) {
     throw cloudError(e, 'the key ring');
   }
+  log.debug('Key ring read');
   const backend = new CloudBackend(config, clients, outputs, keys, log);
   if (opts.initdb) {
     try {

@@ -37,7 +37,9 @@ export const wantsBar = (g: Globals) => !g.machineOutput && !g.json && !!process
 export async function withBackend<T>(cmd: Command, fn: (backend: Backend, g: Globals, log: Log) => Promise<T>, opts: { initdb?: boolean } = {}): Promise<T> {
   const g = globals(cmd);
   const log = logFor(g);
+  log.debug(`${cmd.name()}: command line parsed`);
   const backend = await openBackend(g.configfile, log, opts);
+  log.debug(`${backend.kind} repository open`);
   try {
     return await fn(backend, g, log);
   } catch (e) {
@@ -47,6 +49,7 @@ export async function withBackend<T>(cmd: Command, fn: (backend: Backend, g: Glo
       // A close that fails (the database's final checkpoint on a full disk) must not hide the first error.
       log.debug(`closing the repository failed: ${(e as Error).message}`);
     });
+    log.debug('repository closed');
   }
 }
 

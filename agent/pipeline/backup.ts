@@ -49,6 +49,7 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
     const swept = await blocks.removeStaleTemporaries?.().catch((e: Error) => log.debug(`temporary files not swept: ${e.message}`));
     if (swept?.files) log.info(`Removed ${swept.files} stale temporary files (${swept.bytes} bytes) left by earlier runs`);
     const { version, base, recorded } = req.resumeUid ? await resumeVersion(backend, req.resumeUid, req.name, source.size, log) : await startVersion(backend, req, source.size);
+    log.debug(`Version ${version.uid} is pending: ${version.blockCount} blocks in ${version.chunkCount} chunks`);
     try {
       const stats = await backupBlocks(backend, version, base, source, req.sourceUrl, log, progressBar, { plan, recorded });
       const after = await deviceSize(source.path, source.fh);
@@ -57,6 +58,7 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
       await catalog.awaitRecorded(version.uid, version.chunkCount);
       stats.durationSeconds = (Date.now() - started) / 1000;
       const committed = await catalog.execute({ type: 'CommitVersion', uid: version.uid, stats });
+      log.debug(`Version ${version.uid} committed`);
       return { version: committed, stats };
     } catch (e) {
       const failure = backend.explain?.(e) ?? e;
@@ -232,7 +234,9 @@ async function backupBlocks(
     await catalog.record(chunkRecorded(version.uid, chunk, unchanged ? { sameAs: baseChunk.origin } : { entries: packed }, newBlocks));
   }
   progress.stop();
+  log.debug(`Blocks read, stored and recorded: ${stats.blocksWritten} written, ${stats.blocksDedup} deduplicated, ${stats.blocksSparse} sparse`);
   await writeManifest(blocks, codec, version, packedMap);
+  log.debug('Manifest written');
   return stats;
 }
 

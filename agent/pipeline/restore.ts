@@ -43,7 +43,9 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     throw usageError(`Target ${req.targetUrl} does not exist (nor a partial restore of it); -c resumes an earlier restore`);
   if (exists && !req.force && req.continueFrom === null) throw usageError(`Target already exists: ${req.targetUrl}. You must force the restore (--force).`);
 
+  log.debug(`Version ${version.uid} read: ${version.blockCount} blocks in ${version.chunkCount} chunks`);
   await preflight(backend, version);
+  log.debug('Preflight: the first data block was read and verified');
 
   let target: FileHandle;
   let inPlace = false;
@@ -67,9 +69,11 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
     await writeBlocks(backend, version, target, { fresh, sparse: req.sparse, from: req.continueFrom ?? 0 }, log, progressBar, (idx) => {
       lastContiguous = idx;
     });
+    log.debug('Every block is written');
     await target.sync();
     await target.close();
     if (!inPlace) await rename(writePath, path);
+    log.debug('Target synced and in place');
     return version;
   } catch (e) {
     // A resume point is promised only for blocks that are on disk: sync what was written.

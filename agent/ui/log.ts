@@ -14,7 +14,8 @@ export class Log {
     if (ORDER[level] < ORDER[this.min]) return;
     process.stderr.write(`${label.padStart(9)}: ${message}\n`);
   }
-  debug = (m: string) => this.write('debug', 'DEBUG', m);
+  /** Debug lines carry the seconds since the process started: `-d` shows where a command's time goes. */
+  debug = (m: string) => this.write('debug', 'DEBUG', `[+${(performance.now() / 1000).toFixed(3)} s] ${m}`);
   info = (m: string) => this.write('info', 'INFO', m);
   warn = (m: string) => this.write('warn', 'WARNING', m);
   error = (m: string) => this.write('error', 'ERROR', m);

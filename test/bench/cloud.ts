@@ -57,7 +57,14 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
     config,
     ['[DEFAULTS]', `encryption_key: ${'c'.repeat(64)}`, `simultaneous_reads: ${CONCURRENCY}`, `simultaneous_writes: ${CONCURRENCY}`, '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
   );
-  const cli = (...args: string[]) => run(process.execPath, [BIN, '-c', config, ...args], { env: { ...env, BACKY2_HOME: home } });
+  // BENCH_CLOUD_TRACE=1: each run of ours with -d, its debug lines (seconds since its start) in the log.
+  const trace = process.env['BENCH_CLOUD_TRACE'] === '1';
+  const cli = async (...args: string[]) => {
+    const started = Date.now();
+    const measured = await run(process.execPath, [BIN, '-c', config, ...(trace ? ['-d'] : []), ...args], { env: { ...env, BACKY2_HOME: home } });
+    if (trace) log(`${args.filter((a) => !a.startsWith('-')).join(' ')}: ${measured.seconds.toFixed(3)} s wall, started ${new Date(started).toISOString()}\n${measured.stderr.split('\n').filter((l) => l.includes('DEBUG')).join('\n')}`);
+    return measured;
+  };
 
   const s3 = new S3Client({ region: stack.region, endpoint: stack.endpoint, forcePathStyle: true, ...s3ClientOptions({ sockets: 2 * CONCURRENCY }) });
   const bucket = `backy2-bench-baseline-${randomBytes(4).toString('hex')}`;

@@ -94,6 +94,7 @@ export interface Measured {
   seconds: number;
   peakRssMiB: number | null;
   stdout: string;
+  stderr: string;
 }
 
 export const timeBin = existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
@@ -131,7 +132,7 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
         rmSync(timeFile, { force: true });
         peakKiB = Number(text) || null;
       }
-      resolvePromise({ seconds, peakRssMiB: peakKiB === null ? null : peakKiB / 1024, stdout });
+      resolvePromise({ seconds, peakRssMiB: peakKiB === null ? null : peakKiB / 1024, stdout, stderr });
     });
   });
 }
