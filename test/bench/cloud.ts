@@ -96,8 +96,8 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
     log(`cloud round ${round}: baseline and ours (load ${loadAverage()})`);
     r.put.push(await putAll(round));
     r.get.push(await getAll(round));
-    // A fresh image per round (different random blocks): every backup uploads its blocks.
-    if (round > 1) writeImage(image, bytes);
+    // A fresh image per round (other random and text blocks): every backup uploads all its blocks, as the baseline does.
+    if (round > 1) writeImage(image, bytes, round);
     const roundHash = round > 1 ? await sha256(image) : hash;
     const b = await cli('-m', 'backup', `file://${image}`, `bench-${round}`);
     r.backup.push(b.seconds);

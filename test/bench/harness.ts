@@ -65,8 +65,11 @@ export type BlockKind = 'zero' | 'random' | 'text';
 /** Blocks cycle zero, random, text, text: a quarter zeros, a quarter random, half compressible. */
 export const kindOf = (i: number): BlockKind => (i % 4 === 0 ? 'zero' : i % 4 === 1 ? 'random' : 'text');
 
-/** Writes the bench image (every block distinct); returns how many blocks of each kind it has. */
-export function writeImage(path: string, bytes: number): Record<BlockKind, number> {
+/**
+ * Writes the bench image (every block distinct); returns how many blocks of each kind it has.
+ * Another `variant` gives other text blocks (random blocks always differ): an image sharing no block.
+ */
+export function writeImage(path: string, bytes: number, variant = 0): Record<BlockKind, number> {
   const fd = openSync(path, 'w');
   const buf = Buffer.alloc(BLOCK);
   const counts = { zero: 0, random: 0, text: 0 };
@@ -78,7 +81,7 @@ export function writeImage(path: string, bytes: number): Record<BlockKind, numbe
       counts[kind]++;
       if (kind === 'zero') b.fill(0);
       else if (kind === 'random') randomFillSync(b);
-      else textBlock(b, i * 7919 + 1);
+      else textBlock(b, i * 7919 + 1 + variant * 1_000_003);
       writeSync(fd, b, 0, len, at);
     }
   } finally {
