@@ -1,7 +1,7 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { handleApiRequest } from '../shared/app/api.ts';
-import { logger, policy, writerStore } from './commons/deps.ts';
+import { logger, policy, store, writerStore } from './commons/deps.ts';
 
 /**
  * Synchronous commands (start, commit, rm, protect, tags, expire, scrub verdicts, touch), invoked
@@ -9,4 +9,5 @@ import { logger, policy, writerStore } from './commons/deps.ts';
  */
 const role = process.env['API_ROLE'] === 'admin' ? 'admin' : 'agent';
 
-export const handler = middy(async (request: unknown) => handleApiRequest(request, await writerStore(), policy, role)).use(injectLambdaContext(logger));
+// A chunk record that comes with a commit is projected as the ingest function projects it (the agent journaled it).
+export const handler = middy(async (request: unknown) => handleApiRequest(request, await writerStore(), policy, role, store)).use(injectLambdaContext(logger));

@@ -77,6 +77,12 @@ export async function describeOutputs(clients: AwsClients, stackName: string, wh
   return byKey as Outputs;
 }
 
+/**
+ * How long `awaitRecorded` waits before its next read: the last chunk is usually projected within
+ * a fraction of a second, so the first reads come fast (50, 100, 200 ms), then every 500 ms.
+ */
+export const recordPollDelayMs = (polls: number): number => Math.min(500, 25 * 2 ** polls);
+
 const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(3);
 
 /** Calls one of the stack's functions and unwraps its { ok, … } answer into a result or the same error as embedded mode. */
@@ -124,14 +130,16 @@ export class CloudCatalog implements Catalog {
     return answer.version;
   }
 
+  /** Journals the chunk record (recover); a retried or resumed run's journaled record is the one that counts (as embedded). */
+  private async journaled(event: EventOf<'BlocksRecorded'>): Promise<EventOf<'BlocksRecorded'>> {
+    if (!this.journal || (await this.journal.appendChunk(event))) return event;
+    const journaled = await this.journal.read(journalKeys.chunk(event.uid, event.chunk)).catch(() => null);
+    return journaled?.type === 'BlocksRecorded' && journaled.uid === event.uid && journaled.chunk === event.chunk ? journaled : event;
+  }
+
   async record(event: EventOf<'BlocksRecorded'>): Promise<void> {
     const started = Date.now();
-    let record = event;
-    if (this.journal && !(await this.journal.appendChunk(event))) {
-      // A retried or resumed run: the journaled record is the one that counts (as embedded).
-      const journaled = await this.journal.read(journalKeys.chunk(event.uid, event.chunk)).catch(() => null);
-      if (journaled?.type === 'BlocksRecorded' && journaled.uid === event.uid && journaled.chunk === event.chunk) record = journaled;
-    }
+    const record = await this.journaled(event);
     const journaledAt = Date.now();
     try {
       await this.clients.sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(record) }));
@@ -141,11 +149,26 @@ export class CloudCatalog implements Catalog {
     this.log.debug(`Chunk ${event.chunk} of ${event.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s, queued in ${seconds(journaledAt)} s`);
   }
 
+  /**
+   * The last chunk's record travels with the commit: the api function projects it exactly as the
+   * ingest function would (idempotent), then decides the commit, which it accepts only when every
+   * chunk is projected. Saves the queue's delivery and the wait for the last chunk.
+   */
+  async recordAndCommit(last: EventOf<'BlocksRecorded'>, cmd: Extract<VersionCommand, { type: 'CommitVersion' }>): Promise<Version> {
+    const started = Date.now();
+    const record = await this.journaled(last);
+    const journaledAt = Date.now();
+    const answer = await invoke<{ version: Version }>(this.clients, this.outputs.ApiFunctionName, { kind: 'command', command: cmd, record });
+    this.log.debug(`Chunk ${last.chunk} of ${cmd.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s; recorded and committed by the api function in ${seconds(journaledAt)} s`);
+    return answer.version;
+  }
+
   /** Waits for the ingest function to project every chunk; the commit is refused before that. */
   async awaitRecorded(uid: string, chunkCount: number): Promise<void> {
     const timeoutMs = Number(process.env['BACKY2_RECORD_TIMEOUT_SECONDS'] ?? 600) * 1000;
     const started = Date.now();
     let reported = -1;
+    if (chunkCount <= 0) return;
     for (let polls = 1; ; polls++) {
       const v = await this.reader.getVersion(uid);
       const recorded = v?.recordedChunks ?? 0;
@@ -159,7 +182,7 @@ export class CloudCatalog implements Catalog {
       }
       if (Date.now() - started > timeoutMs)
         throw new Backy2Error(ExitCode.cloud, `Only ${recorded}/${chunkCount} block map chunks of ${uid} were projected within ${timeoutMs / 1000} s; check the ingest function and its dead-letter queue`);
-      await sleep(500);
+      await sleep(recordPollDelayMs(polls));
     }
   }
 

@@ -44,7 +44,7 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
   if (exists && !req.force && req.continueFrom === null) throw usageError(`Target already exists: ${req.targetUrl}. You must force the restore (--force).`);
 
   log.debug(`Version ${version.uid} read: ${version.blockCount} blocks in ${version.chunkCount} chunks`);
-  await preflight(backend, version);
+  const checked = await preflight(backend, version);
   log.debug('Preflight: the first data block was read and verified');
 
   let target: FileHandle;
@@ -66,7 +66,7 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
   let lastContiguous = (req.continueFrom ?? 0) - 1;
   try {
     if (fresh) await target.truncate(version.sizeBytes);
-    await writeBlocks(backend, version, target, { fresh, sparse: req.sparse, from: req.continueFrom ?? 0 }, log, progressBar, (idx) => {
+    await writeBlocks(backend, version, target, { fresh, sparse: req.sparse, from: req.continueFrom ?? 0, checked }, log, progressBar, (idx) => {
       lastContiguous = idx;
     });
     log.debug('Every block is written');
@@ -122,15 +122,27 @@ class BlockReadFailed extends Backy2Error {
   }
 }
 
-/** Proves the key and storage work on one data block before the target is touched. */
-async function preflight(backend: Backend, version: Version): Promise<void> {
+const PREFLIGHT_CHUNKS_KEPT = 4;
+
+/** What the preflight read: the block map's first chunks (up to the first data block) and that block, verified. */
+interface Preflight {
+  chunks: BlockRef[][];
+  first: { ref: BlockRef; data: Buffer } | null;
+}
+
+/**
+ * Proves the key and storage work on one data block before the target is touched. What it read
+ * is handed to the pipeline (written, not fetched and verified a second time).
+ */
+async function preflight(backend: Backend, version: Version): Promise<Preflight> {
+  const chunks: BlockRef[][] = [];
   for await (const entries of readBlockMap(backend.catalog.reader, version)) {
+    // A long sparse start is read again later rather than held (memory stays bounded).
+    if (chunks.length < PREFLIGHT_CHUNKS_KEPT) chunks.push(entries);
     const first = entries.find((e) => e.id !== null);
-    if (first) {
-      await fetchBlock(backend, first);
-      return;
-    }
+    if (first) return { chunks, first: { ref: first, data: await fetchBlock(backend, first) } };
   }
+  return { chunks, first: null };
 }
 
 async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
@@ -174,7 +186,7 @@ async function writeBlocks(
   backend: Backend,
   version: Version,
   target: FileHandle,
-  opts: { fresh: boolean; sparse: boolean; from: number },
+  opts: { fresh: boolean; sparse: boolean; from: number; checked: Preflight },
   log: Log,
   progressBar: boolean,
   onContiguous: (idx: number) => void,
@@ -195,10 +207,16 @@ async function writeBlocks(
       await writeAt(target, data, length, position);
       writeback.wrote(length);
     });
-  await forEachBounded(entriesFrom(backend, version, opts.from), restoreDepth(config), async (e) => {
+  let checked = opts.checked.first;
+  await forEachBounded(entriesFrom(backend, version, opts.from, opts.checked.chunks), restoreDepth(config), async (e) => {
     const position = e.idx * version.blockSize;
     if (e.id === null) {
       if (!opts.fresh && !opts.sparse) await write(zeros, e.length, position);
+    } else if (checked?.ref.idx === e.idx) {
+      // The preflight's block, verified already.
+      const { data } = checked;
+      checked = null;
+      await write(data, data.length, position);
     } else {
       // One piece of shared memory holds the stored object, then (written over it) the plaintext.
       const memory = backend.codec.blockBuffer();
@@ -223,6 +241,8 @@ async function writeBlocks(
 /** Blocks in flight in a restore: each holds its stored object, then its plaintext. */
 export const restoreDepth = (config: { simultaneousReads: number; simultaneousWrites: number }) => config.simultaneousReads + config.simultaneousWrites;
 
-async function* entriesFrom(backend: Backend, version: Version, from: number): AsyncIterable<BlockRef> {
-  for await (const entries of readBlockMap(backend.catalog.reader, version)) for (const e of entries) if (e.idx >= from) yield e;
+/** The block map from block `from` on; the chunks the preflight read are not read again. */
+async function* entriesFrom(backend: Backend, version: Version, from: number, read: BlockRef[][]): AsyncIterable<BlockRef> {
+  for (const entries of read) for (const e of entries) if (e.idx >= from) yield e;
+  for await (const entries of readBlockMap(backend.catalog.reader, version, read.length)) for (const e of entries) if (e.idx >= from) yield e;
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
 import type { Policy } from '../domain/version.ts';
-import { StoredBlockSchema } from '../domain/events.ts';
+import { BlocksRecorded, StoredBlockSchema } from '../domain/events.ts';
 import { VersionCommandSchema } from '../domain/commands.ts';
 import { uid } from '../domain/schema.ts';
 import type { Version } from '../domain/types.ts';
@@ -15,7 +15,8 @@ import { leaseExpiry, MAX_LEASE_SECONDS } from '../domain/cleanup.ts';
  * so the agent prints the same error and exits with the same code as in embedded mode.
  */
 export const ApiRequestSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('command'), command: VersionCommandSchema }),
+  // `record`: the last block-map chunk of the version, projected before its CommitVersion is decided.
+  z.object({ kind: z.literal('command'), command: VersionCommandSchema, record: BlocksRecorded.optional() }),
   z.object({ kind: z.literal('touch'), blocks: z.array(StoredBlockSchema).max(1000) }),
   z.object({ kind: z.literal('lease'), uid, holder: z.string().min(1).max(255), seconds: z.number().int().positive().max(MAX_LEASE_SECONDS) }),
   z.object({ kind: z.literal('release'), uid, holder: z.string().min(1).max(255) }),
@@ -28,7 +29,17 @@ export type ApiResponse =
 /** The agent's api cannot force: a compromised host must not remove young versions (DESIGN: security model). */
 export type ApiRole = 'agent' | 'admin';
 
-export async function handleApiRequest(raw: unknown, store: MetadataStore, policy: Policy, role: ApiRole = 'admin'): Promise<ApiResponse> {
+/**
+ * `recorder` projects a chunk record carried by a commit, as the ingest function does (the agent
+ * journaled it before sending it).
+ */
+export async function handleApiRequest(
+  raw: unknown,
+  store: MetadataStore,
+  policy: Policy,
+  role: ApiRole = 'admin',
+  recorder: Pick<MetadataStore, 'recordChunk'> = store,
+): Promise<ApiResponse> {
   const parsed = ApiRequestSchema.safeParse(raw);
   if (!parsed.success) return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}` };
   try {
@@ -45,9 +56,15 @@ export async function handleApiRequest(raw: unknown, store: MetadataStore, polic
       await store.dropLease(parsed.data.uid, parsed.data.holder);
       return { ok: true };
     }
-    const command = parsed.data.command;
+    const { command, record } = parsed.data;
     if (role === 'agent' && command.type === 'RemoveVersion' && command.force)
       return { ok: false, exitCode: ExitCode.refused, message: `rm --force of ${command.uid} needs the admin api (AdminPolicy)` };
+    if (record) {
+      if (command.type !== 'CommitVersion' || record.uid !== command.uid)
+        return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: a block record travels only with the CommitVersion of its own version` };
+      // Only a backup in progress records (a committed one's retried commit is a no-op; any other is refused below).
+      if ((await store.getVersion(command.uid))?.status === 'pending') await recorder.recordChunk(record);
+    }
     const version = await executeVersionCommand(store, command, policy);
     return { ok: true, version };
   } catch (e) {

@@ -33,9 +33,9 @@ export async function readChunkWithOrigin(
   throw new Backy2Error(ExitCode.unexpected, `Block map chunk ${chunk} of version ${version.uid}: reference loop`);
 }
 
-/** The whole map, chunk by chunk: memory stays bounded by one chunk. */
-export async function* readBlockMap(reader: MetadataReader, version: Version): AsyncIterable<BlockRef[]> {
-  for (let chunk = 0; chunk < version.chunkCount; chunk++) yield await readChunk(reader, version, chunk);
+/** The whole map (from chunk `first`), chunk by chunk: memory stays bounded by one chunk. */
+export async function* readBlockMap(reader: MetadataReader, version: Version, first = 0): AsyncIterable<BlockRef[]> {
+  for (let chunk = first; chunk < version.chunkCount; chunk++) yield await readChunk(reader, version, chunk);
 }
 
 /** Distinct non-sparse block ids a version references. */

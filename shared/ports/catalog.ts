@@ -17,6 +17,12 @@ export interface Catalog {
   record(event: EventOf<'BlocksRecorded'>): Promise<void>;
   /** Resolves once every chunk of the version is projected, so a commit will be accepted. */
   awaitRecorded(uid: string, chunkCount: number): Promise<void>;
+  /**
+   * Optional: projects the version's last chunk record and commits, in one step (cloud: one api
+   * call instead of the queue, the ingest function and a wait). The caller has awaited every other
+   * chunk. Without it, the last chunk goes through `record` like the others.
+   */
+  recordAndCommit?(last: EventOf<'BlocksRecorded'>, cmd: Extract<VersionCommand, { type: 'CommitVersion' }>): Promise<Version>;
   /** Tells the index that a backup relies on already-stored objects (docs/DESIGN-NOTES.md, GC invariant step 3). */
   touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>>;
   /**

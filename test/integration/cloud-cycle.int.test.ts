@@ -1,7 +1,8 @@
 /**
  * The quick-start cycle through the real CLI in cloud mode, against the real stack deployed into
  * the emulator (or BACKY2_TEST_ENDPOINT): blocks go to S3, block records through SQS to the real
- * ingest function, commands through the real api function, metadata in DynamoDB.
+ * ingest function (a version's last chunk with its commit), commands through the real api
+ * function, metadata in DynamoDB.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
@@ -55,6 +56,20 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const r = await cli('--json', 'ls');
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout) as { uid: string; valid: number; name: string; size_bytes: number; tags: string }[];
+  };
+
+  /**
+   * An image of 2100 blocks of 4 KiB (3 block-map chunks of 1024), mostly sparse, and a CLI whose
+   * config uses that block size.
+   */
+  const severalChunks = (name: string) => {
+    const BS = 4096;
+    const image = Buffer.alloc(2100 * BS);
+    for (const idx of [0, 1023, 1024, 2099]) randomBytes(BS).copy(image, idx * BS);
+    writeFileSync(join(dir, name), image);
+    const small = join(dir, 'small-blocks.cfg');
+    writeFileSync(small, readFileSync(config, 'utf8').replace('block_size: 1048576', `block_size: ${BS}`));
+    return { image, cli: (...args: string[]) => runCli(['-c', small, ...args], dir, env()) };
   };
 
   beforeAll(() => {
@@ -233,10 +248,23 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     expect(sha(readFileSync(join(dir, 'dup-restored.img')))).toBe(sha(image));
   });
 
+  it('a backup of several block-map chunks: the earlier ones through the queue and the ingest function, the last with the commit', async () => {
+    const { image, cli: small } = severalChunks('chunks.img');
+    const b = await small('-m', 'backup', 'file://chunks.img', 'chunks');
+    expect(b.code, b.stderr).toBe(0);
+    const uid = b.stdout.trim().split('\n').pop()!;
+    const records = await ddb.send(new QueryCommand({ TableName: stack.outputs.EventsTableName, KeyConditionExpression: '#stream = :s', ExpressionAttributeNames: { '#stream': 'stream' }, ExpressionAttributeValues: { ':s': `blocks-${uid}` } }));
+    expect((records.Items ?? []).map((i) => i['seq'] as number).sort()).toEqual([0, 1, 2]);
+    const r = await small('restore', uid, 'file://chunks-restored.img');
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(readFileSync(join(dir, 'chunks-restored.img')))).toBe(sha(image));
+  });
+
   it('a poisoned block record goes to the dead-letter queue and does not block the others', async () => {
     await sqs.send(new SendMessageCommand({ QueueUrl: stack.outputs.BlockQueueUrl, MessageBody: '{"type":"BlocksRecorded","poison":true}' }));
-    makeImage(join(dir, 'after-poison.img'), ['r', 'r']);
-    const b = await cli('-m', 'backup', 'file://after-poison.img', 'afterpoison');
+    // Several chunks, so the backup's first chunks need the queue.
+    const { cli: small } = severalChunks('after-poison.img');
+    const b = await small('-m', 'backup', 'file://after-poison.img', 'afterpoison');
     expect(b.code, b.stderr).toBe(0);
     await eventually(
       async () => {

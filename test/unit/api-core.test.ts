@@ -88,3 +88,54 @@ describe('api roles', () => {
     expect(await handleApiRequest(rm, store, policy, 'admin')).toMatchObject({ ok: true, version: { status: 'removed' } });
   });
 });
+
+describe('api: the last chunk record with the commit', () => {
+  const twoChunks = (uid: string) => ({ ...startRequest(uid), command: { ...startRequest(uid).command, chunkEntries: 1 } });
+  const chunkRecord = (uid: string, chunk: number) => ({
+    type: 'BlocksRecorded',
+    v: 1,
+    uid,
+    chunk,
+    entries: packChunk([{ idx: chunk, id: randomBytes(32).toString('hex'), length: 4096 }]).toString('base64'),
+    sameAs: null,
+    newBlocks: [],
+    at: new Date().toISOString(),
+  });
+  const commitWith = (uid: string, rec: unknown) => ({ kind: 'command', command: { type: 'CommitVersion', uid, stats }, record: rec });
+
+  it('projects the record, then commits only once every chunk is projected', async () => {
+    const store = newStore();
+    const uid = randomUUID();
+    await handleApiRequest(twoChunks(uid), store, policy, 'agent');
+    // Chunk 0 (sent through the queue) is not projected yet: the last one is recorded, the commit refused.
+    expect(await handleApiRequest(commitWith(uid, chunkRecord(uid, 1)), store, policy, 'agent')).toMatchObject({ ok: false, exitCode: 4 });
+    expect(await store.getChunk(uid, 1)).toBeTruthy();
+    expect((await store.getVersion(uid))?.status).toBe('pending');
+    expect(await ingestBlockRecord(JSON.stringify(chunkRecord(uid, 0)), store)).toBe(true);
+    // The retried commit carries the same record again: a duplicate that changes nothing.
+    expect(await handleApiRequest(commitWith(uid, chunkRecord(uid, 1)), store, policy, 'agent')).toMatchObject({ ok: true, version: { status: 'committed', recordedChunks: 2 } });
+    expect((await store.getVersion(uid))?.recordedChunks).toBe(2);
+  });
+
+  it('refuses a record of another version, or with another command, and records nothing', async () => {
+    const store = newStore();
+    const [uid, other] = [randomUUID(), randomUUID()];
+    await handleApiRequest(startRequest(uid), store, policy, 'agent');
+    await handleApiRequest(startRequest(other), store, policy, 'agent');
+    expect(await handleApiRequest(commitWith(uid, chunkRecord(other, 0)), store, policy, 'agent')).toMatchObject({ ok: false, exitCode: 1 });
+    const protect = { kind: 'command', command: { type: 'ProtectVersion', uid }, record: chunkRecord(uid, 0) };
+    expect(await handleApiRequest(protect, store, policy, 'agent')).toMatchObject({ ok: false, exitCode: 1 });
+    expect(await store.getChunk(other, 0)).toBeUndefined();
+    expect(await store.getChunk(uid, 0)).toBeUndefined();
+    expect((await store.getVersion(uid))?.status).toBe('pending');
+  });
+
+  it('does not record for a version that is no longer in progress', async () => {
+    const store = newStore();
+    const uid = randomUUID();
+    await handleApiRequest(startRequest(uid), store, policy, 'agent');
+    await handleApiRequest({ kind: 'command', command: { type: 'FailVersion', uid, reason: 'test' } }, store, policy, 'agent');
+    expect(await handleApiRequest(commitWith(uid, chunkRecord(uid, 0)), store, policy, 'agent')).toMatchObject({ ok: false, exitCode: 4 });
+    expect(await store.getChunk(uid, 0)).toBeUndefined();
+  });
+});

@@ -33,6 +33,15 @@ const chunkSk = (chunk: number) => String(chunk).padStart(8, '0');
 const blockKey = (id: BlockId) => ({ pk: `BLOCK#${id.slice(0, 2)}`, sk: id });
 const SHARDS = Array.from({ length: 256 }, (_, i) => `BLOCK#${i.toString(16).padStart(2, '0')}`);
 
+/** Block-index writes of one chunk record in flight at once (the ingest function's share of the table's throughput). */
+const INDEX_WRITES = 16;
+
+/** Waits for both, then fails with the first failure (none is left running unobserved). */
+async function settledBoth(a: Promise<unknown>, b: Promise<unknown>): Promise<void> {
+  const results = await Promise.allSettled([a, b]);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
 const isConditionFailure = (e: unknown) => (e as { name?: string }).name === 'ConditionalCheckFailedException';
 const isCancelledByCondition = (e: unknown) =>
   (e as { name?: string }).name === 'TransactionCanceledException' &&
@@ -110,9 +119,9 @@ export class DynamoMetadataStore implements MetadataStore {
     //    whose old object the claiming cleanup has already deleted),
     //    but only while the backup is in progress: the late record of a removed or failed one may
     //    arrive after a cleanup deleted its objects, and must not make them look live,
-    if (event.newBlocks.length) for (const change of changesOf(event, vouchesForUploads(await this.getVersion(event.uid)))) await this.applyChange(change);
-    // 2. the chunk itself (idempotent),
-    await this.db.send(
+    // 2. the chunk itself (idempotent), written meanwhile: neither needs the other;
+    const indexed = event.newBlocks.length ? this.getVersion(event.uid).then((v) => this.applyChanges(changesOf(event, vouchesForUploads(v)))) : Promise.resolve();
+    const chunk = this.db.send(
       new PutCommand({
         TableName: this.projections,
         Item: {
@@ -123,7 +132,8 @@ export class DynamoMetadataStore implements MetadataStore {
         },
       }),
     );
-    // 3. the event and the count, together: a duplicate delivery fails the condition and changes nothing.
+    await settledBoth(indexed, chunk);
+    // 3. once both are durable, the event and the count, together: a duplicate delivery fails the condition and changes nothing.
     try {
       await this.db.send(
         new TransactWriteCommand({
@@ -168,6 +178,20 @@ export class DynamoMetadataStore implements MetadataStore {
       if (isConditionFailure(e)) return false;
       throw e;
     }
+  }
+
+  /**
+   * Applies many changes, `INDEX_WRITES` conditional writes in flight: changes of different blocks
+   * are independent items; those of one block apply one after the other, in their order.
+   */
+  private async applyChanges(changes: BlockIndexChange[]): Promise<void> {
+    const byBlock = new Map<BlockId, BlockIndexChange[]>();
+    for (const change of changes) byBlock.set(change.id, [...(byBlock.get(change.id) ?? []), change]);
+    const queues = [...byBlock.values()];
+    const worker = async () => {
+      for (let queue = queues.shift(); queue; queue = queues.shift()) for (const change of queue) await this.applyChange(change);
+    };
+    await Promise.all(Array.from({ length: Math.min(INDEX_WRITES, queues.length) }, worker));
   }
 
   /** Logs a block-index event, then applies its changes. */
