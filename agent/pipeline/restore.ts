@@ -124,25 +124,60 @@ class BlockReadFailed extends Backy2Error {
 
 const PREFLIGHT_CHUNKS_KEPT = 4;
 
-/** What the preflight read: the block map's first chunks (up to the first data block) and that block, verified. */
-interface Preflight {
-  chunks: BlockRef[][];
-  first: { ref: BlockRef; data: Buffer } | null;
+/** A stored object read ahead into the codec's shared memory, not yet verified. */
+interface ReadAhead {
+  memory: Buffer | null;
+  stored: Promise<Buffer>;
 }
 
 /**
- * Proves the key and storage work on one data block before the target is touched. What it read
- * is handed to the pipeline (written, not fetched and verified a second time).
+ * What the preflight read: the block map's first chunks (up to the first data block), that block
+ * verified, and the stored objects of the next data blocks, read meanwhile (verified when their
+ * turn comes in the pipeline).
+ */
+interface Preflight {
+  chunks: BlockRef[][];
+  first: { ref: BlockRef; data: Buffer } | null;
+  ahead: Map<number, ReadAhead>;
+}
+
+/**
+ * Proves the key and storage work on one data block before the target is touched. While it
+ * does, the next data blocks of its chunk are read (the other read slots), so the pipeline does
+ * not start from nothing. What it read is handed to the pipeline, not read again.
  */
 async function preflight(backend: Backend, version: Version): Promise<Preflight> {
   const chunks: BlockRef[][] = [];
   for await (const entries of readBlockMap(backend.catalog.reader, version)) {
     // A long sparse start is read again later rather than held (memory stays bounded).
     if (chunks.length < PREFLIGHT_CHUNKS_KEPT) chunks.push(entries);
-    const first = entries.find((e) => e.id !== null);
-    if (first) return { chunks, first: { ref: first, data: await fetchBlock(backend, first) } };
+    const data = entries.filter((e) => e.id !== null);
+    const first = data[0];
+    if (!first) continue;
+    const ahead = new Map<number, ReadAhead>();
+    for (const e of data.slice(1, backend.config.simultaneousReads)) {
+      const memory = backend.codec.blockBuffer();
+      const stored = readStored(backend, e, memory);
+      stored.catch(() => {}); // seen by the pipeline when it takes this block
+      ahead.set(e.idx, { memory, stored });
+    }
+    try {
+      return { chunks, first: { ref: first, data: await fetchBlock(backend, first) }, ahead };
+    } catch (e) {
+      await dropReadAhead(backend, ahead);
+      throw e;
+    }
   }
-  return { chunks, first: null };
+  return { chunks, first: null, ahead: new Map() };
+}
+
+/** Waits for reads ahead nobody took (a failure, or blocks before -c) and gives their memory back. */
+async function dropReadAhead(backend: Backend, ahead: Map<number, ReadAhead>): Promise<void> {
+  for (const { memory, stored } of ahead.values()) {
+    await stored.catch(() => {});
+    backend.codec.releaseBlockBuffer(memory);
+  }
+  ahead.clear();
 }
 
 async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
@@ -208,7 +243,7 @@ async function writeBlocks(
       writeback.wrote(length);
     });
   let checked = opts.checked.first;
-  await forEachBounded(entriesFrom(backend, version, opts.from, opts.checked.chunks), restoreDepth(config), async (e) => {
+  const restoreBlock = async (e: BlockRef): Promise<void> => {
     const position = e.idx * version.blockSize;
     if (e.id === null) {
       if (!opts.fresh && !opts.sparse) await write(zeros, e.length, position);
@@ -219,9 +254,11 @@ async function writeBlocks(
       await write(data, data.length, position);
     } else {
       // One piece of shared memory holds the stored object, then (written over it) the plaintext.
-      const memory = backend.codec.blockBuffer();
+      const readAhead = opts.checked.ahead.get(e.idx);
+      opts.checked.ahead.delete(e.idx);
+      const memory = readAhead ? readAhead.memory : backend.codec.blockBuffer();
       try {
-        const stored = await reads(() => readStored(backend, e, memory));
+        const stored = await (readAhead ? readAhead.stored : reads(() => readStored(backend, e, memory)));
         const data = await verify(backend, e, stored);
         await write(data, data.length, position);
       } finally {
@@ -233,7 +270,12 @@ async function writeBlocks(
     while (finished.delete(contiguous + 1)) contiguous++;
     onContiguous(contiguous);
     progress.tick(++done, bytes);
-  });
+  };
+  try {
+    await forEachBounded(entriesFrom(backend, version, opts.from, opts.checked.chunks), restoreDepth(config), restoreBlock);
+  } finally {
+    await dropReadAhead(backend, opts.checked.ahead);
+  }
   await writeback.drain();
   progress.stop();
 }
