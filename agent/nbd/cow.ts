@@ -4,6 +4,8 @@ import pLimit from 'p-limit';
 import { chunkRecorded, readChunkWithOrigin } from '../../shared/app/block-map.ts';
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
+import { commitRecorded, recordChunk } from '../../shared/app/commit.ts';
+import type { EventOf } from '../../shared/domain/events.ts';
 import { packChunk } from '../../shared/domain/blockmap.ts';
 import { refused } from '../../shared/domain/errors.ts';
 import type { StoredBlock, Version, VersionStats } from '../../shared/domain/types.ts';
@@ -57,6 +59,7 @@ export async function commitCowVersion(backend: Backend, original: Version, pend
     const inFlight = pLimit(config.simultaneousWrites + 2);
     const changed = new Set(overlay.changedBlocks);
     const packedMap: Buffer[] = [];
+    let last: EventOf<'BlocksRecorded'> | null = null;
     for (let chunk = 0; chunk < version.chunkCount; chunk++) {
       const { entries, origin } = await readChunkWithOrigin(catalog.reader, original, chunk);
       const newBlocks: StoredBlock[] = [];
@@ -90,12 +93,9 @@ export async function commitCowVersion(backend: Backend, original: Version, pend
       );
       const packed = packChunk(entries);
       packedMap.push(packed);
-      await catalog.record(chunkRecorded(version.uid, chunk, touched ? { entries: packed } : { sameAs: origin }, newBlocks));
+      last = await recordChunk(catalog, version, chunkRecorded(version.uid, chunk, touched ? { entries: packed } : { sameAs: origin }, newBlocks));
     }
-    await catalog.awaitRecorded(version.uid, version.chunkCount);
-    await writeManifest(backend.blocks, codec, version, packedMap);
-    stats.durationSeconds = (Date.now() - started) / 1000;
-    const committed = await catalog.execute({ type: 'CommitVersion', uid: version.uid, stats });
+    const committed = await commitRecorded(catalog, version, last, () => writeManifest(backend.blocks, codec, version, packedMap), stats, started);
     log.info(`Copy-on-write version ${committed.uid} committed: ${changed.size} changed blocks, ${stats.blocksWritten} stored`);
     return { version: committed, stats };
   } catch (e) {

@@ -13,6 +13,7 @@ import { chunkRecorded, readChunk, readChunkWithOrigin } from '../../shared/app/
 import { BatchedBlockLookup } from '../../shared/app/lookup.ts';
 import { afterTouch, countBlock, decideByContent, hintedEntry, outcomeOf, outcomeOfRecorded } from '../../shared/domain/backup.ts';
 import { writeManifest } from '../../shared/app/manifest.ts';
+import { commitRecorded, recordChunk } from '../../shared/app/commit.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
 import { openSource, readAt, deviceSize } from '../io/device.ts';
@@ -56,14 +57,8 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
       const after = await deviceSize(source.path, source.fh);
       if (after.size !== source.size)
         throw new Backy2Error(ExitCode.sourceMismatch, `Source ${req.sourceUrl} changed size during backup (${source.size} → ${after.size} bytes); stop writers or back up a snapshot`);
-      // The manifest is written while the other chunks are projected; both are durable before the commit.
-      await allDone([
-        writeManifest(blocks, backend.codec, version, packedMap).then(() => log.debug('Manifest written')),
-        catalog.awaitRecorded(version.uid, version.chunkCount - (last ? 1 : 0)),
-      ]);
-      stats.durationSeconds = (Date.now() - started) / 1000;
-      const commit = { type: 'CommitVersion' as const, uid: version.uid, stats };
-      const committed = last && catalog.recordAndCommit ? await catalog.recordAndCommit(last, commit) : await catalog.execute(commit);
+      const manifest = () => writeManifest(blocks, backend.codec, version, packedMap).then(() => log.debug('Manifest written'));
+      const committed = await commitRecorded(catalog, version, last, manifest, stats, started);
       log.debug(`Version ${version.uid} committed`);
       return { version: committed, stats };
     } catch (e) {
@@ -74,11 +69,6 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
   } finally {
     await source.fh.close();
   }
-}
-
-/** Waits for every promise (none is left running unobserved), then throws the first failure. */
-async function allDone(work: Promise<unknown>[]): Promise<void> {
-  for (const r of await Promise.allSettled(work)) if (r.status === 'rejected') throw r.reason;
 }
 
 /** Failures that may pass (a device, a disk, a service): the message says how to continue the version. */
@@ -149,7 +139,7 @@ async function backupBlocks(
   run: { plan: Uint8Array | null; recorded: Set<number> },
 ): Promise<{ stats: VersionStats; packedMap: Buffer[]; last: EventOf<'BlocksRecorded'> | null }> {
   const { catalog, codec, config } = backend;
-  // The last chunk's record goes with the commit when the catalog can take it so (cloud: one api call).
+  // The last chunk's record, when it goes with the commit (recordChunk).
   let last: EventOf<'BlocksRecorded'> | null = null;
   const stats: VersionStats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
   const readLimit = pLimit(config.simultaneousReads);
@@ -244,9 +234,7 @@ async function backupBlocks(
     const unchanged = baseChunk !== null && baseChunk.entries.length === count && baseChunk.entries.every((e, i) => e.id === entries[i]!.id && e.length === entries[i]!.length);
     const packed = packChunk(entries);
     packedMap.push(packed);
-    const event = chunkRecorded(version.uid, chunk, unchanged ? { sameAs: baseChunk.origin } : { entries: packed }, newBlocks);
-    if (catalog.recordAndCommit && chunk === version.chunkCount - 1) last = event;
-    else await catalog.record(event);
+    last = await recordChunk(catalog, version, chunkRecorded(version.uid, chunk, unchanged ? { sameAs: baseChunk.origin } : { entries: packed }, newBlocks));
   }
   progress.stop();
   log.debug(`Blocks read and stored: ${stats.blocksWritten} written, ${stats.blocksDedup} deduplicated, ${stats.blocksSparse} sparse`);
