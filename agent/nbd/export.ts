@@ -7,6 +7,7 @@ import { blockLength, chunkOf } from '../../shared/domain/blockmap.ts';
 import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import type { Backend } from '../backend/backend.ts';
 import { writeAt } from '../io/device.ts';
+import { processAlive } from '../../shared/adapters/local/processes.ts';
 import type { Log } from '../ui/log.ts';
 import type { BlockCache, PinnedBlock } from './block-cache.ts';
 import { STATE_HOLE, STATE_ZERO, type Extent } from './protocol.ts';
@@ -201,15 +202,6 @@ export async function removeStaleOverlays(parent: string): Promise<{ dirs: numbe
     removed.dirs++;
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

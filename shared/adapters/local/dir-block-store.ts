@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { BlockStore } from '../../ports/block-store.ts';
 import { osFault } from '../faults.ts';
+import { processAlive } from './processes.ts';
 
 /** Temporary files live in one directory of the data directory, so finding stale ones is one readdir. */
 export const TEMP_DIR = '.tmp';
@@ -195,7 +196,7 @@ export class DirBlockStore implements BlockStore {
       });
       for (const name of names) {
         const m = TEMP_NAME.exec(name);
-        const writerGone = !!m && m[1] === HOST && !processExists(Number(m[2]));
+        const writerGone = !!m && m[1] === HOST && !processAlive(Number(m[2]));
         await removeIfStale(join(dir, name), writerGone);
       }
     });
@@ -229,15 +230,5 @@ async function ensureDir(dir: string): Promise<void> {
     await mkdir(dir).catch((again: NodeJS.ErrnoException) => {
       if (again.code !== 'EEXIST') throw again;
     });
-  }
-}
-
-function processExists(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -11,6 +11,7 @@ import { blockIndexStatements } from './block-index-sql.ts';
 import { Backy2Error, ExitCode, usageError } from '../../domain/errors.ts';
 import type { VersionLease } from '../../domain/cleanup.ts';
 import { damagedDatabase, isDatabaseDamage, osFault, sqliteFault } from '../faults.ts';
+import { processAlive } from './processes.ts';
 
 const SCHEMA_VERSION = '1';
 
@@ -308,7 +309,7 @@ export class SqliteMetadataStore implements MetadataStore {
       const row = this.db.prepare('SELECT holder, pid, host, at FROM locks WHERE name = ?').get(name) as
         | { holder: string; pid: number; host: string; at: string }
         | undefined;
-      if (row && !(row.host === hostName() && !pidAlive(row.pid)))
+      if (row && !(row.host === hostName() && !processAlive(row.pid)))
         throw new Backy2Error(ExitCode.locked, `Repository is locked by ${row.holder} (pid ${row.pid} on ${row.host} since ${row.at})`);
       this.db.prepare('INSERT OR REPLACE INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(name, holder, process.pid, hostName(), new Date().toISOString());
     });
@@ -320,7 +321,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   lockHolder(name: string): string | undefined {
     const row = this.db.prepare('SELECT holder, pid, host FROM locks WHERE name = ?').get(name) as { holder: string; pid: number; host: string } | undefined;
-    if (!row || (row.host === hostName() && !pidAlive(row.pid))) return undefined;
+    if (!row || (row.host === hostName() && !processAlive(row.pid))) return undefined;
     return `${row.holder} (pid ${row.pid} on ${row.host})`;
   }
 
@@ -470,12 +471,3 @@ function guardedDatabase(path: string): DatabaseSync {
 
 /** Per connection: the damage it has seen (then it refuses to write). */
 const connectionState = new WeakMap<DatabaseSync, { damage: Backy2Error | null }>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
