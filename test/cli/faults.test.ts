@@ -361,10 +361,13 @@ describe('too many open files', { timeout: 120_000 }, () => {
   afterAll(() => repo.remove());
 
   test('backups under a tiny ulimit -n end with one line and exit 12 (or 6: SQLite cannot open its file), never a stack trace; one that fits succeeds', async () => {
-    const runs = await Promise.all(
-      // Which open fails first (the database, a worker thread, a block file) depends on timing near
-      // the limit, so several limits run: some must fail on EMFILE (12), none with a stack trace.
-      [28, 30, 32, 34, 36, 38, 40, 42].map(async (limit) => {
+    // Which open fails first (the database, a worker thread, a block file) depends on timing near
+    // the limit, so several limits run, one after the other (no run waits on another's database
+    // lock): some must fail on EMFILE (12), none with a stack trace.
+    const runs: { limit: number; r: CliResult }[] = [];
+    for (const limit of [28, 30, 32, 34, 36, 38, 40, 42]) {
+      runs.push(
+        await (async () => {
         const r = await new Promise<CliResult>((ok) => {
           const child = spawn('sh', ['-c', `ulimit -n ${limit}; exec "$0" "$@"`, NODE, BIN, '-c', repo.configPath, 'backup', `file://${repo.path('img')}`, `limit${limit}`], { cwd: repo.dir, env: cliEnv(repo) });
           let stdout = '';
@@ -374,8 +377,9 @@ describe('too many open files', { timeout: 120_000 }, () => {
           child.on('close', (code) => ok({ code: code ?? -1, stdout, stderr, output: stdout + stderr }));
         });
         return { limit, r };
-      }),
-    );
+        })(),
+      );
+    }
     // Near the limit a run may also just fit (how many files are open at once depends on timing).
     const failed = runs.filter(({ r }) => r.code !== 0);
     for (const { r } of failed) expectOneLine(r, r.code === 6 ? 6 : 12, /(Too many open files \(EMFILE\)|could not start \(EMFILE\)|ulimit -n)/);
