@@ -201,8 +201,11 @@ describe('the two implementations are one format', () => {
         const fromPool = await poolCodec.encodeForUpload(data, id);
         expect(fromWeb.checksum).toBe(storedChecksum(fromWeb.stored));
         expect(fromPool.checksum).toBe(storedChecksum(fromPool.stored));
-        // (zlib's one-shot and streaming zstd may differ by a frame-header byte: same format, either decodes.)
-        expect(Math.abs(fromPool.stored.length - fromWeb.stored.length)).toBeLessThanOrEqual(8);
+        // zlib's one-shot and streaming zstd are one format (either decodes) but need not give the
+        // same bytes: on tiny inputs they differ by up to a dozen (69 bytes gave 47 and 58). Neither
+        // may grow a block past its header and tag, and on larger inputs they agree within 2 %.
+        for (const { stored } of [fromWeb, fromPool]) expect(stored.length).toBeLessThanOrEqual(data.length + HEADER_BYTES + 16);
+        expect(Math.abs(fromPool.stored.length - fromWeb.stored.length)).toBeLessThanOrEqual(Math.max(16, 0.02 * data.length));
         expect((await poolCodec.decode(fromWeb.stored, id)).equals(data)).toBe(true);
         expect((await webCodec.decode(fromPool.stored, id)).equals(data)).toBe(true);
       }),
