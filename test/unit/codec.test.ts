@@ -3,6 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { BlockCodec, BlockFormatError, HEADER_BYTES, WrongKeyError, blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
 import { deriveKeys } from '../../shared/blocks/keys.ts';
+import { blockIdSync, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD } from '../../shared/blocks/codec-sync.ts';
 
 /**
  * The stored block format: encode → decode round-trips; anything else (a flipped byte, a
@@ -251,6 +252,23 @@ describe('shared block memory (the pipelines\' per-block buffers)', () => {
     const first = poolCodec.blockBuffer()!;
     poolCodec.releaseBlockBuffer(first);
     expect(poolCodec.blockBuffer()!.buffer).toBe(first.buffer);
+  });
+
+  it('zstd writes into the memory it is given (no fresh output buffer); a block too large for it still decodes', () => {
+    const keys = deriveKeys(MASTER);
+    const data = Buffer.from('compress me, '.repeat(200_000)).subarray(0, 2 * 1024 * 1024);
+    const id = blockIdSync(keys, data);
+    const memory = Buffer.from(new SharedArrayBuffer(data.length + STORED_OVERHEAD));
+    const stored = encodeSync(keys, data, id, memory);
+    expect(isViewOf(stored, memory) && stored.length < data.length / 10).toBe(true);
+    const storedCopy = Buffer.from(stored);
+    const plain = decodeSync(keys, stored, id, data.length, memory) as Buffer;
+    // Decompressed straight into the memory the stored object was in: no copy left to make.
+    expect(Buffer.isBuffer(plain) && isViewOf(plain, memory)).toBe(true);
+    expect(plain.equals(data)).toBe(true);
+    const small = Buffer.from(new SharedArrayBuffer(1024 * 1024));
+    const again = decodeSync(keys, storedCopy, id, data.length, small) as Buffer;
+    expect(Buffer.isBuffer(again) && !isViewOf(again, small) && again.equals(data)).toBe(true);
   });
 
   it('a damaged object in shared memory is rejected like any other', async () => {
