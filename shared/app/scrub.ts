@@ -3,7 +3,7 @@ import type { BlockId, Version } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
 import type { MetadataReader } from '../ports/catalog.ts';
 import type { VersionCommand } from '../domain/version.ts';
-import { sharesVerdict, storedObjectFailure, verdictCommands, type BlockFailure } from '../domain/scrub.ts';
+import { blocksToRevalidate, sharesVerdict, storedObjectFailure, verdictCommands, type BlockFailure } from '../domain/scrub.ts';
 import { readBlockMap } from './block-map.ts';
 
 /**
@@ -38,9 +38,12 @@ export async function verifyStoredBlock(
   return { failure: null, plaintext };
 }
 
+const REVALIDATE_PAGE = 1000;
+
 /**
  * The commands that record a scrub's verdict: the scrubbed version, and every other committed
- * version that references a failed block (marked invalid too, as backy2 does).
+ * version that references a failed block (marked invalid too, as backy2 does). Of the verified
+ * blocks, only those the index holds invalid are named (blocksToRevalidate).
  */
 export async function scrubVerdicts(
   reader: MetadataReader,
@@ -59,5 +62,11 @@ export async function scrubVerdicts(
       hits.set(other.uid, [...found.values()]);
     }
   }
-  return verdictCommands(version, verified, failures, complete, hits);
+  // Looked up a page at a time: a full scrub of a large device verifies millions of blocks.
+  const revalidated: BlockId[] = [];
+  for (let i = 0; i < verified.length; i += REVALIDATE_PAGE) {
+    const page = verified.slice(i, i + REVALIDATE_PAGE);
+    revalidated.push(...blocksToRevalidate(page, await reader.getBlocks(page)));
+  }
+  return verdictCommands(version, revalidated, failures, complete, hits);
 }

@@ -76,7 +76,10 @@ export const TagsAdded = z.object({ type: z.literal('TagsAdded'), v: z.literal(1
 export const TagsRemoved = z.object({ type: z.literal('TagsRemoved'), v: z.literal(1), uid, tags, at: instant });
 export const ExpirySet = z.object({ type: z.literal('ExpirySet'), v: z.literal(1), uid, expire: instant.nullable(), at: instant });
 
-/** Result of a scrub of one version: which blocks were checked fine and which failed, and why. */
+/**
+ * Result of a scrub of one version: which blocks failed, and why; `verified` names only the blocks
+ * it found fine that the index held invalid (made valid again), not every block it checked.
+ */
 export const ScrubCompleted = z.object({
   type: z.literal('ScrubCompleted'),
   v: z.literal(1),

@@ -36,6 +36,15 @@ export function storedObjectFailure(
   return null;
 }
 
+/**
+ * Of the blocks a scrub verified, those its verdict names: the ones the index holds invalid, which
+ * it makes valid again. A block already valid needs no event; naming every verified block made
+ * each scrub's ScrubCompleted (its event, its journal entry, in the cloud its api payload and one
+ * index update per block) as large as the version's block list.
+ */
+export const blocksToRevalidate = (verified: BlockId[], index: ReadonlyMap<BlockId, { valid: boolean }>): BlockId[] =>
+  verified.filter((id) => index.get(id)?.valid === false);
+
 /** Other versions a failed block invalidates: the committed ones (backy2 marks them invalid too). */
 export const sharesVerdict = (other: Version, scrubbed: Version): boolean => other.uid !== scrubbed.uid && other.status === 'committed';
 

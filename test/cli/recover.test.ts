@@ -34,6 +34,20 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
   const images: Record<string, Buffer> = {};
   const uids: Record<string, string> = {};
   let before: Record<string, string>;
+  /** Committed versions, and the block-index entries of their blocks before the loss. */
+  const COMMITTED = ['a1', 'a2', 'a3', 'b', 'bad', 'healed'];
+  const neededIds = new Set<string>();
+  let indexBefore: Record<string, unknown>;
+
+  async function indexEntries(ids: string[]): Promise<Record<string, unknown>> {
+    const store = SqliteMetadataStore.open(repo.sqlitePath);
+    try {
+      const found = await store.getBlocks(ids);
+      return Object.fromEntries([...found.values()].map((e) => [e.id, { storedSize: e.storedSize, checksum: e.checksum, valid: e.valid }]));
+    } finally {
+      store.close();
+    }
+  }
 
   /** What the user sees, in the machine formats. */
   async function observe(config: string): Promise<Record<string, string>> {
@@ -104,6 +118,20 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
     writeFileSync(repo.blockPath(badId), corrupt);
     expect((await repo.cli('scrub', uids['bad'])).code).toBe(20);
 
+    // A version found invalid by a scrub, then valid again once its block was repaired.
+    images['healed'] = makeImage(repo.path('h.img'), Array.from({ length: 150 }, (_, i) => 700_000 + i), BS);
+    uids['healed'] = await repo.backup('h.img', 'healed');
+    const healedId = (await repo.blockIdsOf(uids['healed']))[9]!;
+    const good = readFileSync(repo.blockPath(healedId));
+    const broken = Buffer.from(good);
+    broken.writeUInt8(broken.readUInt8(broken.length - 5) ^ 0xff, broken.length - 5);
+    writeFileSync(repo.blockPath(healedId), broken);
+    expect((await repo.cli('scrub', uids['healed'])).code).toBe(20);
+    expect((await repo.version(uids['healed']))?.valid).toBe(0);
+    writeFileSync(repo.blockPath(healedId), good);
+    expect((await repo.cli('scrub', uids['healed'])).code).toBe(0);
+    expect((await repo.version(uids['healed']))?.valid).toBe(1);
+
     // Key rotation: add key B, switch to it (A as old key), rekey what A wrote.
     const keyB = randomKey();
     writeFileSync(repo.path('b.key'), keyB + '\n');
@@ -132,6 +160,9 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
     expect(uids['pending'], 'the backup never recorded a chunk').toBeTruthy();
 
     before = await observe(newKeyConfig);
+    for (const name of COMMITTED) for (const id of await repo.blockIdsOf(uids[name]!)) if (id) neededIds.add(id);
+    indexBefore = await indexEntries([...neededIds]);
+    expect(Object.keys(indexBefore)).toHaveLength(neededIds.size);
     expect(before['ls']).toContain(uids['pending']);
     expect(before['ls']).not.toContain(uids['removed']);
   }, HOOK_TIMEOUT * 2);
@@ -171,11 +202,20 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
     expect(again.code, again.output).toBe(0);
     expect(again.stderr).toMatch(/Continuing the interrupted recover/);
     expect(await observe(newKeyConfig)).toEqual(before);
+    // The block index: each block's stored size, ciphertext checksum and validity (rekeys, scrubs).
+    expect(await indexEntries([...neededIds])).toEqual(indexBefore);
+  });
+
+  test('a cleanup right after the recover deletes no block', async () => {
+    const files = repo.blockFiles();
+    const r = await repo.run('-c', newKeyConfig, 'cleanup');
+    expect(r.code, r.output).toBe(0);
+    expect(repo.blockFiles()).toEqual(files);
   });
 
   test('every version restores bit-exact; scrub is clean except for the corrupted version', async () => {
-    for (const name of ['a1', 'a2', 'a3', 'b']) await restoresBitExact(newKeyConfig, uids[name]!, images[name]!);
-    for (const name of ['a1', 'a2', 'a3', 'b']) expect((await repo.run('-c', newKeyConfig, 'scrub', uids[name]!)).code, name).toBe(0);
+    for (const name of ['a1', 'a2', 'a3', 'b', 'healed']) await restoresBitExact(newKeyConfig, uids[name]!, images[name]!);
+    for (const name of ['a1', 'a2', 'a3', 'b', 'healed']) expect((await repo.run('-c', newKeyConfig, 'scrub', uids[name]!)).code, name).toBe(0);
     expect((await repo.run('-c', newKeyConfig, 'scrub', uids['bad']!)).code).toBe(20);
   });
 
@@ -191,7 +231,7 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
     await restoresBitExact(newKeyConfig, uids['pending']!, images['pending']!);
     const cleanup = await repo.run('-c', newKeyConfig, 'cleanup', '-f');
     expect(cleanup.code, cleanup.output).toBe(0);
-    for (const name of ['a1', 'a2', 'a3', 'b', 'pending']) await restoresBitExact(newKeyConfig, uids[name]!, images[name]!);
+    for (const name of ['a1', 'a2', 'a3', 'b', 'healed', 'pending']) await restoresBitExact(newKeyConfig, uids[name]!, images[name]!);
   });
 
   test('a new backup dedups against the recovered blocks', async () => {
@@ -252,6 +292,11 @@ describe('recover refuses journal entries that do not verify, and recovers the r
     expect(byUid(after, uids[1]!)).toMatchObject({ protected: 1, expire: '' });
     expect(byUid(after, uids[1]!).tags).toContain('x');
     expect(byUid(after, uids[2]!)).toEqual(byUid(rows, uids[2]!));
+    // cleanup -f right after a partial recover deletes no block a recovered version needs.
+    const files = repo.blockFiles();
+    const cleanup = await repo.cli('cleanup', '-f');
+    expect(cleanup.code, cleanup.output).toBe(0);
+    expect(repo.blockFiles()).toEqual(files);
     for (const uid of uids) expect((await repo.cli('restore', uid, `file://${uid}.img`)).code).toBe(0);
     for (let i = 0; i < 3; i++) expect(fileSha(repo.path(`${uids[i]}.img`))).toBe(fileSha(repo.path(`${i}.img`)));
   });
