@@ -1,5 +1,5 @@
 import { DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
-import { InvokeCommand } from '@aws-sdk/client-lambda';
+import { InvokeCommand, type InvokeCommandOutput } from '@aws-sdk/client-lambda';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -87,7 +87,7 @@ const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(3);
 
 /** Calls one of the stack's functions and unwraps its { ok, … } answer into a result or the same error as embedded mode. */
 async function invoke<T>(clients: AwsClients, functionName: string, payload: unknown): Promise<T> {
-  let out;
+  let out: InvokeCommandOutput;
   try {
     out = await clients.lambda.send(new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: Buffer.from(JSON.stringify(payload)) }));
   } catch (e) {
@@ -250,7 +250,7 @@ export class CloudBackend implements Backend {
   async enrollJournal(log: Log): Promise<void> {
     const keyArn = this.outputs.JournalKeyArn;
     if (!keyArn) throw new Backy2Error(ExitCode.cloud, `Stack ${this.stackName} has no JournalKeyArn output; update it with "npx cdk deploy"`);
-    let result;
+    let result: Awaited<ReturnType<typeof enrollJournalKey>>;
     try {
       result = await enrollJournalKey(this.blocks, kmsClient({ region: this.config.aws?.region, endpointUrl: this.config.aws?.endpointUrl, profile: this.config.aws?.profile }), keyArn, deriveJournalKey(this.codec.keys.dedupKey));
     } catch (e) {

@@ -29,7 +29,10 @@ export function register(program: Command): void {
         const report = await backend.rekey({
           dryRun: !!opts.dryRun,
           concurrency: backend.config.simultaneousWrites,
-          progress: (done, total) => (progress ??= startProgress('Rekey checked', total, log, { bar: wantsBar(g) })).tick(done, 0),
+          progress: (done, total) => {
+            progress ??= startProgress('Rekey checked', total, log, { bar: wantsBar(g) });
+            progress.tick(done, 0);
+          },
         });
         (progress as Progress | null)?.stop();
         const verb = opts.dryRun ? 'would be re-encrypted' : 're-encrypted';

@@ -236,7 +236,9 @@ class Connection {
     if (this.socket.destroyed || !this.socket.writable) return Promise.resolve();
     return new Promise((resolve) => {
       if (parts.length > 1) this.socket.cork();
-      parts.forEach((p, i) => this.socket.write(p, i === parts.length - 1 ? () => resolve() : undefined));
+      parts.forEach((p, i) => {
+        this.socket.write(p, i === parts.length - 1 ? () => resolve() : undefined);
+      });
       if (parts.length > 1) this.socket.uncork();
     });
   }

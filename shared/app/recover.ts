@@ -89,7 +89,10 @@ export async function readJournal(journal: Journal, opts: { concurrency: number;
   const byUid = new Map<string, { versions: Map<number, VersionEvent>; chunks: { slot: JournalSlot; event: EventOf<'BlocksRecorded'> }[] }>();
   const streamOf = (uid: string) => {
     let s = byUid.get(uid);
-    if (!s) byUid.set(uid, (s = { versions: new Map(), chunks: [] }));
+    if (!s) {
+      s = { versions: new Map(), chunks: [] };
+      byUid.set(uid, s);
+    }
     return s;
   };
   const failedSlots = new Set(read.filter((r) => 'error' in r).map((r) => r.slot.key));

@@ -6,7 +6,7 @@ import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
 import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
 import { Backy2Error, ExitCode, integrityError, refused, storageError } from '../domain/errors.ts';
 import { StoredBlockSchema, VersionStatsSchema } from '../domain/events.ts';
-import type { BlockId, StoredBlock, Version } from '../domain/types.ts';
+import type { BlockId, BlockRef, StoredBlock, Version } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
 import type { Catalog, MetadataReader } from '../ports/catalog.ts';
 import { chunkRecorded, readChunk } from './block-map.ts';
@@ -182,7 +182,7 @@ export async function checkExport(lines: AsyncIterable<string>): Promise<Checked
       if (item.chunk >= counts.chunkCount) throw formatError(`Line ${lineNo}: chunk ${item.chunk} is beyond the version's ${counts.chunkCount} chunks`);
       const packed = Buffer.from(item.entries, 'base64');
       const expected = chunkLength(item.chunk, counts.blockCount, version!.chunkEntries);
-      let entries;
+      let entries: BlockRef[];
       try {
         entries = unpackChunk(packed, item.chunk * version!.chunkEntries);
       } catch {

@@ -68,7 +68,9 @@ export class CodecPool {
       };
       worker.on('error', fail);
       worker.on('exit', (code) => fail(new Error(`codec worker exited (${code})`)));
-      this.memory.forEach((memory, register) => worker.postMessage({ register, memory } satisfies SlotRegistration));
+      this.memory.forEach((memory, register) => {
+        worker.postMessage({ register, memory } satisfies SlotRegistration);
+      });
       return slot;
     });
     for (const unused of early) void unused.terminate();

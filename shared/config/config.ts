@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseIni } from './ini.ts';
+import { parseIni, type IniSections } from './ini.ts';
 import { usageError } from '../domain/errors.ts';
 import { parseDuration, type Scheduler } from '../domain/schedules.ts';
 import { parseRetentionPolicy, type RetentionPolicy } from '../domain/retention-rules.ts';
@@ -111,7 +111,7 @@ export interface Config {
 }
 
 export function parseConfig(text: string, source: string): Config {
-  let sections;
+  let sections: IniSections;
   try {
     sections = parseIni(text, source);
   } catch (e) {

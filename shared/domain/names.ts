@@ -18,7 +18,9 @@ function check(value: string, what: string, opts: { comma: boolean }): void {
 
 export const checkBackupName = (name: string) => check(name, 'backup name', { comma: false });
 export const checkSnapshotName = (name: string) => check(name, 'snapshot name', { comma: false });
-export const checkTags = (tags: readonly string[]) => tags.forEach((t) => check(t, 'tag', { comma: true }));
+export const checkTags = (tags: readonly string[]) => {
+  for (const t of tags) check(t, 'tag', { comma: true });
+};
 
 /** `-m` output of values written before these rules: `\`, `|` and control characters escaped, so a row stays one row. */
 export function escapeMachineField(text: string): string {

@@ -24,7 +24,7 @@
  * A step is an entry of STEPS: a name and a function from the run's context to the lines it
  * prints (Markdown); adding one is adding an entry.
  */
-import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -283,7 +283,9 @@ const incrementalStep: Step = {
       hinted = r.stdout.trim().split('\n').pop()!;
       for (const peer of ctx.peers) {
         const m = await peer.backupAgain(`inc${round}`);
-        (results[peer.name] ??= []).push(m.seconds);
+        const list = results[peer.name] ?? [];
+        results[peer.name] = list;
+        list.push(m.seconds);
       }
     }
     const restored = join(dir, 'restored-incremental.img');
@@ -368,7 +370,7 @@ async function main(): Promise<void> {
   const cpu = cpus();
   const flags = (() => {
     try {
-      const info = (process.getBuiltinModule?.('node:fs') as typeof import('node:fs')).readFileSync('/proc/cpuinfo', 'utf8');
+      const info = readFileSync('/proc/cpuinfo', 'utf8');
       return ['sha_ni', 'aes', 'avx2', 'avx512f'].filter((f) => new RegExp(`\\b${f}\\b`).test(info));
     } catch {
       return [];

@@ -165,7 +165,11 @@ describe('every command at once on one repository', { timeout: 180_000 }, () => 
     const b = image('b.img', a);
     for (const [name, data] of [['a', a], ['b', b]] as const) expected.set(await repo.backup(`${name}.img`, name), sha256(data));
     const codes: Record<string, number[]> = {};
-    const tally = (what: string, code: number) => (codes[what] ??= []).push(code);
+    const tally = (what: string, code: number) => {
+      const list = codes[what] ?? [];
+      codes[what] = list;
+      list.push(code);
+    };
     for (let round = 0; round < 1; round++) {
       const [doomed, kept] = [...expected.keys()].slice(-2);
       const c = image(`c${round}.img`, a);

@@ -16,8 +16,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { clientConfig, cliEnv, eventually, testStack } from './context.ts';
 import { runCloudCli as runCli } from './cloud-cli.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const CLI = join(ROOT, 'agent', 'cli', 'main.ts');
 const MiB = 1024 * 1024;
 
 

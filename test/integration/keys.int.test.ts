@@ -17,8 +17,6 @@ import { deriveKeys } from '../../shared/blocks/keys.ts';
 import { clientConfig, testStack } from './context.ts';
 import { runCloudCli as runCli } from './cloud-cli.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const CLI = join(ROOT, 'agent', 'cli', 'main.ts');
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const keyIdOf = (hex: string) => deriveKeys(Buffer.from(hex, 'hex')).keyId.toString('hex');

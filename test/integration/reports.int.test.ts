@@ -13,7 +13,6 @@ import { blockKey } from '../../shared/blocks/codec.ts';
 import { clientConfig, testStack } from './context.ts';
 import { runCloudCli as runCli } from './cloud-cli.ts';
 
-const CLI = join(import.meta.dirname, '..', '..', 'agent', 'cli', 'main.ts');
 const BS = 64 * 1024;
 const TAIL = 1000;
 

@@ -20,8 +20,6 @@ import { executeVersionCommand } from '../../shared/app/execute.ts';
 import { clientConfig, cliEnv, eventually, testStack } from './context.ts';
 import { runCloudCli as runCli } from './cloud-cli.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const CLI = join(ROOT, 'agent', 'cli', 'main.ts');
 const DAY = 86_400_000;
 const policy = { minAgeDaysForRm: 6, maxBackupAgeSeconds: 86_400 };
 

@@ -192,7 +192,10 @@ describe('runCleanup against SQLite and a block directory', () => {
     const a = await repo.backup(patternImage([1, 2, 3]), 'a');
     await executeVersionCommand(repo.store, { type: 'RemoveVersion', uid: a, force: true }, repo.backend.policy);
     let t = Date.now() + 1000;
-    const ticking = () => new Date((t += 7));
+    const ticking = () => {
+      t += 7;
+      return new Date(t);
+    };
     const report = await runCleanup(repo.store, repo.backend.blocks, opts({ force: true, now: ticking }));
     expect(report).toMatchObject({ marked: 3, deleted: 3 });
     expect(await repo.storedBlocks()).toEqual([]);

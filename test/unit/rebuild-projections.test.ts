@@ -74,7 +74,10 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
         const uids = [randomUUID(), randomUUID(), randomUUID()];
         const marks = new Map<string, string>();
         let clock = Date.parse('2026-03-01T00:00:00.000Z');
-        const tick = () => new Date((clock += 1000)).toISOString();
+        const tick = () => {
+          clock += 1000;
+          return new Date(clock).toISOString();
+        };
         for (const step of steps) {
           const at = tick();
           const ids = step.kind === 'start' || step.kind === 'cmd' ? [] : [...new Set(step.blocks.map((b) => blockIds[b]!))];
@@ -109,7 +112,7 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
             await executeVersionCommand(store, cmd, policy, () => new Date(at)).catch(() => {});
           } else if (step.kind === 'mark') {
             await store.markUnreferenced(ids, at);
-            ids.forEach((id) => marks.set(id, at));
+            for (const id of ids) marks.set(id, at);
           } else if (step.kind === 'unmark') {
             await store.unmark(ids, at);
           } else if (step.kind === 'claim') {
