@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { instant, uid } from '../domain/schema.ts';
+import { instant, tags, uid } from '../domain/schema.ts';
 import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
 import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
@@ -33,7 +33,7 @@ export const ExportedVersionSchema = z.strictObject({
   sizeBytes: z.number().int().nonnegative(),
   blockSize: z.number().int().positive(),
   chunkEntries: z.number().int().positive(),
-  tags: z.array(z.string().min(1).max(255)).max(100),
+  tags,
   expire: instant.nullable(),
   protected: z.boolean(),
   valid: z.boolean(),
