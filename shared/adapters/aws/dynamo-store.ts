@@ -13,7 +13,7 @@ import {
 import { randomInt } from 'node:crypto';
 import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domain/types.ts';
-import { changesOf, touchAttempts, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
+import { changesOf, touchAttempts, touchFinds, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
 import { ConcurrencyError, type MetadataStore, type StoredChunk } from '../../ports/metadata-store.ts';
 import { blockIndexWrite } from './block-index-dynamo.ts';
 import type { VersionLease } from '../../domain/cleanup.ts';
@@ -240,7 +240,7 @@ export class DynamoMetadataStore implements MetadataStore {
     for (;;) {
       for (const attempt of touchAttempts(b, at)) if (await this.applyChange(attempt.change)) return attempt.finds;
       const existing = await this.db.send(new GetCommand({ TableName: this.projections, Key: blockKey(b.id), ConsistentRead: true }));
-      if (existing.Item?.['deleting'] === true) return 'deleting';
+      if (touchFinds(existing.Item ? toEntry(existing.Item) : undefined) === 'deleting') return 'deleting';
     }
   }
 
