@@ -54,6 +54,7 @@ export interface Row {
   seconds: number;
   mibPerSecond: number;
   peakRssMiB: number | null;
+  cpuSeconds: number | null;
   storedBytes: number | null;
 }
 
@@ -154,6 +155,7 @@ async function runTool(tool: Tool, ctx: Context, round: number): Promise<Row[]> 
     seconds: m.seconds,
     mibPerSecond: mibps(ctx.imageBytes, m.seconds),
     peakRssMiB: m.peakRssMiB,
+    cpuSeconds: m.cpuSeconds,
     storedBytes,
   });
   const rows = [row('backup', await tool.backup(), bytesUnder(tool.repo)), row('re-backup', await tool.rebackup(), bytesUnder(tool.repo))];
@@ -167,8 +169,10 @@ async function runTool(tool: Tool, ctx: Context, round: number): Promise<Row[]> 
 function cell(rows: Row[], tool: string, step: StepName) {
   const rs = rows.filter((r) => r.tool === tool && r.step === step);
   const rss = rs.flatMap((r) => (r.peakRssMiB === null ? [] : [r.peakRssMiB]));
+  const cpu = rs.flatMap((r) => (r.cpuSeconds === null ? [] : [r.cpuSeconds]));
   return {
     seconds: rs.map((r) => r.seconds),
+    cpu,
     mibPerSecond: median(rs.map((r) => r.mibPerSecond)),
     rss,
     stored: rs[0]?.storedBytes ?? null,
@@ -180,10 +184,11 @@ function toolsTable(rows: Row[]): string {
   const body = tools.flatMap((tool) =>
     (['backup', 're-backup', 'restore'] as const).map((step) => {
       const c = cell(rows, tool, step);
-      return [tool, step, spread(c.seconds), c.mibPerSecond.toFixed(1), c.rss.length ? spread(c.rss, 0) : '?', c.stored === null ? '' : (c.stored / MiB).toFixed(1)];
+      const cpu = c.cpu.length ? median(c.cpu).toFixed(2) : '?';
+      return [tool, step, spread(c.seconds), c.mibPerSecond.toFixed(1), cpu, c.rss.length ? spread(c.rss, 0) : '?', c.stored === null ? '' : (c.stored / MiB).toFixed(1)];
     }),
   );
-  return markdownTable(['tool', 'step', 'seconds', 'MiB/s', 'peak RSS MiB', 'repository MiB'], body);
+  return markdownTable(['tool', 'step', 'seconds', 'MiB/s', 'CPU s', 'peak RSS MiB', 'repository MiB'], body);
 }
 
 function ratioRows(rows: Row[], peer: string): string[][] {
@@ -380,7 +385,7 @@ async function main(): Promise<void> {
     `backy2 bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${sizeMiB} MiB image (1/4 zeros, 1/4 random, 1/2 text-like ~3.5x under zstd -1), block size 4 MiB`,
     `machine: ${availableParallelism()} cores (${cpu[0]?.model.trim() ?? '?'}; ${flags.includes('sha_ni') ? 'with' : 'NO'} SHA extensions; flags ${flags.join(' ')}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM; ${ctx.tools.map((t) => `${t.name}: ${t.version}`).join('; ')}`,
     `load average before / after: ${loadBefore} / ${loadAverage()}`,
-    `peak RSS: ${timeBin ? '/usr/bin/time %M' : '/proc/PID/status VmHWM, polled'}; repository MiB: bytes of all files in the repository after the step`,
+    `peak RSS: ${timeBin ? '/usr/bin/time %M' : '/proc/PID/status VmHWM, polled'}; CPU s: user + system seconds (/usr/bin/time; 2 cores allow twice the wall time); each command starts after sync (untimed); repository MiB: bytes of all files in the repository after the step`,
     ...(skipped.length ? [`skipped: ${skipped.join(', ')}`] : []),
   ];
   const out = [...header, ...sections.flatMap((s) => ['', ...s])];
