@@ -95,7 +95,9 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.exec('COMMIT');
       return result;
     } catch (e) {
-      this.db.exec('ROLLBACK');
+      // SQLite may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR, …): a ROLLBACK then fails
+      // with "no transaction is active" and would hide the error that ended the transaction.
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
       throw e;
     }
   }
