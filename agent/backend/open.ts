@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { DirBlockStore } from '../../shared/adapters/local/dir-block-store.ts';
 import { usageError } from '../../shared/domain/errors.ts';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
 import { explainLocalFault } from '../../shared/adapters/faults.ts';
+import { createKeyFile } from '../io/key-file.ts';
 import type { Log } from '../ui/log.ts';
 import type { Backend } from './backend.ts';
 import { EmbeddedBackend, type EmbeddedPaths } from './embedded.ts';
@@ -53,7 +54,7 @@ export function defaultKey(log: Log, creatingRepository: boolean): Buffer {
   if (!creatingRepository) throw usageError(`Key file ${keyFile} is missing; without it the backups in ${defaultHome()} cannot be read`);
   mkdirSync(defaultHome(), { recursive: true, mode: 0o700 });
   const key = randomBytes(32);
-  writeFileSync(keyFile, key.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  createKeyFile(keyFile, key);
   log.warn(`Created a new repository in ${defaultHome()}`);
   log.warn(`Its encryption key is in ${keyFile} (mode 0600).`);
   log.warn('KEEP A COPY OF THIS KEY SOMEWHERE ELSE: if it is lost, every backup in this repository is lost with it.');

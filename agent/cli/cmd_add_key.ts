@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseMasterKey } from '../../shared/blocks/keys.ts';
+import { createKeyFile } from '../io/key-file.ts';
 import { usageError } from '../../shared/domain/errors.ts';
 import type { AddKeyResult } from '../../shared/app/rekey.ts';
 import { renderRows, type Column } from '../ui/table.ts';
@@ -44,6 +45,6 @@ function readKeyFile(file: string): Buffer {
 function generateKeyFile(file: string): Buffer {
   if (existsSync(file)) throw usageError(`Key file ${file} exists; refusing to overwrite it`);
   const key = randomBytes(32);
-  writeFileSync(file, key.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  createKeyFile(file, key);
   return key;
 }

@@ -5,7 +5,8 @@ import { rename, rm } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import { exportVersion } from '../../shared/app/transfer.ts';
-import { storageError } from '../../shared/domain/errors.ts';
+import { osFault } from '../../shared/adapters/faults.ts';
+import { type Backy2Error, storageError } from '../../shared/domain/errors.ts';
 import { humanBytes, renderRows, type Column } from '../ui/table.ts';
 import { outputMode, print, withBackend } from './context.ts';
 
@@ -35,22 +36,25 @@ export function register(program: Command): void {
         const version = await resolveVersion(backend.catalog.reader, uid);
         const lines = exportVersion(backend.catalog.reader, version);
         if (file === '-') {
-          await writeAll(lines, process.stdout);
+          await writeAll(lines, process.stdout, (e) => storageError(`Writing the export failed: ${e.message}`));
           return;
         }
         // Written beside the target and renamed: a failed export never leaves a half file under FILE's name.
         const partial = `${file}.${process.pid}.partial`;
-        const out = createWriteStream(partial, { flags: 'wx' });
+        // flush: fsync before close, so the renamed file holds every byte.
+        const out = createWriteStream(partial, { flags: 'wx', flush: true });
         let bytes: number;
         try {
-          bytes = await writeAll(lines, out);
+          bytes = await writeAll(lines, out, (e) => fileFault(e, file));
           out.end();
           await once(out, 'close');
+          if (out.errored) throw fileFault(out.errored, file);
           await rename(partial, file);
         } catch (e) {
           out.destroy();
           await rm(partial, { force: true });
-          throw e;
+          // The stream's own failures are classified in writeAll; an errno error here is the file's too (its last flush, the rename).
+          throw osFault(e, 'file', file) ?? e;
         }
         log.info(`Exported version ${version.uid} to ${file}`);
         if (g.json || g.machineOutput) print(renderRows(exportColumns(g.humanReadable), [{ uid: version.uid, name: version.name, file, bytes }], outputMode(g)));
@@ -58,12 +62,15 @@ export function register(program: Command): void {
     });
 }
 
+/** A failed write of the export file as one line naming it (full, read-only, …: exit 6). */
+const fileFault = (e: Error, file: string): Backy2Error => osFault(e, 'file', file) ?? storageError(`Writing the export to ${file} failed: ${e.message}`);
+
 /**
  * Writes every piece, waiting for the stream to drain: memory stays bounded on a slow pipe. A
- * write error (disk full, the reader of stdout gone) ends the export with a storage error: the
+ * write error (disk full, the reader of stdout gone) ends the export with `failed(error)`: the
  * output is incomplete, and import would refuse it.
  */
-async function writeAll(pieces: AsyncIterable<string>, out: Writable): Promise<number> {
+async function writeAll(pieces: AsyncIterable<string>, out: Writable, failed: (e: Error) => unknown): Promise<number> {
   const state: { failure: Error | null } = { failure: null };
   const broken = new Promise<never>((_, reject) =>
     out.once('error', (e) => {
@@ -81,7 +88,7 @@ async function writeAll(pieces: AsyncIterable<string>, out: Writable): Promise<n
     }
     if (state.failure) throw state.failure;
   } catch (e) {
-    if (e === state.failure) throw storageError(`Writing the export failed: ${(e as Error).message}`);
+    if (e === state.failure) throw failed(e as Error);
     throw e;
   }
   return bytes;

@@ -2,9 +2,11 @@
  * The fault catalogue: real faults under the real CLI — a source that returns EIO (a sysfs file, and
  * an NBD disk with a bad region through nbdkit's ddrescue filter and nbdfuse), a restore target on a
  * nearly full or read-only tmpfs, a data directory on a small tmpfs that fills up and is remounted
- * read-only, a damaged SQLite file (garbage pages, truncated, not a database, a damaged row), stale
- * temporary files, hostile names. For every case: the exit code of the README table, one ERROR line
- * that names the path, no stack trace; and an earlier version still restores bit-exact and scrubs clean.
+ * read-only, a database on a small tmpfs that fills up, a damaged SQLite file (garbage pages,
+ * truncated, not a database, a damaged row), stale temporary files, an export file and key files on
+ * a full filesystem, hostile names. For every
+ * case: the exit code of the README table, one ERROR line that names the path, no stack trace; and
+ * an earlier version still restores bit-exact and scrubs clean.
  * Needs root (mounts); this machine and CI run as root.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -14,7 +16,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BIN, HOOK_TIMEOUT, NODE, fileSha, flag, makeImage, MiB, Repo, sha256, type CliResult } from '../support/cli.ts';
+import { BIN, HOOK_TIMEOUT, NODE, configText, fileSha, flag, makeImage, MiB, Repo, Sandbox, sha256, type CliResult } from '../support/cli.ts';
 
 const BS = 64 * 1024;
 const mounts: string[] = [];
@@ -251,6 +253,44 @@ describe('a data directory that fills up, then goes read-only', { timeout: 180_0
   });
 });
 
+describe('a metadata database whose filesystem fills up during a backup', { timeout: 180_000 }, () => {
+  let repo: Repo;
+  let dbDir: string;
+  beforeAll(async () => {
+    repo = new Repo({ blockSize: 4096 });
+    dbDir = repo.path('db');
+    mountTmpfs(dbDir, '512k');
+    const config = configText(repo.repoDir, { blockSize: 4096, key: repo.key, simultaneousReads: 2, simultaneousWrites: 2 });
+    writeFileSync(repo.configPath, config.replace(`sqlite:///${repo.sqlitePath}`, `sqlite:///${join(dbDir, 'backy.sqlite')}`));
+    expect((await repo.cli('initdb')).code).toBe(0);
+    expect(existsSync(join(dbDir, 'backy.sqlite'))).toBe(true);
+  }, HOOK_TIMEOUT);
+  afterAll(() => {
+    unmountAll();
+    repo.remove();
+  });
+
+  test('SQLITE_FULL mid-backup: exit 6 naming the database (not 100 from a ROLLBACK SQLite had done itself), not committed; with space again backup -c completes it bit-exact', async () => {
+    const smallSha = sha256(makeImage(repo.path('small.img'), ['random'], 4096));
+    const small = await repo.backup('small.img', 'small');
+    // 2048 blocks of 4 KiB: the block index and the WAL outgrow 512 KiB while the blocks are recorded.
+    const big = randomBytes(8 * MiB);
+    writeFileSync(repo.path('big.img'), big);
+    const r = await repo.cli('backup', `file://${repo.path('big.img')}`, 'big');
+    const line = expectOneLine(r, 6, new RegExp(`No space left for the metadata database ${join(dbDir, 'backy.sqlite')} .*backup -c \\S+ file://\\S+big\\.img big`));
+    const uid = resumeUid(line)!;
+    remount(dbDir, 'size=16m');
+    expect(flag((await repo.version(uid))!.valid)).toBe(0);
+    await expectIntact(repo, small, smallSha);
+    const resumed = await repo.cli('backup', '-c', uid, `file://${repo.path('big.img')}`, 'big');
+    expect(resumed.code, resumed.output).toBe(0);
+    const out = repo.path('big.out');
+    expect((await repo.cli('restore', uid, `file://${out}`)).code).toBe(0);
+    expect(fileSha(out)).toBe(sha256(big));
+    expect((await repo.cli('scrub', uid)).code).toBe(0);
+  });
+});
+
 describe('a damaged SQLite database', { timeout: 180_000 }, () => {
   let repo: Repo;
   let uid: string;
@@ -343,6 +383,89 @@ describe('temporary block files', { timeout: 120_000 }, () => {
     // The block listing never took them for blocks: the version restores and scrubs clean.
     const uid = (await repo.ls())[0]!.uid;
     expect((await repo.cli('scrub', uid)).code).toBe(0);
+  });
+});
+
+/** Fills a (small) filesystem to the last page; returns the file that holds the space. */
+function fill(dir: string): string {
+  const filler = join(dir, 'filler');
+  try {
+    writeFileSync(filler, Buffer.alloc(4 * MiB));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  }
+  expect(existsSync(filler)).toBe(true);
+  return filler;
+}
+
+describe('export and key files on a full filesystem', { timeout: 120_000 }, () => {
+  let repo: Repo;
+  let uid: string;
+  let sha: string;
+  const sandboxes: Sandbox[] = [];
+  beforeAll(async () => {
+    repo = await Repo.create({ blockSize: BS });
+    sha = sha256(makeImage(repo.path('img'), ['random', 'zero', 'random'], BS));
+    uid = await repo.backup('img', 'img');
+  }, HOOK_TIMEOUT);
+  afterAll(() => {
+    unmountAll();
+    for (const s of sandboxes) s.remove();
+    repo.remove();
+  });
+
+  test('export: exit 6 naming the file, neither the file nor a partial one left; with space again it exports', async () => {
+    const dir = repo.path('full-export');
+    mountTmpfs(dir, '256k');
+    const filler = fill(dir);
+    const file = join(dir, 'v.export');
+    const r = await repo.cli('export', uid, file);
+    expectOneLine(r, 6, new RegExp(`No space left on the file ${file} \\(ENOSPC\\)`));
+    expect(readdirSync(dir)).toEqual(['filler']);
+    rmSync(filler);
+    const again = await repo.cli('export', uid, file);
+    expect(again.code, again.output).toBe(0);
+    expect(readFileSync(file, 'utf8')).toContain(uid);
+    await expectIntact(repo, uid, sha);
+  });
+
+  test('add-key --generate: exit 6 naming the key file, no empty key file left (it would be taken for the key); with space again it works', async () => {
+    const dir = repo.path('full-keys');
+    mountTmpfs(dir, '256k');
+    const filler = fill(dir);
+    const keyFile = join(dir, 'new.key');
+    const r = await repo.cli('add-key', '--generate', keyFile);
+    expectOneLine(r, 6, new RegExp(`No space left on the file ${keyFile} \\(ENOSPC\\)`));
+    expect(existsSync(keyFile)).toBe(false);
+    rmSync(filler);
+    const again = await repo.cli('add-key', '--generate', keyFile);
+    expect(again.code, again.output).toBe(0);
+    expect(readFileSync(keyFile, 'utf8')).toMatch(/^[0-9a-f]{64}\n$/);
+    await expectIntact(repo, uid, sha);
+  });
+
+  test('the default repository\'s first run on a full $BACKY2_HOME: exit 6 naming its key file, no key file left; with space the next run creates the repository', async () => {
+    const sandbox = new Sandbox();
+    sandboxes.push(sandbox);
+    mountTmpfs(sandbox.home, '2m');
+    const filler = fill(sandbox.home);
+    const keyFile = join(sandbox.home, 'key');
+    const r = await sandbox.run('ls');
+    expectOneLine(r, 6, new RegExp(`No space left on the file ${keyFile} \\(ENOSPC\\)`));
+    expect(readdirSync(sandbox.home)).toEqual(['filler']);
+    rmSync(filler);
+    const again = await sandbox.run('ls');
+    expect(again.code, again.output).toBe(0);
+    expect(again.stderr).toMatch(/Created a new repository/);
+    expect(readFileSync(keyFile, 'utf8')).toMatch(/^[0-9a-f]{64}\n$/);
+    // The key works: a backup restores bit-exact.
+    const data = randomBytes(2 * BS);
+    writeFileSync(sandbox.path('d.img'), data);
+    const backup = await sandbox.run('-m', 'backup', 'file://d.img', 'd');
+    expect(backup.code, backup.output).toBe(0);
+    const newUid = backup.stdout.trim();
+    expect((await sandbox.run('restore', newUid, 'file://d.out')).code).toBe(0);
+    expect(fileSha(sandbox.path('d.out'))).toBe(sha256(data));
   });
 });
 
