@@ -214,6 +214,10 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const clean = await cli('scrub', '--in-cloud', uid);
     expect(clean.code, clean.stderr).toBe(0);
     expect((await lsJson()).find((v) => v.uid === uid)?.valid).toBe(1);
+    // The repaired block is valid again in the index: a new backup dedups against it.
+    const again = await cli('--json', 'backup', 'file://scrub.img', 'scrubme');
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).stats.blocksWritten).toBe(0);
   });
 
   it('duplicated and reordered delivery of block records changes nothing', async () => {
