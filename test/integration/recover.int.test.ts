@@ -4,7 +4,9 @@
  * rm --force through the admin api), then both DynamoDB tables are emptied — the tables are gone,
  * the bucket is intact — and `backy2 recover` rebuilds them from the bucket and the key. ls,
  * stats and du print what they did before, every version restores bit-exact, the key-less cloud
- * scrub is clean, the removed version stays removed, and a second recover refuses (25).
+ * scrub is clean, the removed version stays removed, cleanup and cleanup -f right after keep every
+ * needed block, and a second recover refuses (25). A wrong key exits 7 and writes nothing; a
+ * recover killed midway is continued by the next run.
  *
  * The stack is shared with the suite's other files (agents with keys of their own journal their
  * chunks too): their entries do not open with this key, so recover lists them and exits 26; this
@@ -14,7 +16,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { DeleteObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { BatchWriteCommand, DynamoDBDocumentClient, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, DynamoDBDocumentClient, GetCommand, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloudCli } from './cloud-cli.ts';
 import { clientConfig, testStack } from './context.ts';
@@ -122,9 +124,30 @@ describe('cloud mode: recover rebuilds emptied tables from the bucket and the ke
     await emptyTable(ddb, stack.outputs.EventsTableName, ['stream', 'seq']);
     await emptyTable(ddb, stack.outputs.ProjectionsTableName, ['pk', 'sk']);
     expect((await cli.json<unknown[]>('ls'))).toEqual([]);
+    const recoverMarker = async () =>
+      (await ddb.send(new GetCommand({ TableName: stack.outputs.ProjectionsTableName, Key: { pk: 'recover', sk: 'state' }, ConsistentRead: true }))).Item;
+
+    // A wrong key: exit 7, nothing written (no version, no recover marker).
+    const wrong = await new CloudCli([`block_size: ${BS}`], randomBytes(32).toString('hex')).run('recover');
+    expect(wrong.code, wrong.stderr).toBe(7);
+    expect(await cli.json<unknown[]>('ls')).toEqual([]);
+    expect(await recoverMarker()).toBeUndefined();
+
+    // Killed during the replay: the marker stays, and the next run continues it.
+    const running = cli.start('recover');
+    let progress = '';
+    running.child.stderr!.on('data', (d) => {
+      progress += d;
+      if (/Replayed \d+\/\d+ journal entries \([1-8]0%\)/.test(progress)) running.child.kill('SIGKILL');
+    });
+    const killed = await running.result;
+    expect(killed.code, `recover finished before it could be killed: ${killed.stderr}`).toBe(128);
+    expect(await recoverMarker()).toBeDefined();
 
     const r = await cli.run('recover');
     expect(r.code, r.stderr).toBe(foreignJournal ? 26 : 0);
+    expect(r.stderr).toMatch(/Continuing the interrupted recover/);
+    expect(await recoverMarker()).toBeUndefined();
     // Whatever it refused belongs to other repositories (other keys) in this shared stack.
     for (const line of r.stderr.split('\n').filter((l) => /ERROR: journal\//.test(l))) {
       expect(Object.values(uids).some((u) => line.includes(u)), line).toBe(false);
@@ -143,6 +166,19 @@ describe('cloud mode: recover rebuilds emptied tables from the bucket and the ke
       expect(scrub.code, scrub.stderr).toBe(0);
     }
     expect((await cli.run('restore', uids['gone']!, `file://${cli.path('gone.out')}`)).code).toBe(3);
+  });
+
+  it('cleanup and cleanup -f right after the recover delete nothing a recovered version needs', async () => {
+    for (const args of [['cleanup'], ['cleanup', '-f']]) {
+      const r = await cli.run(...args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    for (const name of ['a1', 'a2', 'b']) {
+      const target = cli.path(`${name}.after-cleanup`);
+      const r = await cli.run('restore', uids[name]!, `file://${target}`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha(readFileSync(target)), name).toBe(sha(images[name]!));
+    }
   });
 
   it('a new backup dedups against the recovered blocks; a second recover refuses (25)', async () => {
