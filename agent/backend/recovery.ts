@@ -23,7 +23,7 @@ export interface Recovery {
   readonly journal: Journal;
   /**
    * Opens (embedded: creates) the metadata store and marks a recover in progress. Refuses
-   * (exit 24) a store that holds versions, unless `merge` or it is a recover that was interrupted.
+   * (exit 25) a store that holds versions, unless `merge` or it is a recover that was interrupted.
    */
   begin(merge: boolean): Promise<RecoveryTarget>;
   /** Storage and SDK errors as one line naming what failed (as the backends' explain). */

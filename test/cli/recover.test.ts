@@ -6,7 +6,7 @@
  * backups dedup against the recovered blocks. Also: a recover killed midway and run again, a
  * tampered and a truncated journal entry, a wrong key, a store that is not empty.
  */
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SqliteMetadataStore } from '../../shared/adapters/local/sqlite-store.ts';
@@ -323,5 +323,38 @@ describe('a storage whose journal holds a version the metadata store does not kn
     expect((await repo.ls()).map((v) => v.uid)).toEqual([uid]);
     expect((await repo.cli('restore', uid, 'file://x.out')).code).toBe(0);
     expect(fileSha(repo.path('x.out'))).toBe(fileSha(repo.path('x.img')));
+  });
+});
+
+describe('the journal entry is written before the change is applied', { timeout: 120_000 }, () => {
+  let repo: Repo;
+  beforeAll(async () => {
+    repo = await Repo.create({ blockSize: BS });
+  }, HOOK_TIMEOUT);
+  afterAll(() => repo.remove());
+
+  test('a change whose journal entry cannot be written fails (6) and changes nothing; once it can, it is journaled and applied', async () => {
+    makeImage(repo.path('j.img'), Array.from({ length: 20 }, (_, j) => 8000 + j), BS);
+    const uid = await repo.backup('j.img', 'j');
+    const before = await repo.version(uid);
+    const stream = join(journalDir(repo), uid);
+    const entries = readdirSync(stream).sort();
+    // A file where the version's journal directory was: no entry can be put there.
+    renameSync(stream, `${stream}.away`);
+    writeFileSync(stream, '');
+    for (const args of [['protect', uid], ['add-tag', uid, 'x'], ['expire', uid, '2040-01-01'], ['rm', '-f', uid]]) {
+      const r = await repo.cli(...args);
+      expect(r.code, `${args.join(' ')}: ${r.output}`).toBe(6);
+      expect(r.stderr).toContain(repo.dataDir);
+    }
+    expect(await repo.version(uid)).toEqual(before);
+    unlinkSync(stream);
+    renameSync(`${stream}.away`, stream);
+    expect(readdirSync(stream).sort()).toEqual(entries);
+
+    const r = await repo.cli('protect', uid);
+    expect(r.code, r.output).toBe(0);
+    expect(readdirSync(stream)).toHaveLength(entries.length + 1);
+    expect((await repo.version(uid))?.protected).toBe(1);
   });
 });
