@@ -28,7 +28,7 @@ export function suppressNagFindings(stack: Stack, subjects: NagSubjects): void {
     },
     {
       id: 'AwsSolutions-IAM5',
-      reason: 'Object-level S3 permissions are necessarily object wildcards inside this stack\'s own bucket (agents: only blocks/* and manifests/*); DynamoDB grants include the tables\' own index/* ARNs. No wildcard is on an action and no resource outside this stack is named.',
+      reason: 'Object-level S3 permissions are necessarily object wildcards inside this stack\'s own bucket (agents: only blocks/*, manifests/* and, create-only, journal/*); DynamoDB grants include the tables\' own index/* ARNs. No wildcard is on an action and no resource outside this stack is named.',
       appliesTo: [
         `Resource::${bucket}/*`,
         `Resource::${bucket}/blocks/*`,

@@ -23,6 +23,21 @@ export interface AccessPoliciesProps {
   readonly workQueues: sqs.IQueue[];
 }
 
+/** The S3 condition key of the If-None-Match request header (present only on a create-only put). */
+export const IF_NONE_MATCH = 's3:if-none-match';
+
+/** The bucket-policy statement that refuses any put into journal/ without If-None-Match. */
+export function journalCreateOnly(bucket: s3.IBucket): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    sid: 'JournalEntriesAreNeverOverwritten',
+    effect: iam.Effect.DENY,
+    principals: [new iam.AnyPrincipal()],
+    actions: ['s3:PutObject'],
+    resources: [bucket.arnForObjects('journal/*')],
+    conditions: { Null: { [IF_NONE_MATCH]: 'true' } },
+  });
+}
+
 /** Read-only DynamoDB actions given to agents: never a write. */
 export const AGENT_DYNAMODB_ACTIONS = [
   'dynamodb:GetItem',
@@ -46,7 +61,7 @@ export const ADMIN_DYNAMODB_WRITE_ACTIONS = [
  * (`AgentPolicy`) and of operators (`AdminPolicy`).
  *
  * The agent policy is the security model: it can add blocks and manifests,
- * read everything, send block records and invoke the functions that decide,
+ * create (never overwrite) journal entries, read everything, send block records and invoke the functions that decide,
  * but it cannot delete an object, write a table or purge a queue — so a
  * compromised source host cannot destroy backups. Deletions happen only in
  * functions, under the age-guard, protection and grace-period rules.
@@ -62,10 +77,23 @@ export class AccessPolicies extends Construct {
 
     const agentStatements = [
       new iam.PolicyStatement({
-        // journal/: the chunk records of its backups, put (If-None-Match) before they are sent.
-        sid: 'PutBlocksManifestsAndJournal',
+        // Unconditional: the agent overwrites these by design. A backup replaces a block copy a
+        // scrub found bad ('replace invalid copy', agent/pipeline/store-block.ts) and re-uploads one
+        // a cleanup deleted under it; rekey rewrites blocks and manifests; a manifest is put plainly.
+        sid: 'PutBlocksAndManifests',
         actions: ['s3:PutObject'],
-        resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*'), props.bucket.arnForObjects('journal/*')],
+        resources: [props.bucket.arnForObjects('blocks/*'), props.bucket.arnForObjects('manifests/*')],
+      }),
+      new iam.PolicyStatement({
+        // journal/: history. Every journal write sends If-None-Match: * (Journal.append), so the
+        // agent may only create an entry, never overwrite one: a request without the header is not
+        // allowed (S3 "Enforce conditional writes"). The agent never uses multipart uploads, so no
+        // s3:ObjectCreationOperation exemption: a multipart upload into journal/ is refused too.
+        // The bucket policy denies the same to every principal (infra/stack.ts).
+        sid: 'CreateJournalEntriesOnly',
+        actions: ['s3:PutObject'],
+        resources: [props.bucket.arnForObjects('journal/*')],
+        conditions: { Null: { [IF_NONE_MATCH]: 'false' } },
       }),
       new iam.PolicyStatement({
         sid: 'ReadObjects',

@@ -7,7 +7,7 @@ import { RemovalPolicy } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
 import type { Backy2Settings } from './config.ts';
 import { Handler } from './functions.ts';
-import { AccessPolicies } from './policies.ts';
+import { AccessPolicies, journalCreateOnly } from './policies.ts';
 import { Schedules } from './schedules.ts';
 import { Storage } from './storage.ts';
 import { WorkQueue } from './queues.ts';
@@ -149,6 +149,14 @@ export class Backy2Stack extends Stack {
       bucket.grantRead(writer.fn, 'journal/*');
       writer.fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects('journal/*')] }));
     }
+    // Journal entries are never overwritten, by anyone: every writer (agent, admin, these functions)
+    // puts them with If-None-Match: *. AgentPolicy allows only such puts, but an identity policy
+    // is only as strong as the host's other policies; an explicit Deny in the bucket policy wins
+    // over any Allow. The stack cannot name the hosts' principals (AgentPolicy is attached outside
+    // it), so it denies every principal. No backy2 writer uses multipart uploads, so multipart into
+    // journal/ is denied as well (no s3:ObjectCreationOperation exemption). On an existing bucket
+    // the stack owns no bucket policy: this is skipped and docs/INFRA.md gives the statement to add.
+    bucket.addToResourcePolicy(journalCreateOnly(bucket));
 
     this.schedules = new Schedules(this, 'Schedules', {
       scrubPlanner: this.scrubPlanner.fn,

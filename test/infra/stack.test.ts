@@ -52,6 +52,17 @@ function managedPolicy(template: Template, id: 'AgentPolicy' | 'AdminPolicy'): u
   return (template.findResources('AWS::IAM::ManagedPolicy')[logicalId] as { Properties: { PolicyDocument: unknown } }).Properties.PolicyDocument;
 }
 
+/** The object pattern of an `arnForObjects` resource ({"Fn::Join": ["", [<bucket arn>, "/journal/*"]]}). */
+function objectPrefix(resource: unknown): string {
+  const parts = (resource as { 'Fn::Join'?: [string, unknown[]] })['Fn::Join']?.[1] ?? [resource];
+  return String(parts[parts.length - 1]).replace(/^.*?\/(?=[a-z]+\/\*$)/, '');
+}
+
+function bucketPolicyStatements(template: Template): Json[] {
+  return Object.values(template.findResources('AWS::S3::BucketPolicy'))
+    .flatMap((p) => statements((p as { Properties: { PolicyDocument: unknown } }).Properties.PolicyDocument));
+}
+
 const ENV_NAMES = ['BUCKET_NAME', 'EVENTS_TABLE', 'PROJECTIONS_TABLE', 'BLOCK_QUEUE_URL', 'SCRUB_QUEUE_URL', 'CLEANUP_GRACE_SECONDS', 'MAX_BACKUP_AGE_SECONDS', 'MIN_AGE_DAYS_FOR_RM'];
 const FUNCTIONS = ['Api', 'AdminApi', 'Ingest', 'ScrubPlanner', 'ScrubWorker', 'Cleanup', 'Retention'];
 
@@ -241,11 +252,8 @@ describe('Backy2 stack (production defaults)', () => {
       const doc = managedPolicy(template, 'AgentPolicy');
       const byAction = (action: string) => statements(doc).filter((s) => asArray(s.Action as string | string[]).includes(action));
       const put = byAction('s3:PutObject');
-      expect(put).toHaveLength(1);
-      expect(JSON.stringify(put[0]!.Resource)).toMatch(/\/blocks\/\*/);
-      expect(JSON.stringify(put[0]!.Resource)).toMatch(/\/manifests\/\*/);
-      expect(JSON.stringify(put[0]!.Resource)).toMatch(/\/journal\/\*/);
-      expect(asArray(put[0]!.Resource)).toHaveLength(3);
+      expect(put).toHaveLength(2);
+      expect(put.flatMap((s) => asArray(s.Resource)).map(objectPrefix).sort()).toEqual(['blocks/*', 'journal/*', 'manifests/*']);
       expect(byAction('s3:GetObject')).toHaveLength(1);
       expect(byAction('sqs:SendMessage')).toHaveLength(1);
       const blockQueue = logicalIdOf(template, 'AWS::SQS::Queue', '/BlockRecords/Queue/');
@@ -258,6 +266,33 @@ describe('Backy2 stack (production defaults)', () => {
       for (const a of AGENT_DYNAMODB_ACTIONS) expect(byAction(a), a).toHaveLength(1);
       expect(byAction('cloudformation:DescribeStacks')[0]!.Resource).toEqual({ Ref: 'AWS::StackId' });
     });
+
+    it('may only create journal entries: its put on journal/* requires If-None-Match; blocks and manifests stay overwritable (repair, rekey)', () => {
+      const puts = statements(managedPolicy(template, 'AgentPolicy')).filter((s) => asArray(s.Action as string | string[]).includes('s3:PutObject'));
+      const journal = puts.filter((s) => asArray(s.Resource).map(objectPrefix).includes('journal/*'));
+      expect(journal).toHaveLength(1);
+      expect(asArray(journal[0]!.Resource)).toHaveLength(1);
+      expect(journal[0]!.Effect).toBe('Allow');
+      expect(journal[0]!.Condition).toEqual({ Null: { 's3:if-none-match': 'false' } });
+      const others = puts.filter((s) => s !== journal[0]);
+      expect(others.flatMap((s) => asArray(s.Resource)).map(objectPrefix).sort()).toEqual(['blocks/*', 'manifests/*']);
+      expect(others.map((s) => s.Condition)).toEqual([undefined]);
+    });
+  });
+
+  it('bucket policy: a put into journal/ without If-None-Match is denied to every principal', () => {
+    const denies = bucketPolicyStatements(template).filter((s) => s.Effect === 'Deny' && asArray(s.Action as string | string[]).includes('s3:PutObject'));
+    expect(denies).toHaveLength(1);
+    expect(denies[0]!.Principal).toEqual({ AWS: '*' });
+    expect(asArray(denies[0]!.Resource).map(objectPrefix)).toEqual(['journal/*']);
+    expect(denies[0]!.Condition).toEqual({ Null: { 's3:if-none-match': 'true' } });
+  });
+
+  it('AdminPolicy: its copy of the agent\'s journal put keeps the If-None-Match condition', () => {
+    const journal = statements(managedPolicy(template, 'AdminPolicy'))
+      .filter((s) => asArray(s.Action as string | string[]).includes('s3:PutObject') && asArray(s.Resource).map(objectPrefix).includes('journal/*'));
+    expect(journal).toHaveLength(1);
+    expect(journal[0]!.Condition).toEqual({ Null: { 's3:if-none-match': 'false' } });
   });
 
   it('AdminPolicy: the agent\'s rights plus invoking every function and running cleanup locally, still no purge or wildcard', () => {
@@ -351,6 +386,10 @@ describe('disaster recovery: the journal key and an existing bucket', () => {
   it('-c existingBucket=NAME: no bucket is created, the functions and outputs use NAME, cdk-nag stays clean', () => {
     const { stack, template } = synth({ existingBucket: 'backy2-kept-bucket' });
     template.resourceCountIs('AWS::S3::Bucket', 0);
+    // No bucket policy on a bucket it does not own; the agent's identity policy still requires If-None-Match on journal/.
+    template.resourceCountIs('AWS::S3::BucketPolicy', 0);
+    const journalPut = statements(managedPolicy(template, 'AgentPolicy')).filter((s) => asArray(s.Resource).map(objectPrefix).includes('journal/*'));
+    expect(journalPut.map((s) => s.Condition)).toEqual([{ Null: { 's3:if-none-match': 'false' } }]);
     template.hasOutput('BucketName', { Value: 'backy2-kept-bucket' });
     template.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: Match.objectLike({ BUCKET_NAME: 'backy2-kept-bucket' }) } });
     const errors = Annotations.fromStack(stack).findError('*', Match.stringLikeRegexp('AwsSolutions-.*'));

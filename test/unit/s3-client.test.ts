@@ -3,26 +3,33 @@
  * connections: a stalled request is abandoned after its timeout and retried, a 503 is retried,
  * every retry is reported (the agent shows it as a warning), a request that never succeeds
  * fails instead of hanging, and requests reuse a pool of keep-alive connections no larger than
- * the configured number of sockets.
+ * the configured number of sockets. The puts that must never overwrite (blocks, journal entries:
+ * AgentPolicy allows journal puts only with If-None-Match) send `If-None-Match: *`, and a 412 reads
+ * as "already there".
  */
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { makeClients, type S3Tuning } from '../../shared/adapters/aws/clients.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
+import { deriveJournalKey, Journal, journalKeys } from '../../shared/app/journal.ts';
 
-type Behaviour = 'ok' | 'stall' | 'fail503';
+type Behaviour = 'ok' | 'stall' | 'fail503' | 'exists412';
 
 let server: Server;
 let endpoint: string;
 let script: Behaviour[] = [];
 let requests = 0;
+/** Method, path and If-None-Match header of every request, as the server saw them. */
+let seen: { method: string; path: string; ifNoneMatch: string | undefined }[] = [];
 const sockets = new Set<Socket>();
 let connections = 0;
 const BODY = Buffer.from('stored block bytes');
 
 function handle(req: IncomingMessage, res: ServerResponse): void {
   requests++;
+  seen.push({ method: req.method ?? '', path: decodeURIComponent(req.url ?? '').replace(/\?.*$/, ''), ifNoneMatch: req.headers['if-none-match'] });
   const behaviour = script.shift() ?? 'ok';
   req.resume();
   req.on('end', () => {
@@ -30,6 +37,11 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     if (behaviour === 'fail503') {
       res.writeHead(503, { 'content-type': 'application/xml' });
       res.end('<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      return;
+    }
+    if (behaviour === 'exists412') {
+      res.writeHead(412, { 'content-type': 'application/xml' });
+      res.end('<?xml version="1.0"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
       return;
     }
     if (req.method === 'GET') {
@@ -62,6 +74,7 @@ beforeEach(() => {
   script = [];
   requests = 0;
   connections = 0;
+  seen = [];
 });
 
 function store(tuning: S3Tuning): { blocks: S3BlockStore; retries: string[] } {
@@ -108,5 +121,43 @@ describe('S3 client: timeouts, retries, connections', () => {
     expect(requests).toBe(29);
     // 24 at once through 3 sockets: no connection beyond the pool was ever opened.
     expect(connections).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('S3 puts that must never overwrite send If-None-Match: *', () => {
+  test('a block upload, and a 412 (already stored) is "not put", not an error', async () => {
+    const { blocks } = store({ requestTimeoutMs: 2000 });
+    expect(await blocks.putIfAbsent('blocks/ab/cd/abcd', BODY)).toBe(true);
+    script = ['exists412'];
+    expect(await blocks.putIfAbsent('blocks/ab/cd/abcd', BODY)).toBe(false);
+    expect(seen).toEqual([
+      { method: 'PUT', path: '/bucket/blocks/ab/cd/abcd', ifNoneMatch: '*' },
+      { method: 'PUT', path: '/bucket/blocks/ab/cd/abcd', ifNoneMatch: '*' },
+    ]);
+  });
+
+  test('every kind of journal entry (version event, chunk record, index event); a taken slot is reported, not overwritten', async () => {
+    const { blocks } = store({ requestTimeoutMs: 2000 });
+    const journal = new Journal(blocks, deriveJournalKey(randomBytes(32)));
+    const uid = randomUUID();
+    const at = new Date().toISOString();
+    expect(await journal.appendVersionEvent(1, { type: 'VersionProtected', v: 1, uid, at })).toBe(true);
+    expect(await journal.appendChunk({ type: 'BlocksRecorded', v: 1, uid, chunk: 0, entries: null, sameAs: null, newBlocks: [], at })).toBe(true);
+    const indexKey = journalKeys.index(at);
+    expect(await journal.append(indexKey, { type: 'BlocksRekeyed', v: 1, blocks: [], at })).toBe(true);
+    script = ['exists412'];
+    expect(await journal.appendVersionEvent(1, { type: 'VersionProtected', v: 1, uid, at })).toBe(false);
+    expect(seen).toEqual([
+      { method: 'PUT', path: `/bucket/${journalKeys.version(uid, 1)}`, ifNoneMatch: '*' },
+      { method: 'PUT', path: `/bucket/${journalKeys.chunk(uid, 0)}`, ifNoneMatch: '*' },
+      { method: 'PUT', path: `/bucket/${indexKey}`, ifNoneMatch: '*' },
+      { method: 'PUT', path: `/bucket/${journalKeys.version(uid, 1)}`, ifNoneMatch: '*' },
+    ]);
+  });
+
+  test('a manifest is put plainly (it is overwritten by rekey: AgentPolicy leaves manifests/ unconditional)', async () => {
+    const { blocks } = store({ requestTimeoutMs: 2000 });
+    await blocks.put('manifests/m', BODY);
+    expect(seen).toEqual([{ method: 'PUT', path: '/bucket/manifests/m', ifNoneMatch: undefined }]);
   });
 });
