@@ -21,6 +21,7 @@ import { osFault } from '../../shared/adapters/faults.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
 import { relyOnExisting, storeUnlessLive } from './store-block.ts';
+import { forEachBounded } from './bounded.ts';
 
 export interface BackupRequest {
   sourceUrl: string;
@@ -145,7 +146,7 @@ async function backupBlocks(
   const readLimit = pLimit(config.simultaneousReads);
   const writeLimit = pLimit(config.simultaneousWrites);
   // Blocks in flight bound memory: each holds at most its plaintext and its encoded object.
-  const inFlight = pLimit(config.simultaneousReads + config.simultaneousWrites);
+  const inFlight = config.simultaneousReads + config.simultaneousWrites;
   const lookup = new BatchedBlockLookup(catalog.reader);
   // Blocks seen recently in this run (bounded: older repeats fall back to the index lookup).
   const seenThisRun = new Map<BlockId, Promise<unknown>>();
@@ -223,14 +224,12 @@ async function backupBlocks(
     const baseChunk = base && chunk < base.chunkCount ? await readChunkWithOrigin(catalog.reader, base, chunk) : null;
     const entries: BlockRef[] = new Array(count);
     const newBlocks: StoredBlock[] = [];
-    await Promise.all(
-      Array.from({ length: count }, (_, i) =>
-        inFlight(async () => {
-          entries[i] = await backupBlock(first + i, baseChunk?.entries[i], newBlocks);
-          progress.tick(++done, stats.bytesRead);
-        }),
-      ),
-    );
+    // After a block fails no further block starts (a persistent fault is not retried for every
+    // block of the chunk), and the version is failed only once no upload is still in flight.
+    await forEachBounded(entries.keys(), inFlight, async (i) => {
+      entries[i] = await backupBlock(first + i, baseChunk?.entries[i], newBlocks);
+      progress.tick(++done, stats.bytesRead);
+    });
     const unchanged = baseChunk !== null && baseChunk.entries.length === count && baseChunk.entries.every((e, i) => e.id === entries[i]!.id && e.length === entries[i]!.length);
     const packed = packChunk(entries);
     packedMap.push(packed);

@@ -117,8 +117,8 @@ function restoreFault(backend: Backend, e: unknown, targetUrl: string): { cause:
 
 /** Reading a stored block failed (not: it is missing or corrupt); this may pass, so a partial restore is kept. */
 class BlockReadFailed extends Backy2Error {
-  constructor(message: string) {
-    super(ExitCode.storage, message);
+  constructor(message: string, exitCode: ExitCode = ExitCode.storage) {
+    super(exitCode, message);
   }
 }
 
@@ -188,7 +188,10 @@ async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
 async function readStored(backend: Backend, ref: BlockRef, into: Buffer | null = null): Promise<Buffer> {
   const key = blockKey(ref.id!);
   const stored = await (into ? backend.blocks.getInto(key, into) : backend.blocks.get(key)).catch((e: Error) => {
-    throw new BlockReadFailed(`Cannot read block ${ref.id} (block ${ref.idx}): ${e.message}`);
+    // The backend's reading of the failure (S3: throttled → 9, HTTP 5xx after N attempts → 6), kept resumable.
+    const explained = backend.explain?.(e);
+    const why = explained instanceof Backy2Error ? explained : null;
+    throw new BlockReadFailed(`Cannot read block ${ref.id} (block ${ref.idx}): ${(why ?? e).message}`, why?.exitCode);
   });
   if (stored === null) throw storageError(`Block ${ref.id} (block ${ref.idx}) is missing from storage`);
   return stored;

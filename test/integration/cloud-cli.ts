@@ -36,15 +36,18 @@ export const runCloudCli = (args: string[], cwd: string, env?: NodeJS.ProcessEnv
 export class CloudCli {
   readonly dir: string;
   readonly config: string;
+  /** The AWS endpoint this CLI talks to: the emulator's, or a proxy's in front of it. */
+  readonly endpoint: string;
 
   /** A scratch directory with a cloud config; `defaults` are extra [DEFAULTS] lines. */
-  constructor(defaults: string[] = [], key = randomBytes(32).toString('hex')) {
+  constructor(defaults: string[] = [], key = randomBytes(32).toString('hex'), endpoint = testStack().endpoint) {
     const stack = testStack();
+    this.endpoint = endpoint;
     this.dir = mkdtempSync(join(tmpdir(), 'backy2-cloud-cli-'));
     this.config = join(this.dir, 'backy.cfg');
     writeFileSync(
       this.config,
-      ['[DEFAULTS]', `encryption_key: ${key}`, ...defaults, '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
+      ['[DEFAULTS]', `encryption_key: ${key}`, ...defaults, '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${endpoint}`, ''].join('\n'),
     );
   }
 
@@ -54,7 +57,7 @@ export class CloudCli {
 
   /** `backy2 -c CONFIG ARGS…` (global flags such as --json may lead ARGS). */
   start(...args: string[]): { child: ChildProcess; result: Promise<CloudRun> } {
-    return startCloudCli(['-c', this.config, ...args], this.dir);
+    return startCloudCli(['-c', this.config, ...args], this.dir, cliEnv({ AWS_ENDPOINT_URL: this.endpoint, BACKY2_RECORD_TIMEOUT_SECONDS: '240' }));
   }
 
   run(...args: string[]): Promise<CloudRun> {

@@ -1,0 +1,165 @@
+/**
+ * Cloud faults injected into real traffic: the real CLI talks to the real stack through a proxy
+ * (fault-proxy.ts) that answers chosen requests with the errors AWS gives (S3 SlowDown and
+ * InternalError, a throttled Lambda invoke, an expired session token). The SDK does its real
+ * retries. Each case asserts the README's exit code, one ERROR line and no stack trace, a version
+ * that is not committed, and that `backup -c` with the fault gone completes it bit-exact.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
+import type { Version } from '../../shared/domain/types.ts';
+import { CloudCli, type CloudRun } from './cloud-cli.ts';
+import { clientConfig, testStack } from './context.ts';
+import { afterSuccesses, FaultProxy, isBlockObject, isLambdaInvoke, type Fault } from './fault-proxy.ts';
+
+const BS = 64 * 1024;
+const BLOCKS = 32; // one block-map chunk, 32 uploads
+const IN_FLIGHT = 4; // simultaneous_reads + simultaneous_writes: blocks the backup has in flight
+const SDK_ATTEMPTS = 8; // the agent's S3 client: the first attempt and 7 retries
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+const SLOW_DOWN: Fault = { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' };
+const INTERNAL: Fault = { status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.' };
+const LAMBDA_THROTTLED: Fault = { status: 429, code: 'TooManyRequestsException', message: 'Rate Exceeded.' };
+
+/** The exit code, exactly one ERROR line (returned), no stack trace, no "Unexpected exception". */
+function failedCleanly(r: CloudRun, code: number): string {
+  expect(r.code, r.stderr).toBe(code);
+  const errors = r.stderr.split('\n').filter((l) => l.includes('ERROR:'));
+  expect(errors, r.stderr).toHaveLength(1);
+  expect(r.stderr).not.toMatch(/^\s+at /m);
+  expect(r.stderr).not.toMatch(/Unexpected exception/);
+  console.log(`exit ${r.code}: ${errors[0]}`);
+  return errors[0]!;
+}
+
+describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-injecting proxy)', () => {
+  const stack = testStack();
+  const bucket = stack.outputs.BucketName;
+  const store = new DynamoMetadataStore(DynamoDBDocumentClient.from(new DynamoDBClient(clientConfig())), {
+    eventsTable: stack.outputs.EventsTableName,
+    projectionsTable: stack.outputs.ProjectionsTableName,
+  });
+  let proxy: FaultProxy;
+  let cloud: CloudCli;
+  const cli = (...args: string[]) => cloud.run(...args);
+  const byName = async (name: string): Promise<Version | undefined> => (await store.listVersions()).find((v) => v.name === name);
+
+  beforeAll(async () => {
+    proxy = await FaultProxy.start(stack.endpoint);
+    cloud = new CloudCli([`block_size: ${BS}`, 'simultaneous_writes: 2', 'simultaneous_reads: 2', 'disallow_rm_when_younger_than_days: 0'], undefined, proxy.url);
+  });
+  beforeEach(() => proxy.heal());
+  afterAll(async () => {
+    console.log(`faults injected in the last case: ${JSON.stringify(Object.fromEntries(proxy.injected))}`);
+    await proxy?.close();
+  });
+
+  /** A fresh random image (no block dedups against another case's). */
+  const image = (file: string): Buffer => {
+    const data = randomBytes(BLOCKS * BS);
+    writeFileSync(cloud.path(file), data);
+    return data;
+  };
+
+  /**
+   * The failed backup left its version uncommitted (ls: valid 0, restore refused); `backup -c`
+   * with the proxy healed completes it, and it restores bit-exact.
+   */
+  async function uncommittedThenContinued(name: string, file: string, data: Buffer, line: string, statuses: Version['status'][]): Promise<void> {
+    proxy.heal();
+    const v = (await byName(name))!;
+    expect(v, `no version of ${name}`).toBeDefined();
+    expect(statuses).toContain(v.status);
+    expect(line).toContain(`backy2 backup -c ${v.uid} file://${file} ${name}`);
+    const listed = (await cloud.json<{ uid: string; valid: number }[]>('ls', name)).find((l) => l.uid === v.uid)!;
+    expect(listed.valid).toBe(0);
+    expect((await cli('restore', v.uid, `file://${file}.early`)).code).toBe(4);
+
+    const resumed = await cli('--json', 'backup', '-c', v.uid, `file://${file}`, name);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect((JSON.parse(resumed.stdout) as { uid: string }).uid).toBe(v.uid);
+    expect((await byName(name))!.status).toBe('committed');
+    const restored = await cli('restore', v.uid, `file://${file}.out`);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(sha(readFileSync(cloud.path(`${file}.out`)))).toBe(sha(data));
+  }
+
+  it('S3 PutObject answers 503 SlowDown persistently after 8 block uploads: exit 9 (throttled), then backup -c completes it', async () => {
+    const name = `fault-slowdown-${randomBytes(3).toString('hex')}`;
+    const data = image('slow.img');
+    proxy.inject(afterSuccesses(8, (req) => isBlockObject(req, bucket, 'PUT'), SLOW_DOWN));
+    const r = await cli('backup', 'file://slow.img', name);
+    const line = failedCleanly(r, 9);
+    console.log(`SlowDown answers: ${proxy.count('SlowDown')}`);
+    expect(line).toMatch(/throttled .*SlowDown/);
+    // The SDK retried; and once a block failed no further block started (each of the 24 left would be tried).
+    expect(proxy.count('SlowDown')).toBeGreaterThan(1);
+    expect(proxy.count('SlowDown')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
+    await uncommittedThenContinued(name, 'slow.img', data, line, ['failed']);
+  });
+
+  it('S3 PutObject answers 500 InternalError persistently after 8 block uploads: exit 6 (storage), then backup -c completes it', async () => {
+    const name = `fault-internal-${randomBytes(3).toString('hex')}`;
+    const data = image('internal.img');
+    proxy.inject(afterSuccesses(8, (req) => isBlockObject(req, bucket, 'PUT'), INTERNAL));
+    const r = await cli('backup', 'file://internal.img', name);
+    const line = failedCleanly(r, 6);
+    console.log(`InternalError answers: ${proxy.count('InternalError')}`);
+    expect(line).toMatch(/HTTP 500 .*InternalError/);
+    expect(proxy.count('InternalError')).toBeGreaterThan(1);
+    expect(proxy.count('InternalError')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
+    await uncommittedThenContinued(name, 'internal.img', data, line, ['failed']);
+  });
+
+  it('the api function invoke is throttled (429 TooManyRequestsException) at the commit: exit 9, the version failed, then backup -c completes it', async () => {
+    const name = `fault-invoke-${randomBytes(3).toString('hex')}`;
+    const data = image('invoke.img');
+    const fn = `/2015-03-31/functions/${encodeURIComponent(stack.outputs.ApiFunctionName)}/invocations`;
+    proxy.inject((req) => (isLambdaInvoke(req) && req.path.startsWith(fn) && req.body.includes('"CommitVersion"') ? LAMBDA_THROTTLED : undefined));
+    const r = await cli('backup', 'file://invoke.img', name);
+    const line = failedCleanly(r, 9);
+    expect(line).toMatch(/throttled function .*TooManyRequestsException/);
+    expect(proxy.count('TooManyRequestsException')).toBeGreaterThan(1);
+    await uncommittedThenContinued(name, 'invoke.img', data, line, ['failed']);
+  });
+
+  it('the session token expires mid-backup (every service answers ExpiredToken): exit 9, the version not committed, then backup -c completes it', async () => {
+    const name = `fault-expired-${randomBytes(3).toString('hex')}`;
+    const data = image('expired.img');
+    let uploads = 0;
+    // After 8 block uploads every request of the agent is refused, as AWS does once a session token expires.
+    proxy.inject((req) => {
+      if (uploads >= 8) return isLambdaInvoke(req) ? { status: 403, code: 'ExpiredTokenException', message: 'The security token included in the request is expired' } : req.target ? { status: 400, code: 'ExpiredTokenException', message: 'The security token included in the request is expired' } : { status: 400, code: 'ExpiredToken', message: 'The provided token has expired.' };
+      if (isBlockObject(req, bucket, 'PUT')) uploads++;
+      return undefined;
+    });
+    const r = await cli('backup', 'file://expired.img', name);
+    const line = failedCleanly(r, 9);
+    expect(line).toMatch(/credentials .*expired.*\(ExpiredToken/);
+    // FailVersion is refused too: the version stays pending (not committed), and -c accepts it.
+    await uncommittedThenContinued(name, 'expired.img', data, line, ['failed', 'pending']);
+  });
+
+  it('restore under a persistent S3 GetObject 500 after 8 block reads: exit 6, no complete-looking target, restore -c completes it bit-exact', async () => {
+    const name = `fault-restore-${randomBytes(3).toString('hex')}`;
+    const data = image('source.img');
+    const uid = await cloud.backup('file://source.img', name);
+    proxy.inject(afterSuccesses(8, (req) => isBlockObject(req, bucket, 'GET'), INTERNAL));
+    const r = await cli('restore', uid, 'file://target.img');
+    const line = failedCleanly(r, 6);
+    expect(line).toMatch(/HTTP 500 .*InternalError/);
+    expect(existsSync(cloud.path('target.img'))).toBe(false);
+    const from = /resume with -c (\d+)/.exec(line);
+    expect(from, line).not.toBeNull();
+
+    proxy.heal();
+    const resumed = await cli('restore', '-c', from![1]!, uid, 'file://target.img');
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(sha(readFileSync(cloud.path('target.img')))).toBe(sha(data));
+  });
+});
