@@ -271,6 +271,28 @@ describe('shared block memory (the pipelines\' per-block buffers)', () => {
     expect(Buffer.isBuffer(again) && !isViewOf(again, small) && again.equals(data)).toBe(true);
   });
 
+  it('AES-GCM in 64 KiB pieces, in place: every length around a piece boundary encodes over its own plaintext and decodes over its stored object', async () => {
+    const keys = deriveKeys(MASTER);
+    const P = 64 * 1024;
+    for (const length of [1, 25, 26, 27, P - 27, P - 1, P, P + 1, P + 26, 3 * P + 5, 4 * 1024 * 1024]) {
+      for (const kind of ['random', 'text'] as const) {
+        const data = kind === 'random' ? randomBytes(length) : Buffer.from('abc, def; '.repeat(length)).subarray(0, length);
+        const id = blockIdSync(keys, data);
+        const memory = Buffer.from(new SharedArrayBuffer(length + STORED_OVERHEAD));
+        data.copy(memory);
+        const stored = encodeSync(keys, memory.subarray(0, length), id, memory);
+        const copy = Buffer.from(stored);
+        // The other implementation reads what this one wrote over the plaintext.
+        expect((await webCodec.decode(copy, id)).equals(data)).toBe(true);
+        const plain = decodeSync(keys, stored, id, length, memory);
+        expect(Buffer.isBuffer(plain) && plain.equals(data)).toBe(true);
+        const damaged = Buffer.from(copy);
+        damaged[damaged.length - 17]! ^= 1;
+        expect(decodeSync(keys, damaged, id, length, Buffer.from(new SharedArrayBuffer(length + STORED_OVERHEAD)))).toMatchObject({ kind: 'format' });
+      }
+    }
+  });
+
   it('a damaged object in shared memory is rejected like any other', async () => {
     const data = Buffer.from('payload '.repeat(5000));
     const id = await webCodec.blockId(data);
