@@ -1,7 +1,7 @@
 /**
  * Cloud faults injected into real traffic: the real CLI talks to the real stack through a proxy
  * (fault-proxy.ts) that answers chosen requests with the errors AWS gives (S3 SlowDown and
- * InternalError, a throttled Lambda invoke, an expired session token). The SDK does its real
+ * InternalError, DynamoDB InternalServerError, a throttled Lambda invoke, an expired session token). The SDK does its real
  * retries. Each case asserts the README's exit code, one ERROR line and no stack trace, a version
  * that is not committed, and that `backup -c` with the fault gone completes it bit-exact.
  */
@@ -24,6 +24,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 const SLOW_DOWN: Fault = { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' };
 const INTERNAL: Fault = { status: 500, code: 'InternalError', message: 'We encountered an internal error. Please try again.' };
+const DYNAMO_INTERNAL: Fault = { status: 500, code: 'InternalServerError', message: 'Internal server error' };
 const LAMBDA_THROTTLED: Fault = { status: 429, code: 'TooManyRequestsException', message: 'Rate Exceeded.' };
 
 /** The exit code, exactly one ERROR line (returned), no stack trace, no "Unexpected exception". */
@@ -97,7 +98,8 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     const line = failedCleanly(r, 9);
     console.log(`SlowDown answers: ${proxy.count('SlowDown')}`);
     expect(line).toMatch(/throttled .*SlowDown/);
-    // The SDK retried; and once a block failed no further block started (each of the 24 left would be tried).
+    // The SDK retried; and once a block failed no further block started, and the version was failed
+    // only after the blocks in flight settled (before: 40 answers, a block started after the failure).
     expect(proxy.count('SlowDown')).toBeGreaterThan(1);
     expect(proxy.count('SlowDown')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
     await uncommittedThenContinued(name, 'slow.img', data, line, ['failed']);
@@ -114,6 +116,17 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     expect(proxy.count('InternalError')).toBeGreaterThan(1);
     expect(proxy.count('InternalError')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
     await uncommittedThenContinued(name, 'internal.img', data, line, ['failed']);
+  });
+
+  it('DynamoDB answers 500 InternalServerError to every block lookup (BatchGetItem) of a started backup: exit 6, then backup -c completes it', async () => {
+    const name = `fault-dynamo-${randomBytes(3).toString('hex')}`;
+    const data = image('dynamo.img');
+    proxy.inject((req) => (req.target === 'DynamoDB_20120810.BatchGetItem' ? DYNAMO_INTERNAL : undefined));
+    const r = await cli('backup', 'file://dynamo.img', name);
+    const line = failedCleanly(r, 6);
+    expect(line).toMatch(/HTTP 500 .*InternalServerError/);
+    expect(proxy.count('InternalServerError')).toBeGreaterThan(1);
+    await uncommittedThenContinued(name, 'dynamo.img', data, line, ['failed']);
   });
 
   it('the api function invoke is throttled (429 TooManyRequestsException) at the commit: exit 9, the version failed, then backup -c completes it', async () => {
