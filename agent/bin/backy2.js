@@ -19,14 +19,32 @@ if (major > 22 || (major === 22 && minor >= 18)) {
   // The codec's worker threads compile their own modules: the same cache serves them.
   if (cache?.directory && !process.env.NODE_COMPILE_CACHE) process.env.NODE_COMPILE_CACHE = cache.directory;
   // Commands that process blocks start the codec's threads now, so they load while the CLI does.
-  if (process.argv.slice(2).some((arg) => BLOCK_COMMANDS.has(arg))) {
-    const { startCodecWorkersEarly } = await import(new URL('../../shared/blocks/codec-pool.ts', import.meta.url).href);
-    startCodecWorkersEarly(availableParallelism());
+  try {
+    if (process.argv.slice(2).some((arg) => BLOCK_COMMANDS.has(arg))) {
+      const { startCodecWorkersEarly } = await import(new URL('../../shared/blocks/codec-pool.ts', import.meta.url).href);
+      startCodecWorkersEarly(availableParallelism());
+    }
+    await import(main);
+  } catch (e) {
+    exitOnLoadLimit(e);
+    throw e;
   }
-  await import(main);
 } else {
   const require = createRequire(import.meta.url);
   const node = require.resolve('node/bin/node');
   const child = spawnSync(node, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
   process.exit(child.status ?? 100);
+}
+
+/**
+ * Out of file descriptors (or memory) while Node loads our modules, before the CLI's own error
+ * handling exists ("Cannot read package config …: too many open files"): one line and exit 12,
+ * as the CLI does for the same limit later on (README, exit codes). Anything else is a bug.
+ */
+function exitOnLoadLimit(e) {
+  const message = String(e?.message ?? e);
+  const cause = /\b(EMFILE|ENFILE|ENOMEM)\b/.exec(`${e?.code ?? ''} ${message}`)?.[1] ?? (/too many open files/i.test(message) ? 'EMFILE' : null);
+  if (!cause) return;
+  process.stderr.write(`${'ERROR'.padStart(9)}: Too many open files (${cause}) while loading backy2's own code: raise the open-files limit (ulimit -n), then run the command again\n`);
+  process.exit(12);
 }

@@ -13,6 +13,8 @@ import { STORED_OVERHEAD } from './codec-sync.ts';
 interface Slot {
   worker: Worker;
   pending: Map<number, { resolve: (r: CodecResponse) => void; reject: (e: unknown) => void }>;
+  /** Why the worker is gone (it failed to start, crashed or exited): no job may wait on it. */
+  failure?: unknown;
 }
 
 export class CodecPool {
@@ -63,6 +65,7 @@ export class CodecPool {
         if (res.ok && res.data) this.afterReply(res.data.byteLength);
       });
       const fail = (e: unknown) => {
+        slot.failure ??= e;
         for (const job of slot.pending.values()) job.reject(e);
         slot.pending.clear();
       };
@@ -119,7 +122,11 @@ export class CodecPool {
   run(op: CodecRequest['op'], data: Buffer, id?: string, give = false): Promise<CodecResponse> {
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
     const slots = this.slots.length ? this.slots : this.start();
-    const slot = slots.reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
+    // A job sent to a worker that is gone would never be answered (and, nothing else keeping the
+    // event loop alive, the process would end with exit 13): it fails with the worker's reason.
+    const alive = slots.filter((s) => s.failure === undefined);
+    if (!alive.length) return Promise.reject(slots[0]!.failure);
+    const slot = alive.reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
     const seq = ++this.seq;
     const shared = give ? this.sharedSlot(data) : undefined;
     let req: CodecRequest;

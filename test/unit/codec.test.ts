@@ -3,6 +3,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { BlockCodec, BlockFormatError, HEADER_BYTES, WrongKeyError, blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
 import { deriveKeys } from '../../shared/blocks/keys.ts';
+import { CodecPool } from '../../shared/blocks/codec-pool.ts';
+import type { Worker } from 'node:worker_threads';
 import { blockIdSync, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD } from '../../shared/blocks/codec-sync.ts';
 
 /**
@@ -222,6 +224,19 @@ describe('the two implementations are one format', () => {
     const storedCopy = Buffer.from(stored);
     await poolCodec.decode(stored, id);
     expect(data.equals(copy) && stored.equals(storedCopy)).toBe(true);
+  });
+});
+
+describe('a codec worker that is gone', () => {
+  it('fails the jobs sent to it afterwards instead of leaving them unanswered (the process would end with exit 13)', async () => {
+    const pool = new CodecPool(deriveKeys(MASTER), 1024 * 1024, 1);
+    const data = Buffer.from('a block');
+    expect((await pool.run('id', data)).ok).toBe(true);
+    // As when a thread dies of EMFILE between two blocks (it exits; nothing was pending on it).
+    const { slots } = pool as unknown as { slots: { worker: Worker }[] };
+    await slots[0]!.worker.terminate();
+    await expect(pool.run('id', data)).rejects.toThrow(/codec worker exited/);
+    await pool.close();
   });
 });
 
