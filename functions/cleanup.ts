@@ -18,7 +18,13 @@ export const handler = middy(async (event: unknown) => {
     return { ok: false, exitCode: ExitCode.locked, message: 'A recover is rebuilding the metadata (backy2 recover); cleanup waits until it is done' };
   }
   try {
-    const report = await runCleanup(await writerStore(), blocks, { force, graceSeconds: cleanupGraceSeconds, policy, concurrency: 16, log: (line) => logger.info(line) });
+    const report = await runCleanup(await writerStore(), blocks, {
+      force,
+      graceSeconds: cleanupGraceSeconds,
+      policy,
+      concurrency: 16,
+      log: (line) => logger.info(line),
+    });
     return { ok: true, report };
   } catch (e) {
     if (e instanceof Backy2Error) return { ok: false, exitCode: e.exitCode, message: e.message };

@@ -7,7 +7,8 @@ import { blocks, logger, policy, scrubLedger, writerStore } from './commons/deps
 
 /** Verifies one batch of stored blocks without the key (existence, size, ciphertext checksum). */
 const processor = new BatchProcessor(EventType.SQS);
-const recordHandler = async (record: SQSRecord) => runScrubBatch(ScrubBatchSchema.parse(JSON.parse(record.body)), await writerStore(), blocks, scrubLedger, policy);
+const recordHandler = async (record: SQSRecord) =>
+  runScrubBatch(ScrubBatchSchema.parse(JSON.parse(record.body)), await writerStore(), blocks, scrubLedger, policy);
 
 export const handler = middy<SQSEvent, SQSBatchResponse>()
   .use(injectLambdaContext(logger))

@@ -39,13 +39,7 @@ export function journalCreateOnly(bucket: s3.IBucket): iam.PolicyStatement {
 }
 
 /** Read-only DynamoDB actions given to agents: never a write. */
-export const AGENT_DYNAMODB_ACTIONS = [
-  'dynamodb:GetItem',
-  'dynamodb:BatchGetItem',
-  'dynamodb:Query',
-  'dynamodb:Scan',
-  'dynamodb:DescribeTable',
-];
+export const AGENT_DYNAMODB_ACTIONS = ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:Scan', 'dynamodb:DescribeTable'];
 
 /** DynamoDB item writes given to admins (for `cleanup --local`); transactions are authorized per item action. */
 export const ADMIN_DYNAMODB_WRITE_ACTIONS = [

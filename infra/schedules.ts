@@ -24,11 +24,8 @@ export class Schedules extends Construct {
   constructor(scope: Construct, id: string, props: SchedulesProps) {
     super(scope, id);
     const every = (production: events.Schedule): events.Schedule =>
-      props.rateMinutes === undefined
-        ? production
-        : events.Schedule.expression(`rate(${props.rateMinutes} minute${props.rateMinutes === 1 ? '' : 's'})`);
-    const event = (task: string): events.RuleTargetInput =>
-      events.RuleTargetInput.fromObject({ source: 'backy2.schedule', task });
+      props.rateMinutes === undefined ? production : events.Schedule.expression(`rate(${props.rateMinutes} minute${props.rateMinutes === 1 ? '' : 's'})`);
+    const event = (task: string): events.RuleTargetInput => events.RuleTargetInput.fromObject({ source: 'backy2.schedule', task });
 
     this.scrub = new events.Rule(this, 'DailyScrub', {
       description: 'backy2: plan a scrub of the blocks of recent versions',

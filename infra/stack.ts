@@ -88,7 +88,9 @@ export class Backy2Stack extends Stack {
       new Handler(this, id, { entry, description, timeout, memorySize, environment: { ...environment, ...extra }, retain });
 
     // --- commands decided synchronously (invoked directly, IAM-authorized)
-    this.api = fn('Api', 'api.ts', 'backy2 api: start/commit/rm/protect/tags/expire, decided with optimistic concurrency', Duration.seconds(30), 512, { API_ROLE: 'agent' });
+    this.api = fn('Api', 'api.ts', 'backy2 api: start/commit/rm/protect/tags/expire, decided with optimistic concurrency', Duration.seconds(30), 512, {
+      API_ROLE: 'agent',
+    });
     // The same handler for the admin policy only: a direct Lambda invoke does not tell the
     // function who called it, so `--force` is authorized by which function the caller may invoke.
     this.adminApi = fn('AdminApi', 'api.ts', 'backy2 admin api: like api, and allows --force', Duration.seconds(30), 512, { API_ROLE: 'admin' });
@@ -103,25 +105,41 @@ export class Backy2Stack extends Stack {
     this.ingest = fn('Ingest', 'ingest.ts', 'backy2 ingest: project batches of block records (partial batch failures reported)', INGEST_TIMEOUT, 512);
     eventsTable.grantReadWriteData(this.ingest.fn);
     projectionsTable.grantReadWriteData(this.ingest.fn);
-    this.ingest.fn.addEventSource(new eventsources.SqsEventSource(this.blockRecords.queue, {
-      batchSize: 10,
-      reportBatchItemFailures: true,
-    }));
+    this.ingest.fn.addEventSource(
+      new eventsources.SqsEventSource(this.blockRecords.queue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+      }),
+    );
 
     // --- scrub: planner fans out over unique blocks, workers verify them
-    this.scrubPlanner = fn('ScrubPlanner', 'scrub-planner.ts', 'backy2 scrub planner: choose versions and queue their unique blocks', Duration.minutes(5), 1024);
+    this.scrubPlanner = fn(
+      'ScrubPlanner',
+      'scrub-planner.ts',
+      'backy2 scrub planner: choose versions and queue their unique blocks',
+      Duration.minutes(5),
+      1024,
+    );
     eventsTable.grantReadData(this.scrubPlanner.fn);
     projectionsTable.grantReadData(this.scrubPlanner.fn);
     this.scrubQueue.queue.grantSendMessages(this.scrubPlanner.fn);
 
-    this.scrubWorker = fn('ScrubWorker', 'scrub-worker.ts', 'backy2 scrub worker: verify blocks (existence, size, ciphertext checksum)', SCRUB_WORKER_TIMEOUT, 1024);
+    this.scrubWorker = fn(
+      'ScrubWorker',
+      'scrub-worker.ts',
+      'backy2 scrub worker: verify blocks (existence, size, ciphertext checksum)',
+      SCRUB_WORKER_TIMEOUT,
+      1024,
+    );
     bucket.grantRead(this.scrubWorker.fn);
     eventsTable.grantReadWriteData(this.scrubWorker.fn);
     projectionsTable.grantReadWriteData(this.scrubWorker.fn);
-    this.scrubWorker.fn.addEventSource(new eventsources.SqsEventSource(this.scrubQueue.queue, {
-      batchSize: 5,
-      reportBatchItemFailures: true,
-    }));
+    this.scrubWorker.fn.addEventSource(
+      new eventsources.SqsEventSource(this.scrubQueue.queue, {
+        batchSize: 5,
+        reportBatchItemFailures: true,
+      }),
+    );
 
     // --- garbage collection and retention
     this.cleanup = fn('Cleanup', 'cleanup.ts', 'backy2 cleanup: two-phase, grace-period deletion of unreferenced blocks', Duration.minutes(15), 1024);
@@ -178,8 +196,7 @@ export class Backy2Stack extends Stack {
     });
 
     // --- what the agent learns from DescribeStacks
-    const out = (key: string, value: string, description: string) =>
-      new CfnOutput(this, key, { value, description });
+    const out = (key: string, value: string, description: string) => new CfnOutput(this, key, { value, description });
     out('BucketName', bucket.bucketName, 'S3 bucket of blocks (blocks/ab/cd/<id>) and manifests (manifests/<uid>)');
     out('EventsTableName', eventsTable.tableName, 'DynamoDB event log (stream, seq)');
     out('ProjectionsTableName', projectionsTable.tableName, 'DynamoDB projections (pk, sk)');

@@ -27,19 +27,19 @@ export class Storage extends Construct {
     const removalPolicy = props.retain ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
 
     this.ownsBucket = !props.existingBucket;
-    this.bucket = props.existingBucket ? s3.Bucket.fromBucketName(this, 'Bucket', props.existingBucket) : new s3.Bucket(this, 'Bucket', {
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      enforceSSL: true,
-      encryption: s3.BucketEncryption.S3_MANAGED,
-      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-      versioned: false,
-      lifecycleRules: [
-        { id: 'abort-incomplete-multipart-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
-      ],
-      removalPolicy,
-      // A destroyable (test) stack must be able to delete a bucket that still holds objects.
-      autoDeleteObjects: false,
-    });
+    this.bucket = props.existingBucket
+      ? s3.Bucket.fromBucketName(this, 'Bucket', props.existingBucket)
+      : new s3.Bucket(this, 'Bucket', {
+          blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+          enforceSSL: true,
+          encryption: s3.BucketEncryption.S3_MANAGED,
+          objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+          versioned: false,
+          lifecycleRules: [{ id: 'abort-incomplete-multipart-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) }],
+          removalPolicy,
+          // A destroyable (test) stack must be able to delete a bucket that still holds objects.
+          autoDeleteObjects: false,
+        });
 
     this.eventsTable = new dynamodb.Table(this, 'EventsTable', {
       partitionKey: { name: 'stream', type: dynamodb.AttributeType.STRING },

@@ -27,14 +27,41 @@ import { journaled } from '../../shared/app/journaled-store.ts';
 import { enrollJournalKey, kmsClient } from '../../shared/adapters/aws/journal-key.ts';
 
 /** Stack outputs the agent needs; it learns every resource from them. */
-const REQUIRED_OUTPUTS = ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ApiFunctionName', 'AdminApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName'] as const;
+const REQUIRED_OUTPUTS = [
+  'BucketName',
+  'EventsTableName',
+  'ProjectionsTableName',
+  'BlockQueueUrl',
+  'ApiFunctionName',
+  'AdminApiFunctionName',
+  'ScrubPlannerFunctionName',
+  'CleanupFunctionName',
+] as const;
 type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string> & { JournalKeyArn?: string };
 
 const NETWORK_ERRORS = ['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH'];
 /** Error names of AWS services for credentials that expired or are no longer valid. */
-const EXPIRED_CREDENTIALS = ['ExpiredToken', 'ExpiredTokenException', 'RequestExpired', 'TokenRefreshRequired', 'InvalidClientTokenId', 'UnrecognizedClientException', 'InvalidAccessKeyId', 'InvalidToken'];
+const EXPIRED_CREDENTIALS = [
+  'ExpiredToken',
+  'ExpiredTokenException',
+  'RequestExpired',
+  'TokenRefreshRequired',
+  'InvalidClientTokenId',
+  'UnrecognizedClientException',
+  'InvalidAccessKeyId',
+  'InvalidToken',
+];
 /** …and for a request refused because of its rate (after the SDK's own retries). */
-const THROTTLED = ['ThrottlingException', 'Throttling', 'TooManyRequestsException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'SlowDown', 'RequestThrottled', 'RequestThrottledException'];
+const THROTTLED = [
+  'ThrottlingException',
+  'Throttling',
+  'TooManyRequestsException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'SlowDown',
+  'RequestThrottled',
+  'RequestThrottledException',
+];
 
 /** Turns SDK failures into one clear line with the cloud exit code. */
 export function cloudError(e: unknown, where: string): Backy2Error {
@@ -44,18 +71,30 @@ export function cloudError(e: unknown, where: string): Backy2Error {
   const status = err.$metadata?.httpStatusCode;
   const attempts = err.$metadata?.attempts ? ` after ${err.$metadata.attempts} attempts` : '';
   if (EXPIRED_CREDENTIALS.includes(name))
-    return new Backy2Error(ExitCode.cloud, `The AWS credentials for ${where} expired or are no longer valid (${name}): renew them (new session, aws sso login, instance role) and run the command again`);
+    return new Backy2Error(
+      ExitCode.cloud,
+      `The AWS credentials for ${where} expired or are no longer valid (${name}): renew them (new session, aws sso login, instance role) and run the command again`,
+    );
   if (name === 'CredentialsProviderError' || /credential/i.test(err.message ?? ''))
-    return new Backy2Error(ExitCode.cloud, `No usable AWS credentials for ${where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (${err.message})`);
+    return new Backy2Error(
+      ExitCode.cloud,
+      `No usable AWS credentials for ${where}: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (${err.message})`,
+    );
   if (THROTTLED.includes(name) || status === 429)
-    return new Backy2Error(ExitCode.cloud, `AWS throttled ${where}${attempts} (${name || `HTTP ${status}`}): lower simultaneous_writes, raise the service limit, or run the command again later`);
+    return new Backy2Error(
+      ExitCode.cloud,
+      `AWS throttled ${where}${attempts} (${name || `HTTP ${status}`}): lower simultaneous_writes, raise the service limit, or run the command again later`,
+    );
   const code = err.code ?? (e as { cause?: { code?: string } }).cause?.code ?? '';
   if (NETWORK_ERRORS.includes(code) || name === 'TimeoutError')
     return new Backy2Error(ExitCode.cloud, `Cannot reach the AWS endpoint for ${where}: ${code || name}`);
   if (name === 'AccessDeniedException' || name === 'AccessDenied' || err.$metadata?.httpStatusCode === 403)
     return new Backy2Error(ExitCode.cloud, `Access denied for ${where}: ${err.message}`);
   if (status !== undefined && status >= 500)
-    return new Backy2Error(ExitCode.storage, `${where} failed${attempts} with HTTP ${status} (${name}: ${err.message}): the service is having trouble; run the command again later`);
+    return new Backy2Error(
+      ExitCode.storage,
+      `${where} failed${attempts} with HTTP ${status} (${name}: ${err.message}): the service is having trouble; run the command again later`,
+    );
   return new Backy2Error(ExitCode.storage, `${where} failed${attempts}: ${name}: ${err.message}`);
 }
 
@@ -68,7 +107,8 @@ export async function describeOutputs(clients: AwsClients, stackName: string, wh
     const out = await clients.cloudformation.send(new DescribeStacksCommand({ StackName: stackName }));
     outputs = out.Stacks?.[0]?.Outputs ?? [];
   } catch (e) {
-    if (/does not exist/i.test((e as Error).message ?? '')) throw new Backy2Error(ExitCode.cloud, `Stack ${stackName} does not exist in ${where}; deploy it with "npx cdk deploy"`);
+    if (/does not exist/i.test((e as Error).message ?? ''))
+      throw new Backy2Error(ExitCode.cloud, `Stack ${stackName} does not exist in ${where}; deploy it with "npx cdk deploy"`);
     throw cloudError(e, `stack ${stackName}`);
   }
   const byKey = Object.fromEntries(outputs.map((o) => [o.OutputKey, o.OutputValue]));
@@ -89,7 +129,9 @@ const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(3);
 async function invoke<T>(clients: AwsClients, functionName: string, payload: unknown): Promise<T> {
   let out: InvokeCommandOutput;
   try {
-    out = await clients.lambda.send(new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: Buffer.from(JSON.stringify(payload)) }));
+    out = await clients.lambda.send(
+      new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: Buffer.from(JSON.stringify(payload)) }),
+    );
   } catch (e) {
     throw cloudError(e, `function ${functionName}`);
   }
@@ -159,7 +201,9 @@ export class CloudCatalog implements Catalog {
     const record = await this.journaled(last);
     const journaledAt = Date.now();
     const answer = await invoke<{ version: Version }>(this.clients, this.outputs.ApiFunctionName, { kind: 'command', command: cmd, record });
-    this.log.debug(`Chunk ${last.chunk} of ${cmd.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s; recorded and committed by the api function in ${seconds(journaledAt)} s`);
+    this.log.debug(
+      `Chunk ${last.chunk} of ${cmd.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s; recorded and committed by the api function in ${seconds(journaledAt)} s`,
+    );
     return answer.version;
   }
 
@@ -181,7 +225,10 @@ export class CloudCatalog implements Catalog {
         reported = recorded;
       }
       if (Date.now() - started > timeoutMs)
-        throw new Backy2Error(ExitCode.cloud, `Only ${recorded}/${chunkCount} block map chunks of ${uid} were projected within ${timeoutMs / 1000} s; check the ingest function and its dead-letter queue`);
+        throw new Backy2Error(
+          ExitCode.cloud,
+          `Only ${recorded}/${chunkCount} block map chunks of ${uid} were projected within ${timeoutMs / 1000} s; check the ingest function and its dead-letter queue`,
+        );
       await sleep(recordPollDelayMs(polls));
     }
   }
@@ -232,9 +279,18 @@ export class CloudBackend implements Backend {
   /** Cleanup runs in the cloud (only the cleanup function may delete objects), or locally with admin rights. */
   async cleanup(force: boolean, log: (line: string) => void, local = false): Promise<CleanupReport> {
     if (local) {
-      const store = new DynamoMetadataStore(this.clients.dynamo, { eventsTable: this.outputs.EventsTableName, projectionsTable: this.outputs.ProjectionsTableName });
+      const store = new DynamoMetadataStore(this.clients.dynamo, {
+        eventsTable: this.outputs.EventsTableName,
+        projectionsTable: this.outputs.ProjectionsTableName,
+      });
       try {
-        return await runCleanup(journaled(store, this.journal), this.blocks, { force, graceSeconds: this.config.cleanupGraceSeconds, policy: this.policy, concurrency: this.config.simultaneousWrites, log });
+        return await runCleanup(journaled(store, this.journal), this.blocks, {
+          force,
+          graceSeconds: this.config.cleanupGraceSeconds,
+          policy: this.policy,
+          concurrency: this.config.simultaneousWrites,
+          log,
+        });
       } catch (e) {
         throw cloudError(e, 'local cleanup');
       }
@@ -252,11 +308,17 @@ export class CloudBackend implements Backend {
     if (!keyArn) throw new Backy2Error(ExitCode.cloud, `Stack ${this.stackName} has no JournalKeyArn output; update it with "npx cdk deploy"`);
     let result: Awaited<ReturnType<typeof enrollJournalKey>>;
     try {
-      result = await enrollJournalKey(this.blocks, kmsClient({ region: this.config.aws?.region, endpointUrl: this.config.aws?.endpointUrl, profile: this.config.aws?.profile }), keyArn, deriveJournalKey(this.codec.keys.dedupKey));
+      result = await enrollJournalKey(
+        this.blocks,
+        kmsClient({ region: this.config.aws?.region, endpointUrl: this.config.aws?.endpointUrl, profile: this.config.aws?.profile }),
+        keyArn,
+        deriveJournalKey(this.codec.keys.dedupKey),
+      );
     } catch (e) {
       throw cloudError(e, 'the journal key (keys/journal, KMS)');
     }
-    if (result === 'foreign') throw integrityError(`Stack ${this.stackName} journals for another repository key (keys/journal); this key's repository is not the stack's`);
+    if (result === 'foreign')
+      throw integrityError(`Stack ${this.stackName} journals for another repository key (keys/journal); this key's repository is not the stack's`);
     log.info(result === 'kept' ? 'The journal key is enrolled for the functions already' : 'Enrolled the journal key for the functions (keys/journal)');
   }
 
@@ -271,7 +333,10 @@ export class CloudBackend implements Backend {
 
   /** Runs on this host with the keys (the functions have none), writing the index as `cleanup --local` does (AdminPolicy). */
   async rekey(opts: RekeyOptions): Promise<RekeyReport> {
-    const store = new DynamoMetadataStore(this.clients.dynamo, { eventsTable: this.outputs.EventsTableName, projectionsTable: this.outputs.ProjectionsTableName });
+    const store = new DynamoMetadataStore(this.clients.dynamo, {
+      eventsTable: this.outputs.EventsTableName,
+      projectionsTable: this.outputs.ProjectionsTableName,
+    });
     try {
       return await runRekey(journaled(store, this.journal), this.blocks, this.codec, opts);
     } catch (e) {

@@ -179,7 +179,10 @@ function checkKeyId(store: SqliteMetadataStore, keyId: string): void {
   }
   const accepted = [row.value, ...acceptedKeyIds(store)];
   if (!accepted.includes(keyId))
-    throw new Backy2Error(ExitCode.integrity, `Wrong encryption key: this repository was written with key id ${accepted.join(', ')}, the configured key has id ${keyId}`);
+    throw new Backy2Error(
+      ExitCode.integrity,
+      `Wrong encryption key: this repository was written with key id ${accepted.join(', ')}, the configured key has id ${keyId}`,
+    );
 }
 
 const acceptedKeyIds = (store: SqliteMetadataStore): string[] =>

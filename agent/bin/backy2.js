@@ -45,6 +45,8 @@ function exitOnLoadLimit(e) {
   const message = String(e?.message ?? e);
   const cause = /\b(EMFILE|ENFILE|ENOMEM)\b/.exec(`${e?.code ?? ''} ${message}`)?.[1] ?? (/too many open files/i.test(message) ? 'EMFILE' : null);
   if (!cause) return;
-  process.stderr.write(`${'ERROR'.padStart(9)}: Too many open files (${cause}) while loading backy2's own code: raise the open-files limit (ulimit -n), then run the command again\n`);
+  process.stderr.write(
+    `${'ERROR'.padStart(9)}: Too many open files (${cause}) while loading backy2's own code: raise the open-files limit (ulimit -n), then run the command again\n`,
+  );
   process.exit(12);
 }

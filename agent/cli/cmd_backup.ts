@@ -28,7 +28,11 @@ async function readHintsFile(file: string): Promise<string> {
   });
 }
 
-export const parseTags = (csv: string) => csv.split(',').map((t) => t.trim()).filter(Boolean);
+export const parseTags = (csv: string) =>
+  csv
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
 
 /** backup SOURCE NAME: a new version of a file or block device. */
 export function register(program: Command): void {

@@ -24,7 +24,9 @@ const duColumns = (human: boolean): Column<DuRow>[] => {
   const bytes = (n: number) => (human ? humanBytes(Math.round(n)) : Math.round(n));
   return [
     ...figures.map(([name, key]): Column<DuRow> => ({ name, align: 'r', value: (r) => bytes(r.plain[key]) })),
-    ...figures.filter(([, key]) => key !== 'null').map(([name, key]): Column<DuRow> => ({ name: `Stored ${name}`, align: 'r', value: (r) => bytes(r.stored[key]) })),
+    ...figures
+      .filter(([, key]) => key !== 'null')
+      .map(([name, key]): Column<DuRow> => ({ name: `Stored ${name}`, align: 'r', value: (r) => bytes(r.stored[key]) })),
     { name: 'uid', align: 'l', value: (r) => r.uid },
     { name: 'name', align: 'l', value: (r) => r.name },
   ];
@@ -37,7 +39,13 @@ export function register(program: Command): void {
     .command('du')
     .description('Disk usage of version UID, or of every committed version')
     .argument('[uid]', 'only this version')
-    .option('-f, --fields <fields>', `comma-separated columns to show (${duColumns(false).map((c) => c.name).join(',')})`, DEFAULT_FIELDS)
+    .option(
+      '-f, --fields <fields>',
+      `comma-separated columns to show (${duColumns(false)
+        .map((c) => c.name)
+        .join(',')})`,
+      DEFAULT_FIELDS,
+    )
     .action(async (uid: string | undefined, opts: { fields: string }, cmd: Command) => {
       await withBackend(cmd, async (backend, g) => {
         const columns = selectColumns(duColumns(g.humanReadable), opts.fields);

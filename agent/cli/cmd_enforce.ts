@@ -30,9 +30,11 @@ export function register(program: Command): void {
         const versions = (await backend.catalog.reader.listVersions()).filter((v) => v.name === name && v.status !== 'removed');
         const remove = (uid: string) => backend.catalog.execute({ type: 'RemoveVersion', uid, force: false });
         const { outcomes, kept } = await enforceRetention(versions, rules, new Date(), remove, !!opts.dryRun);
-        for (const k of kept.filter((k) => k.reason === 'protected' || k.reason.startsWith('invalid'))) log.info(`Version ${k.version.uid} is ${k.reason}; kept.`);
+        for (const k of kept.filter((k) => k.reason === 'protected' || k.reason.startsWith('invalid')))
+          log.info(`Version ${k.version.uid} is ${k.reason}; kept.`);
         const refused = outcomes.filter((o) => o.action === 'refused').length;
-        if (refused) log.info(`${refused} version(s) refused by rm's rules (e.g. younger than disallow_rm_when_younger_than_days); a later enforce retries them.`);
+        if (refused)
+          log.info(`${refused} version(s) refused by rm's rules (e.g. younger than disallow_rm_when_younger_than_days); a later enforce retries them.`);
         if (opts.dryRun) log.info('Dry run: nothing was removed.');
         print(renderRows(columns(g.humanReadable), outcomes, outputMode(g)));
       });

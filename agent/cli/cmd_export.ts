@@ -57,7 +57,8 @@ export function register(program: Command): void {
           throw osFault(e, 'file', file) ?? e;
         }
         log.info(`Exported version ${version.uid} to ${file}`);
-        if (g.json || g.machineOutput) print(renderRows(exportColumns(g.humanReadable), [{ uid: version.uid, name: version.name, file, bytes }], outputMode(g)));
+        if (g.json || g.machineOutput)
+          print(renderRows(exportColumns(g.humanReadable), [{ uid: version.uid, name: version.name, file, bytes }], outputMode(g)));
       });
     });
 }

@@ -24,7 +24,11 @@ export function register(program: Command): void {
         const path = spool ? join(spool, 'stdin') : file;
         if (spool) await pipeline(process.stdin, createWriteStream(path));
         await withBackend(cmd, async (backend, g, log) => {
-          const version = await importVersion(backend, () => linesOf(path), (line) => log.info(line));
+          const version = await importVersion(
+            backend,
+            () => linesOf(path),
+            (line) => log.info(line),
+          );
           log.info(`Imported version ${version.uid}`);
           printChangedVersion(g, version);
         });

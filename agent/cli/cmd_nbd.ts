@@ -47,7 +47,11 @@ export function register(program: Command): void {
         const only = new Set<string>();
         for (const uid of uids) {
           const v = await resolveVersion(backend.catalog.reader, uid);
-          if (v.status !== 'committed') throw new Backy2Error(ExitCode.refused, `Version ${v.uid} is ${v.status === 'pending' ? 'a backup in progress' : v.status}; only committed versions are served`);
+          if (v.status !== 'committed')
+            throw new Backy2Error(
+              ExitCode.refused,
+              `Version ${v.uid} is ${v.status === 'pending' ? 'a backup in progress' : v.status}; only committed versions are served`,
+            );
           only.add(v.uid);
         }
         const cowDir = opts.cowDir ?? tmpdir();
@@ -71,7 +75,9 @@ export function register(program: Command): void {
           throw listenError(e, opts.bindAddress, port);
         });
         if (!isLoopback(opts.bindAddress))
-          log.warn(`NBD traffic is not encrypted or authenticated: anyone who can reach ${opts.bindAddress}:${bound.port} can read${opts.readOnly ? '' : ' and write'} the served versions`);
+          log.warn(
+            `NBD traffic is not encrypted or authenticated: anyone who can reach ${opts.bindAddress}:${bound.port} can read${opts.readOnly ? '' : ' and write'} the served versions`,
+          );
         const mode = opts.readOnly ? 'read-only' : opts.discardChanges ? 'writes discarded on disconnect' : 'copy-on-write';
         log.info(`NBD server listening on ${bound.address}:${bound.port} (${mode}); export name = version uid; stop with Ctrl-C`);
         await signalled;
@@ -89,9 +95,11 @@ function integer(text: string, flag: string, min: number, max: number): number {
 
 function listenError(e: NodeJS.ErrnoException, address: string, port: number): Backy2Error {
   const where = `${address}:${port}`;
-  if (e.code === 'EADDRINUSE') return new Backy2Error(ExitCode.listen, `Cannot listen on ${where}: the port is in use (another NBD server?); choose another with -p`);
+  if (e.code === 'EADDRINUSE')
+    return new Backy2Error(ExitCode.listen, `Cannot listen on ${where}: the port is in use (another NBD server?); choose another with -p`);
   if (e.code === 'EACCES') return new Backy2Error(ExitCode.listen, `Cannot listen on ${where}: permission denied (ports below 1024 need privileges)`);
-  if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return new Backy2Error(ExitCode.listen, `Cannot listen on ${where}: no such address on this host`);
+  if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN')
+    return new Backy2Error(ExitCode.listen, `Cannot listen on ${where}: no such address on this host`);
   return new Backy2Error(ExitCode.listen, `Cannot listen on ${where}: ${e.message}`);
 }
 

@@ -36,11 +36,15 @@ export function register(program: Command): void {
         });
         (progress as Progress | null)?.stop();
         const verb = opts.dryRun ? 'would be re-encrypted' : 're-encrypted';
-        log.info(`Rekey${opts.dryRun ? ' (dry run)' : ''}: ${report.rekeyed} of ${report.blocks} blocks and ${report.manifestsRekeyed} manifests ${verb}; ${report.alreadyCurrent} blocks on the current key already`);
+        log.info(
+          `Rekey${opts.dryRun ? ' (dry run)' : ''}: ${report.rekeyed} of ${report.blocks} blocks and ${report.manifestsRekeyed} manifests ${verb}; ${report.alreadyCurrent} blocks on the current key already`,
+        );
         print(renderRows(columns(g.humanReadable), [report], outputMode(g)));
         if (report.unreadable.length) {
           for (const u of report.unreadable.slice(0, 10)) log.error(`${u.id}: ${u.reason}`);
-          throw integrityError(`${report.unreadable.length} objects could not be read with the configured keys; add their key to old_encryption_keys and run rekey again`);
+          throw integrityError(
+            `${report.unreadable.length} objects could not be read with the configured keys; add their key to old_encryption_keys and run rekey again`,
+          );
         }
       });
     });

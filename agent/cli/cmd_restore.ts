@@ -15,7 +15,8 @@ export function register(program: Command): void {
     .option('-c, --continue-from <block>', 'resume an interrupted restore from this block number')
     .action(async (uid: string, target: string, opts: { sparse?: boolean; force?: boolean; continueFrom?: string }, cmd: Command) => {
       const continueFrom = opts.continueFrom === undefined ? null : Number(opts.continueFrom);
-      if (continueFrom !== null && (!Number.isInteger(continueFrom) || continueFrom < 0)) throw usageError(`Invalid --continue-from "${opts.continueFrom}": a block number`);
+      if (continueFrom !== null && (!Number.isInteger(continueFrom) || continueFrom < 0))
+        throw usageError(`Invalid --continue-from "${opts.continueFrom}": a block number`);
       await withBackend(cmd, async (backend, g, log) => {
         const version = await runRestore(backend, { uid, targetUrl: target, sparse: !!opts.sparse, force: !!opts.force, continueFrom }, log, wantsBar(g));
         log.info(`Restored version ${version.uid} (${version.sizeBytes} bytes) to ${target}`);

@@ -22,9 +22,19 @@ export function register(program: Command): void {
       await withBackend(cmd, async (backend, g, log) => {
         if (opts.inCloud) return scrubInCloud(backend, uid, percent, opts.source, g.json, log);
         const outcome = await runScrub(backend, { uid, percent, sourceUrl: opts.source ?? null }, log, wantsBar(g));
-        if (g.json) print(JSON.stringify({ uid: outcome.version.uid, checked: outcome.checked, failures: outcome.failures, sourceMismatches: outcome.sourceMismatches, invalidated: outcome.invalidated }) + '\n');
+        if (g.json)
+          print(
+            JSON.stringify({
+              uid: outcome.version.uid,
+              checked: outcome.checked,
+              failures: outcome.failures,
+              sourceMismatches: outcome.sourceMismatches,
+              invalidated: outcome.invalidated,
+            }) + '\n',
+          );
         if (outcome.failures.length) throw new Backy2Error(ExitCode.scrubErrors, `Marked version invalid because it has errors: ${outcome.version.uid}`);
-        if (outcome.sourceMismatches) throw new Backy2Error(ExitCode.scrubErrors, `Version ${outcome.version.uid} differs from the source in ${outcome.sourceMismatches} block(s)`);
+        if (outcome.sourceMismatches)
+          throw new Backy2Error(ExitCode.scrubErrors, `Version ${outcome.version.uid} differs from the source in ${outcome.sourceMismatches} block(s)`);
         log.info(`Scrub of ${outcome.version.uid} found no errors (${outcome.checked} blocks checked); version is valid`);
       });
     });

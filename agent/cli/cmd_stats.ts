@@ -34,7 +34,12 @@ export function register(program: Command): void {
     .command('stats')
     .description('Statistics of backup runs (all, or of version UID)')
     .argument('[uid]', 'only this version (a removed version by its full uid)')
-    .option('-f, --fields <fields>', `comma-separated columns to show (${statsColumns(false).map((c) => c.name).join(',')})`)
+    .option(
+      '-f, --fields <fields>',
+      `comma-separated columns to show (${statsColumns(false)
+        .map((c) => c.name)
+        .join(',')})`,
+    )
     .option('-l, --limit <n>', 'only the newest N runs')
     .action(async (uid: string | undefined, opts: { fields?: string; limit?: string }, cmd: Command) => {
       await withBackend(cmd, async (backend, g) => {

@@ -95,7 +95,9 @@ function exitCodeOf(e: unknown): number {
   }
   // A bug: the stack trace is for the report, so it comes with -d only.
   const err = e as Error;
-  log.error(`Unexpected exception: ${g.debug ? (err?.stack ?? String(e)) : `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`} (a bug: please report it with the output of -d)`);
+  log.error(
+    `Unexpected exception: ${g.debug ? (err?.stack ?? String(e)) : `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`} (a bug: please report it with the output of -d)`,
+  );
   log.info('Backy failed.');
   return ExitCode.unexpected;
 }

@@ -45,7 +45,13 @@ export async function startCowVersion(backend: Backend, original: Version, log: 
  * each stored under the backup's dedup and GC rules (store-block.ts); unchanged chunks are
  * references to the original's. On failure the version is failed, never committed.
  */
-export async function commitCowVersion(backend: Backend, original: Version, pending: Version, overlay: CowOverlay, log: Log): Promise<{ version: Version; stats: VersionStats }> {
+export async function commitCowVersion(
+  backend: Backend,
+  original: Version,
+  pending: Version,
+  overlay: CowOverlay,
+  log: Log,
+): Promise<{ version: Version; stats: VersionStats }> {
   const started = Date.now();
   const { catalog, codec, config } = backend;
   try {

@@ -38,7 +38,10 @@ export class VersionPins {
     }
     const held: Held = { users: 1, ready: Promise.resolve(), validUntil: 0, timer: undefined as unknown as NodeJS.Timeout };
     held.ready = this.renew(uid, held);
-    held.timer = setInterval(() => this.renew(uid, held).catch((e: Error) => this.log.warn(`Could not renew the lease on ${uid}: ${e.message}`)), (this.seconds * 1000) / 3);
+    held.timer = setInterval(
+      () => this.renew(uid, held).catch((e: Error) => this.log.warn(`Could not renew the lease on ${uid}: ${e.message}`)),
+      (this.seconds * 1000) / 3,
+    );
     held.timer.unref();
     this.held.set(uid, held);
     try {
@@ -67,6 +70,8 @@ export class VersionPins {
     if (!held || --held.users > 0) return;
     clearInterval(held.timer);
     this.held.delete(uid);
-    await this.catalog.dropLease!(uid, this.holder).catch((e: Error) => this.log.warn(`Could not drop the lease on ${uid} (it expires by itself): ${e.message}`));
+    await this.catalog.dropLease!(uid, this.holder).catch((e: Error) =>
+      this.log.warn(`Could not drop the lease on ${uid} (it expires by itself): ${e.message}`),
+    );
   }
 }

@@ -38,7 +38,11 @@ export class ServedRepository implements ExportProvider {
     this.backend = backend;
     this.opts = opts;
     this.log = log;
-    this.blocks = new RepositoryBlocks(backend, new BlockCache(opts.cacheBytes, { acquire: () => backend.codec.blockBuffer(), release: (m) => backend.codec.releaseBlockBuffer(m) }), log);
+    this.blocks = new RepositoryBlocks(
+      backend,
+      new BlockCache(opts.cacheBytes, { acquire: () => backend.codec.blockBuffer(), release: (m) => backend.codec.releaseBlockBuffer(m) }),
+      log,
+    );
     this.pins = new VersionPins(backend.catalog, `nbd ${hostname()} pid ${process.pid} ${randomBytes(4).toString('hex')}`, opts.leaseSeconds, log);
   }
 

@@ -266,7 +266,9 @@ class Connection {
       await this.transmit(opened);
     } finally {
       const c = this.counts;
-      this.log.info(`NBD connection ${this.id}: ${c.reads} reads (${c.readBytes} bytes, ${c.holeBytes} of them holes), ${c.writes} writes (${c.writeBytes} bytes), ${c.blockStatus} block status, ${c.errors} errors`);
+      this.log.info(
+        `NBD connection ${this.id}: ${c.reads} reads (${c.readBytes} bytes, ${c.holeBytes} of them holes), ${c.writes} writes (${c.writeBytes} bytes), ${c.blockStatus} block status, ${c.errors} errors`,
+      );
       await opened.close();
     }
   }
@@ -385,7 +387,13 @@ class Connection {
   // ------------------------------------------------------------ transmission
 
   private async transmit(e: OpenExport): Promise<void> {
-    const limits: P.ExportLimits = { size: e.size, readOnly: e.readOnly, maxPayload: MAX_PAYLOAD, structured: this.structured, blockStatus: this.metaContextFor === e.name };
+    const limits: P.ExportLimits = {
+      size: e.size,
+      readOnly: e.readOnly,
+      maxPayload: MAX_PAYLOAD,
+      structured: this.structured,
+      blockStatus: this.metaContextFor === e.name,
+    };
     const inFlight = this.inFlight;
     try {
       for (;;) {
@@ -416,10 +424,12 @@ class Connection {
         }
         if (req.type === P.CMD.READ) release = await this.budget.take(req.length);
         // The budget is released once the reply has left the socket's queue (a slow reader holds it).
-        const work = this.serve(e, req, payload).then(() => this.drained()).finally(() => {
-          release();
-          inFlight.delete(work);
-        });
+        const work = this.serve(e, req, payload)
+          .then(() => this.drained())
+          .finally(() => {
+            release();
+            inFlight.delete(work);
+          });
         inFlight.add(work);
         while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
       }
@@ -523,6 +533,7 @@ function errorText(error: number, req: P.Request, size: number): string {
   if (error === E.EPERM) return 'the export is read-only';
   if (error === E.ESHUTDOWN) return 'the server is shutting down';
   if (error === E.EOVERFLOW) return `request of ${req.length} bytes exceeds the maximum payload of ${MAX_PAYLOAD}`;
-  if (error === E.ENOSPC || (error === E.EINVAL && req.offset + req.length > size)) return `request at ${req.offset} + ${req.length} lies past the end of the export (${size} bytes)`;
+  if (error === E.ENOSPC || (error === E.EINVAL && req.offset + req.length > size))
+    return `request at ${req.offset} + ${req.length} lies past the end of the export (${size} bytes)`;
   return `command ${req.type} with flags ${req.flags} is not supported here`;
 }

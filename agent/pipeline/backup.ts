@@ -51,13 +51,18 @@ export async function runBackup(backend: Backend, req: BackupRequest, log: Log, 
     // Space a killed earlier run left in temporary files is given back before this run needs it.
     const swept = await blocks.removeStaleTemporaries?.().catch((e: Error) => log.debug(`temporary files not swept: ${e.message}`));
     if (swept?.files) log.info(`Removed ${swept.files} stale temporary files (${swept.bytes} bytes) left by earlier runs`);
-    const { version, base, recorded } = req.resumeUid ? await resumeVersion(backend, req.resumeUid, req.name, source.size, log) : await startVersion(backend, req, source.size);
+    const { version, base, recorded } = req.resumeUid
+      ? await resumeVersion(backend, req.resumeUid, req.name, source.size, log)
+      : await startVersion(backend, req, source.size);
     log.debug(`Version ${version.uid} is pending: ${version.blockCount} blocks in ${version.chunkCount} chunks`);
     try {
       const { stats, packedMap, last } = await backupBlocks(backend, version, base, source, req.sourceUrl, log, progressBar, { plan, recorded });
       const after = await deviceSize(source.path, source.fh);
       if (after.size !== source.size)
-        throw new Backy2Error(ExitCode.sourceMismatch, `Source ${req.sourceUrl} changed size during backup (${source.size} → ${after.size} bytes); stop writers or back up a snapshot`);
+        throw new Backy2Error(
+          ExitCode.sourceMismatch,
+          `Source ${req.sourceUrl} changed size during backup (${source.size} → ${after.size} bytes); stop writers or back up a snapshot`,
+        );
       const manifest = () => writeManifest(blocks, backend.codec, version, packedMap).then(() => log.debug('Manifest written'));
       const committed = await commitRecorded(catalog, version, last, manifest, stats, started);
       log.debug(`Version ${version.uid} committed`);
@@ -77,7 +82,10 @@ const RESUMABLE: readonly number[] = [ExitCode.storage, ExitCode.device, ExitCod
 
 function resumable(e: unknown, uid: string, req: BackupRequest): unknown {
   if (!(e instanceof Backy2Error) || !RESUMABLE.includes(e.exitCode)) return e;
-  return new Backy2Error(e.exitCode, `${e.message}. Version ${uid} is not committed; once fixed, continue it with: backy2 backup -c ${uid} ${req.sourceUrl} ${req.name}`);
+  return new Backy2Error(
+    e.exitCode,
+    `${e.message}. Version ${uid} is not committed; once fixed, continue it with: backy2 backup -c ${uid} ${req.sourceUrl} ${req.name}`,
+  );
 }
 
 interface StartedRun {
@@ -93,18 +101,18 @@ async function startVersion(backend: Backend, req: BackupRequest, sizeBytes: num
   const tags = req.tags ?? scheduleTags(req.name, await catalog.reader.listVersions(), new Date(), config.schedulers);
   // Durable before any dedup lookup (docs/DESIGN-NOTES.md, GC invariant step 1).
   const version = await catalog.execute({
-      type: 'StartVersion',
-      uid: randomUUID(),
-      name: req.name,
-      snapshotName: req.snapshotName,
-      sizeBytes,
-      blockSize: config.blockSize,
-      chunkEntries: DEFAULT_CHUNK_ENTRIES,
-      baseUid: base?.uid ?? null,
-      tags,
-      expire: req.expire,
-      host: hostname(),
-    });
+    type: 'StartVersion',
+    uid: randomUUID(),
+    name: req.name,
+    snapshotName: req.snapshotName,
+    sizeBytes,
+    blockSize: config.blockSize,
+    chunkEntries: DEFAULT_CHUNK_ENTRIES,
+    baseUid: base?.uid ?? null,
+    tags,
+    expire: req.expire,
+    host: hostname(),
+  });
   return { version, base, recorded: new Set() };
 }
 
@@ -187,7 +195,14 @@ async function backupBlocks(
       codec.releaseBlockBuffer(memory);
     }
   };
-  const readAndStore = async (idx: number, length: number, baseEntry: BlockRef | undefined, hinted: BlockRef | null, memory: Buffer | null, newBlocks: StoredBlock[]): Promise<BlockRef> => {
+  const readAndStore = async (
+    idx: number,
+    length: number,
+    baseEntry: BlockRef | undefined,
+    hinted: BlockRef | null,
+    memory: Buffer | null,
+    newBlocks: StoredBlock[],
+  ): Promise<BlockRef> => {
     let data = await readBlock(idx, length, memory);
     const zero = codec.isZero(data);
     let id: BlockId | null = null;
@@ -230,7 +245,8 @@ async function backupBlocks(
       entries[i] = await backupBlock(first + i, baseChunk?.entries[i], newBlocks);
       progress.tick(++done, stats.bytesRead);
     });
-    const unchanged = baseChunk !== null && baseChunk.entries.length === count && baseChunk.entries.every((e, i) => e.id === entries[i]!.id && e.length === entries[i]!.length);
+    const unchanged =
+      baseChunk !== null && baseChunk.entries.length === count && baseChunk.entries.every((e, i) => e.id === entries[i]!.id && e.length === entries[i]!.length);
     const packed = packChunk(entries);
     packedMap.push(packed);
     last = await recordChunk(catalog, version, chunkRecorded(version.uid, chunk, unchanged ? { sameAs: baseChunk.origin } : { entries: packed }, newBlocks));
@@ -263,8 +279,7 @@ async function keepRecordedChunk(
     const batch = ids.slice(at, at + 1000);
     const index = await catalog.reader.getBlocks(batch);
     const invalid = batch.find((id) => index.get(id)?.valid === false);
-    if (invalid)
-      throw refused(`Block ${invalid} of interrupted version ${version.uid} failed a scrub; start a new backup instead of continuing this one`);
+    if (invalid) throw refused(`Block ${invalid} of interrupted version ${version.uid} failed a scrub; start a new backup instead of continuing this one`);
     const indexed = batch.filter((id) => index.has(id)).map((id) => ({ id, storedSize: index.get(id)!.storedSize, checksum: index.get(id)!.checksum }));
     const touched = indexed.length ? await catalog.touch(indexed) : new Map<BlockId, TouchResult>();
     for (const id of batch) {
@@ -275,7 +290,10 @@ async function keepRecordedChunk(
       const data = await readBlock(ref.idx, ref.length);
       const again = codec.isZero(data) ? null : (await codec.blockIdOf(data)).id;
       if (again !== id)
-        throw new Backy2Error(ExitCode.sourceMismatch, `Block ${ref.idx} of the source differs from what the interrupted backup recorded; start a new backup instead of -c`);
+        throw new Backy2Error(
+          ExitCode.sourceMismatch,
+          `Block ${ref.idx} of the source differs from what the interrupted backup recorded; start a new backup instead of -c`,
+        );
       const { stored: body, checksum } = await codec.encodeForUpload(data, id, true);
       const ours = { id, storedSize: body.length, checksum };
       if (await backend.blocks.putIfAbsent(blockKey(id), body)) await relyOnExisting(backend, ours, body, undefined, true);

@@ -32,7 +32,8 @@ export interface RestoreRequest {
  */
 export async function runRestore(backend: Backend, req: RestoreRequest, log: Log, progressBar: boolean): Promise<Version> {
   const version = await resolveVersion(backend.catalog.reader, req.uid);
-  if (version.status !== 'committed') throw refused(`Version ${version.uid} is ${version.status === 'pending' ? 'a backup in progress' : version.status}; it cannot be restored`);
+  if (version.status !== 'committed')
+    throw refused(`Version ${version.uid} is ${version.status === 'pending' ? 'a backup in progress' : version.status}; it cannot be restored`);
   if (!version.valid) log.warn(`Version ${version.uid} is marked invalid; restoring anyway, every block is verified`);
   const path = parseFileUrl(req.targetUrl, 'target');
   const exists = await pathExists(path);

@@ -56,7 +56,9 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
           limit(async () => {
             const memory = e.id ? backend.codec.blockBuffer() : null;
             try {
-              const result = e.id ? await verifyStoredBlock(backend.blocks, { id: e.id, length: e.length }, index.get(e.id), backend.codec, memory) : { failure: null, plaintext: null };
+              const result = e.id
+                ? await verifyStoredBlock(backend.blocks, { id: e.id, length: e.length }, index.get(e.id), backend.codec, memory)
+                : { failure: null, plaintext: null };
               if (e.id) {
                 checked++;
                 if (result.failure) {
@@ -95,7 +97,13 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
   return { version: (await catalog.reader.getVersion(version.uid))!, checked, failures, sourceMismatches, invalidated };
 }
 
-async function compareWithSource(fh: Awaited<ReturnType<typeof openSource>>['fh'], version: Version, ref: BlockRef, plaintext: Buffer | null, log: Log): Promise<number> {
+async function compareWithSource(
+  fh: Awaited<ReturnType<typeof openSource>>['fh'],
+  version: Version,
+  ref: BlockRef,
+  plaintext: Buffer | null,
+  log: Log,
+): Promise<number> {
   const actual = await readAt(fh, ref.idx * version.blockSize, ref.length);
   const expected = plaintext ?? Buffer.alloc(ref.length);
   if (actual.equals(expected)) return 0;

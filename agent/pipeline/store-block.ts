@@ -49,7 +49,11 @@ export async function storeUnlessLive(
  */
 export async function relyOnExisting(backend: Backend, ours: StoredBlock, body: Buffer, entry: BlockIndexEntry | undefined, oursStored = false): Promise<void> {
   const key = blockKey(ours.id);
-  let described: StoredBlock | null = oursStored ? ours : entry ? { id: ours.id, storedSize: entry.storedSize, checksum: entry.checksum } : await describeStored(backend, key, ours.id);
+  let described: StoredBlock | null = oursStored
+    ? ours
+    : entry
+      ? { id: ours.id, storedSize: entry.storedSize, checksum: entry.checksum }
+      : await describeStored(backend, key, ours.id);
   for (let attempt = 0; attempt < 60; attempt++) {
     if (described === null) {
       // The object is gone (a cleanup finished deleting it): store ours and describe it.
@@ -75,4 +79,3 @@ async function describeStored(backend: Backend, key: string, id: BlockId): Promi
   const object = await backend.blocks.get(key);
   return object === null ? null : { id, storedSize: object.length, checksum: storedChecksum(object) };
 }
-

@@ -19,7 +19,13 @@ export interface OutputMode {
 
 export function renderRows<Row>(columns: Column<Row>[], rows: Row[], mode: OutputMode): string {
   if (mode.json) {
-    return JSON.stringify(rows.map((r) => Object.fromEntries(columns.map((c) => [c.name, c.value(r)]))), null, 2) + '\n';
+    return (
+      JSON.stringify(
+        rows.map((r) => Object.fromEntries(columns.map((c) => [c.name, c.value(r)]))),
+        null,
+        2,
+      ) + '\n'
+    );
   }
   // A value from before the name rules (shared/domain/names.ts) must not break a row in two.
   const cells = rows.map((r) => columns.map((c) => escapeMachineField(String(c.value(r)))));
@@ -35,8 +41,23 @@ export function renderRows<Row>(columns: Column<Row>[], rows: Row[], mode: Outpu
     return text + ' '.repeat(gap);
   };
   const line = (values: string[], aligns: Align[]) => '| ' + values.map((v, i) => pad(v, widths[i]!, aligns[i]!)).join(' | ') + ' |\n';
-  const header = mode.skipHeader ? '' : line(columns.map((c) => c.name), columns.map(() => 'c'));
-  return header + cells.map((row) => line(row, columns.map((c) => c.align))).join('');
+  const header = mode.skipHeader
+    ? ''
+    : line(
+        columns.map((c) => c.name),
+        columns.map(() => 'c'),
+      );
+  return (
+    header +
+    cells
+      .map((row) =>
+        line(
+          row,
+          columns.map((c) => c.align),
+        ),
+      )
+      .join('')
+  );
 }
 
 /** -r: byte counts in base 1024, as backy2. */

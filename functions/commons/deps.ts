@@ -37,7 +37,9 @@ let writer: { store: Promise<MetadataStore>; journaled: boolean; at: number } | 
 export async function writerStore(): Promise<MetadataStore> {
   if (writer && (writer.journaled || Date.now() - writer.at < 60_000)) return writer.store;
   const keyArn = process.env['JOURNAL_KEY_ARN'];
-  const key = keyArn ? await loadJournalKey(blocks, kmsClient({ region: process.env['AWS_REGION'], endpointUrl: process.env['AWS_ENDPOINT_URL'] }), keyArn) : null;
+  const key = keyArn
+    ? await loadJournalKey(blocks, kmsClient({ region: process.env['AWS_REGION'], endpointUrl: process.env['AWS_ENDPOINT_URL'] }), keyArn)
+    : null;
   if (!key) logger.warn('No journal key is enrolled for this stack (keys/journal): changes are not journaled; run "backy2 initdb" with AdminPolicy');
   writer = { store: Promise.resolve(key ? journaled(store, new Journal(blocks, key)) : store), journaled: !!key, at: Date.now() };
   return writer.store;

@@ -56,7 +56,10 @@ export function osFault(e: unknown, role: PathRole, path?: string): Backy2Error 
       return new Backy2Error(exit, `The ${where} is on a read-only filesystem (EROFS): remount it read-write (mount -o remount,rw) or configure another path`);
     case 'EACCES':
     case 'EPERM':
-      return new Backy2Error(deviceRole ? ExitCode.usage : ExitCode.storage, `Permission denied on the ${where} (${code}): check its owner and mode, or run backy2 as the user that owns it`);
+      return new Backy2Error(
+        deviceRole ? ExitCode.usage : ExitCode.storage,
+        `Permission denied on the ${where} (${code}): check its owner and mode, or run backy2 as the user that owns it`,
+      );
     case 'EIO':
     case 'ENXIO':
     case 'ESTALE':
@@ -66,7 +69,10 @@ export function osFault(e: unknown, role: PathRole, path?: string): Backy2Error 
       );
     case 'EMFILE':
     case 'ENFILE':
-      return new Backy2Error(ExitCode.systemLimit, `Too many open files (${code}) at the ${where}: raise the limit (ulimit -n) or lower simultaneous_reads/simultaneous_writes`);
+      return new Backy2Error(
+        ExitCode.systemLimit,
+        `Too many open files (${code}) at the ${where}: raise the limit (ulimit -n) or lower simultaneous_reads/simultaneous_writes`,
+      );
     case 'ENOMEM':
       return new Backy2Error(ExitCode.systemLimit, `Out of memory (ENOMEM) at the ${where}: lower simultaneous_reads/simultaneous_writes or free memory`);
     case 'ENOENT':
@@ -111,15 +117,27 @@ export function sqliteFault(e: unknown, path: string): Backy2Error | null {
     case SQLITE.FULL:
       return new Backy2Error(ExitCode.storage, `No space left for the metadata database ${path} (${detail}): ${FREE_SPACE.database}`);
     case SQLITE.READONLY:
-      return new Backy2Error(ExitCode.storage, `The metadata database ${path} cannot be written (${detail}): is its filesystem mounted read-only? Remount it read-write (mount -o remount,rw)`);
+      return new Backy2Error(
+        ExitCode.storage,
+        `The metadata database ${path} cannot be written (${detail}): is its filesystem mounted read-only? Remount it read-write (mount -o remount,rw)`,
+      );
     case SQLITE.IOERR:
-      return new Backy2Error(ExitCode.storage, `I/O error on the metadata database ${path} (${detail}): check its disk (dmesg), free space and mount, then run the command again`);
+      return new Backy2Error(
+        ExitCode.storage,
+        `I/O error on the metadata database ${path} (${detail}): check its disk (dmesg), free space and mount, then run the command again`,
+      );
     case SQLITE.CANTOPEN:
     case SQLITE.PERM:
-      return new Backy2Error(ExitCode.storage, `The metadata database ${path} cannot be opened (${detail}): check that its directory exists and is writable by this user, and that the open-files limit (ulimit -n) is not exhausted`);
+      return new Backy2Error(
+        ExitCode.storage,
+        `The metadata database ${path} cannot be opened (${detail}): check that its directory exists and is writable by this user, and that the open-files limit (ulimit -n) is not exhausted`,
+      );
     case SQLITE.BUSY:
     case SQLITE.LOCKED:
-      return new Backy2Error(ExitCode.locked, `The metadata database ${path} stayed locked by another process (${detail}): wait for the other backy2 command to finish and run this one again`);
+      return new Backy2Error(
+        ExitCode.locked,
+        `The metadata database ${path} stayed locked by another process (${detail}): wait for the other backy2 command to finish and run this one again`,
+      );
     case SQLITE.NOMEM:
       return new Backy2Error(ExitCode.systemLimit, `Out of memory in SQLite on ${path} (${detail})`);
     default:
@@ -158,7 +176,13 @@ function workerLimit(e: unknown): Backy2Error | null {
   const cause = /\b(EMFILE|ENFILE|ENOMEM)\b/.exec(message)?.[1] ?? (/too many open files/i.test(message) ? 'EMFILE' : undefined);
   if (!cause) return null;
   if ((e as { code?: unknown } | null)?.code === 'ERR_WORKER_INIT_FAILED')
-    return new Backy2Error(ExitCode.systemLimit, `A worker thread could not start (${cause}): raise the open-files limit (ulimit -n) or free memory, then run the command again`);
+    return new Backy2Error(
+      ExitCode.systemLimit,
+      `A worker thread could not start (${cause}): raise the open-files limit (ulimit -n) or free memory, then run the command again`,
+    );
   if (!/too many open files/i.test(message)) return null;
-  return new Backy2Error(ExitCode.systemLimit, `Too many open files (${cause}) while loading backy2's own code: raise the open-files limit (ulimit -n), then run the command again`);
+  return new Backy2Error(
+    ExitCode.systemLimit,
+    `Too many open files (${cause}) while loading backy2's own code: raise the open-files limit (ulimit -n), then run the command again`,
+  );
 }

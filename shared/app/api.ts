@@ -22,9 +22,7 @@ export const ApiRequestSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('release'), uid, holder: z.string().min(1).max(255) }),
 ]);
 
-export type ApiResponse =
-  | { ok: true; version?: Version; touched?: Record<string, string> }
-  | { ok: false; exitCode: number; message: string };
+export type ApiResponse = { ok: true; version?: Version; touched?: Record<string, string> } | { ok: false; exitCode: number; message: string };
 
 /** The agent's api cannot force: a compromised host must not remove young versions (DESIGN: security model). */
 export type ApiRole = 'agent' | 'admin';
@@ -41,7 +39,8 @@ export async function handleApiRequest(
   recorder: Pick<MetadataStore, 'recordChunk'> = store,
 ): Promise<ApiResponse> {
   const parsed = ApiRequestSchema.safeParse(raw);
-  if (!parsed.success) return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}` };
+  if (!parsed.success)
+    return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}` };
   try {
     if (parsed.data.kind === 'touch') {
       const results = await store.touchBlocks(parsed.data.blocks, new Date().toISOString());

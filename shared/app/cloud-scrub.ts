@@ -60,9 +60,7 @@ export async function runScrubBatch(batch: ScrubBatch, store: MetadataStore, blo
   const failures: BlockFailure[] = [];
   for (const id of batch.ids) {
     const entry = index.get(id);
-    const { failure } = entry
-      ? await verifyStoredBlock(blocks, { id, length: 0 }, entry, null)
-      : { failure: 'block is not in the block index' };
+    const { failure } = entry ? await verifyStoredBlock(blocks, { id, length: 0 }, entry, null) : { failure: 'block is not in the block index' };
     if (failure) failures.push({ id, reason: failure });
     else verified.push(id);
   }

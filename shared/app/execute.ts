@@ -9,12 +9,7 @@ import { ConcurrencyError, type MetadataStore } from '../ports/metadata-store.ts
  * with optimistic concurrency; on a concurrent change it re-reads and decides again.
  * Used in-process by the embedded backend and by the cloud `api` function.
  */
-export async function executeVersionCommand(
-  store: MetadataStore,
-  cmd: VersionCommand,
-  policy: Policy,
-  now: () => Date = () => new Date(),
-): Promise<Version> {
+export async function executeVersionCommand(store: MetadataStore, cmd: VersionCommand, policy: Policy, now: () => Date = () => new Date()): Promise<Version> {
   for (let attempt = 0; attempt < 10; attempt++) {
     const state = await store.getVersion(cmd.uid);
     const base = cmd.type === 'StartVersion' && cmd.baseUid ? await store.getVersion(cmd.baseUid) : undefined;

@@ -119,7 +119,14 @@ export async function readJournal(journal: Journal, opts: { concurrency: number;
   const versions: Version[] = [];
   for (const [uid, stream] of [...byUid.entries()].sort(([a], [b]) => cmp(a, b))) {
     // A stream is replayed up to its first gap or refused entry: later events depend on it.
-    const last = Math.max(0, ...stream.versions.keys(), ...[...failedSlots].map(parseJournalKey).filter((s) => s?.kind === 'version' && s.uid === uid).map((s) => (s as { n: number }).n));
+    const last = Math.max(
+      0,
+      ...stream.versions.keys(),
+      ...[...failedSlots]
+        .map(parseJournalKey)
+        .filter((s) => s?.kind === 'version' && s.uid === uid)
+        .map((s) => (s as { n: number }).n),
+    );
     let state: Version | undefined;
     let prev: Item | undefined;
     const run: Item[] = [];
@@ -127,9 +134,14 @@ export async function readJournal(journal: Journal, opts: { concurrency: number;
       const event = stream.versions.get(seq);
       const key = `journal/${uid}/v${String(seq).padStart(10, '0')}`;
       if (!event || !startsRight(event, seq) || evolveVersion(state, event) === state) {
-        if (!failedSlots.has(key)) problems.push({ key, reason: !event ? 'missing (a gap in the version stream)' : `a ${event.type} cannot be event ${seq} of the version; refused` });
+        if (!failedSlots.has(key))
+          problems.push({ key, reason: !event ? 'missing (a gap in the version stream)' : `a ${event.type} cannot be event ${seq} of the version; refused` });
         for (let later = seq + 1; later <= last; later++)
-          if (stream.versions.has(later)) problems.push({ key: `journal/${uid}/v${String(later).padStart(10, '0')}`, reason: `follows a refused or missing entry (seq ${seq}); not applied` });
+          if (stream.versions.has(later))
+            problems.push({
+              key: `journal/${uid}/v${String(later).padStart(10, '0')}`,
+              reason: `follows a refused or missing entry (seq ${seq}); not applied`,
+            });
         break;
       }
       state = evolveVersion(state, event);
@@ -156,7 +168,11 @@ export async function readJournal(journal: Journal, opts: { concurrency: number;
  * the commit (or failure, removal) after it, whatever the clocks of the agent and the api said.
  */
 function chunkOrder(event: EventOf<'BlocksRecorded'>, key: string, run: Item[]): Item['order'] {
-  const start = [...run].reverse().find((i) => (i.event.type === 'VersionStarted' || i.event.type === 'VersionImported' || i.event.type === 'VersionResumed') && i.event.at <= event.at) ?? run[0]!;
+  const start =
+    [...run]
+      .reverse()
+      .find((i) => (i.event.type === 'VersionStarted' || i.event.type === 'VersionImported' || i.event.type === 'VersionResumed') && i.event.at <= event.at) ??
+    run[0]!;
   const end = run.find((i) => compareOrder(i, start) > 0 && ['VersionCommitted', 'VersionFailed', 'VersionRemoved'].includes(i.event.type));
   if (compareOrder({ order: [event.at, 1, key] } as Item, start) <= 0) return [start.order[0], start.order[1] + 0.5, key];
   if (end && compareOrder({ order: [event.at, 1, key] } as Item, end) >= 0) return [end.order[0], end.order[1] - 0.5, key];
@@ -178,7 +194,11 @@ export interface ReplayOptions {
 }
 
 /** Step 2: replays the plan into the store; events the store already holds are skipped. */
-export async function replayPlan(store: MetadataStore, plan: RecoverPlan, opts: ReplayOptions = {}): Promise<{ applied: number; skipped: number; indexEvents: number }> {
+export async function replayPlan(
+  store: MetadataStore,
+  plan: RecoverPlan,
+  opts: ReplayOptions = {},
+): Promise<{ applied: number; skipped: number; indexEvents: number }> {
   let applied = 0;
   let skipped = 0;
   let indexEvents = 0;
@@ -236,7 +256,10 @@ export async function reconcileIndex(
     const page = ghosts.slice(i, i + 1000);
     const at = now().toISOString();
     await store.markUnreferenced(page, at);
-    const claimed = await store.claimForDeletion(page.map((id) => ({ id, markedAt: at })), at);
+    const claimed = await store.claimForDeletion(
+      page.map((id) => ({ id, markedAt: at })),
+      at,
+    );
     await store.removeBlocks(claimed, at);
   }
   const missing: ReplayReport['missing'] = [];

@@ -38,7 +38,10 @@ export async function ringKeyIds(blocks: BlockStore): Promise<string[]> {
 export async function loadRepositoryKeys(blocks: BlockStore, master: Buffer, oldMasters: Buffer[] = []): Promise<RepositoryKeys> {
   const own = deriveKeys(master);
   const wrapKey = deriveWrapKey(master);
-  const readKeys = oldMasters.map(deriveKeys).filter((k) => !k.keyId.equals(own.keyId)).map((k) => ({ keyId: k.keyId, encryptionKey: k.encryptionKey }));
+  const readKeys = oldMasters
+    .map(deriveKeys)
+    .filter((k) => !k.keyId.equals(own.keyId))
+    .map((k) => ({ keyId: k.keyId, encryptionKey: k.encryptionKey }));
   const entry = await blocks.get(keyRingKey(own.keyId));
   if (entry) {
     try {
@@ -126,7 +129,17 @@ const FLUSH_EVERY = 64;
  */
 export async function runRekey(store: MetadataStore, blocks: BlockStore, codec: BlockCodec, opts: RekeyOptions): Promise<RekeyReport> {
   const now = opts.now ?? (() => new Date());
-  const report: RekeyReport = { blocks: 0, rekeyed: 0, indexFixed: 0, alreadyCurrent: 0, skipped: 0, unreadable: [], manifestsRekeyed: 0, manifestsCurrent: 0, bytesRead: 0 };
+  const report: RekeyReport = {
+    blocks: 0,
+    rekeyed: 0,
+    indexFixed: 0,
+    alreadyCurrent: 0,
+    skipped: 0,
+    unreadable: [],
+    manifestsRekeyed: 0,
+    manifestsCurrent: 0,
+    bytesRead: 0,
+  };
   const limit = pLimit(opts.concurrency);
   let total = 0;
   for await (const page of store.scanBlocks()) total += page.length;
@@ -190,7 +203,10 @@ export async function runRekey(store: MetadataStore, blocks: BlockStore, codec: 
           }),
         ),
       );
-      await store.rekeyBlocks(updates.filter((u): u is StoredBlock => u !== null), now().toISOString());
+      await store.rekeyBlocks(
+        updates.filter((u): u is StoredBlock => u !== null),
+        now().toISOString(),
+      );
     }
     report.blocks += page.length;
   }

@@ -1,6 +1,17 @@
 import { holdsBlocks } from '../domain/cleanup.ts';
 import { refused } from '../domain/errors.ts';
-import { addBlockUsage, diffStatus, emptyUsage, lastBlockOutcome, selectStats, statsRowOf, type DiffStatus, type LastBlockOutcome, type StatsRow, type Usage } from '../domain/reports.ts';
+import {
+  addBlockUsage,
+  diffStatus,
+  emptyUsage,
+  lastBlockOutcome,
+  selectStats,
+  statsRowOf,
+  type DiffStatus,
+  type LastBlockOutcome,
+  type StatsRow,
+  type Usage,
+} from '../domain/reports.ts';
 import type { BlockId, BlockRef, Version } from '../domain/types.ts';
 import type { MetadataReader } from '../ports/catalog.ts';
 import { readBlockMap, readChunk } from './block-map.ts';
@@ -168,7 +179,9 @@ export async function resolveDiffPair(reader: MetadataReader, leftUid: string, r
   requireCommitted(left, 'diff-meta');
   requireCommitted(right, 'diff-meta');
   if (left.blockSize !== right.blockSize)
-    throw refused(`Versions ${left.uid} and ${right.uid} use different block sizes (${left.blockSize}, ${right.blockSize}); their blocks cannot be compared by index`);
+    throw refused(
+      `Versions ${left.uid} and ${right.uid} use different block sizes (${left.blockSize}, ${right.blockSize}); their blocks cannot be compared by index`,
+    );
   return [left, right];
 }
 
@@ -224,5 +237,6 @@ class MapCursor {
 }
 
 function requireCommitted(v: Version, command: string): void {
-  if (v.status !== 'committed') throw refused(`Version ${v.uid} is ${v.status === 'pending' ? 'a backup in progress' : v.status}; ${command} needs a committed version`);
+  if (v.status !== 'committed')
+    throw refused(`Version ${v.uid} is ${v.status === 'pending' ? 'a backup in progress' : v.status}; ${command} needs a committed version`);
 }

@@ -24,7 +24,6 @@ import { writeManifest } from './manifest.ts';
 export const EXPORT_FORMAT = 'backy2-serverless-export';
 export const EXPORT_FORMAT_VERSION = 1;
 
-
 export const ExportedVersionSchema = z.strictObject({
   uid,
   name: z.string().min(1).max(255),
@@ -66,8 +65,7 @@ const line = (value: unknown) => JSON.stringify(value) + '\n';
 
 /** The export of a committed version, line by line; memory stays bounded by one chunk and the id set. */
 export async function* exportVersion(reader: MetadataReader, version: Version): AsyncIterable<string> {
-  if (version.status !== 'committed' || !version.stats)
-    throw refused(`Version ${version.uid} is ${version.status}; only committed versions can be exported`);
+  if (version.status !== 'committed' || !version.stats) throw refused(`Version ${version.uid} is ${version.status}; only committed versions can be exported`);
   const header: z.infer<typeof ExportHeaderSchema> = {
     format: EXPORT_FORMAT,
     formatVersion: EXPORT_FORMAT_VERSION,
@@ -149,7 +147,9 @@ function parseHeader(text: string | undefined): ExportedVersion {
   }
   if (raw?.format !== EXPORT_FORMAT) throw formatError(`The import file is not a ${EXPORT_FORMAT} (format ${JSON.stringify(raw?.format ?? null)})`);
   if (raw.formatVersion !== EXPORT_FORMAT_VERSION)
-    throw formatError(`The import file has formatVersion ${JSON.stringify(raw.formatVersion ?? null)}; this backy2 reads formatVersion ${EXPORT_FORMAT_VERSION}`);
+    throw formatError(
+      `The import file has formatVersion ${JSON.stringify(raw.formatVersion ?? null)}; this backy2 reads formatVersion ${EXPORT_FORMAT_VERSION}`,
+    );
   return parseLine(ExportHeaderSchema, text, 1).version;
 }
 
@@ -243,7 +243,9 @@ export interface ImportDeps {
 async function missingObjects(blocks: BlockStore, batch: StoredBlock[]): Promise<string[]> {
   const limit = pLimit(HEAD_CONCURRENCY);
   const sizes = await Promise.all(batch.map((b) => limit(() => blocks.head(blockKey(b.id)))));
-  return batch.flatMap((b, i) => (sizes[i] === b.storedSize ? [] : [`${b.id} (${sizes[i] === null ? 'missing' : `${sizes[i]} bytes, expected ${b.storedSize}`})`]));
+  return batch.flatMap((b, i) =>
+    sizes[i] === b.storedSize ? [] : [`${b.id} (${sizes[i] === null ? 'missing' : `${sizes[i]} bytes, expected ${b.storedSize}`})`],
+  );
 }
 
 /**
@@ -260,12 +262,16 @@ export async function importVersion(deps: ImportDeps, open: () => AsyncIterable<
   const checked = await checkExport(checkedRead.lines);
   const v = checked.version;
   const existing = await catalog.reader.getVersion(v.uid);
-  if (existing) throw new Backy2Error(ExitCode.importExists, `Version ${v.uid} already exists${existing.status === 'removed' ? ' (removed)' : ''}; not importing it`);
+  if (existing)
+    throw new Backy2Error(ExitCode.importExists, `Version ${v.uid} already exists${existing.status === 'removed' ? ' (removed)' : ''}; not importing it`);
 
   let sampled = false;
   for await (const batch of blockBatches(open(), INDEX_BATCH)) {
     const missing = await missingObjects(blocks, batch);
-    if (missing.length) throw storageError(`${missing.length}+ block objects of version ${v.uid} are not in the block store, e.g. ${missing.slice(0, 3).join(', ')}; nothing imported`);
+    if (missing.length)
+      throw storageError(
+        `${missing.length}+ block objects of version ${v.uid} are not in the block store, e.g. ${missing.slice(0, 3).join(', ')}; nothing imported`,
+      );
     if (!sampled) {
       await provesKey(blocks, codec, batch[0]!.id, v.uid);
       sampled = true;
@@ -288,7 +294,11 @@ export async function importVersion(deps: ImportDeps, open: () => AsyncIterable<
     host: v.host,
   });
   try {
-    for await (const batch of blockBatches(open(), TOUCH_BATCH)) await relyOn(deps, batch.map(({ id, storedSize, checksum }) => ({ id, storedSize, checksum })));
+    for await (const batch of blockBatches(open(), TOUCH_BATCH))
+      await relyOn(
+        deps,
+        batch.map(({ id, storedSize, checksum }) => ({ id, storedSize, checksum })),
+      );
     const packedMap: Buffer[] = [];
     const recordedRead = digested(open());
     for await (const item of itemsOf(recordedRead.lines)) {

@@ -246,7 +246,9 @@ export function decodeSync(keys: SyncKeys, stored: Buffer, id: BlockId, maxChunk
   let plaintext = body;
   if (compressed) {
     try {
-      plaintext = into ? zstdInto(ZstdDecompress, body, into) : zstdOnce(zstdDecompressSync, body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)) });
+      plaintext = into
+        ? zstdInto(ZstdDecompress, body, into)
+        : zstdOnce(zstdDecompressSync, body, { chunkSize: Math.min(maxChunk, Math.max(64 * 1024, body.length * 16)) });
     } catch (e) {
       return { kind: 'format', message: `block ${id} does not decompress: ${(e as Error).message}` };
     }

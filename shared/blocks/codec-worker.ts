@@ -79,7 +79,9 @@ function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res:
     const into = slot && data.length + STORED_OVERHEAD <= slot.length ? slot : undefined;
     const stored = encodeSync(keys, data, req.id!, into);
     const checksum = checksumSync(stored);
-    return into ? { res: { seq, ok: true, length: stored.length, checksum }, transfer: [] } : { res: { seq, ok: true, data: stored, checksum }, transfer: transferable(stored) };
+    return into
+      ? { res: { seq, ok: true, length: stored.length, checksum }, transfer: [] }
+      : { res: { seq, ok: true, data: stored, checksum }, transfer: transferable(stored) };
   }
   const checksum = req.op === 'check' ? { checksum: checksumSync(data) } : {};
   const out = decodeSync(keys, data, req.id!, maxBlockSize, slot);

@@ -65,9 +65,7 @@ export class BlockCodec {
   }
 
   isZero(block: Buffer): boolean {
-    return block.length <= this.zeros.length
-      ? block.equals(this.zeros.subarray(0, block.length))
-      : block.every((b) => b === 0);
+    return block.length <= this.zeros.length ? block.equals(this.zeros.subarray(0, block.length)) : block.every((b) => b === 0);
   }
 
   async blockId(plaintext: Buffer): Promise<BlockId> {
@@ -158,7 +156,9 @@ export class BlockCodec {
       body = Buffer.from(
         await subtle.decrypt(
           { name: 'AES-GCM', iv: header.subarray(14, 26), additionalData: aad(header, id) },
-          checked.encryptionKey === this.keys.encryptionKey ? await this.aesKey : await subtle.importKey('raw', checked.encryptionKey, 'AES-GCM', false, ['decrypt']),
+          checked.encryptionKey === this.keys.encryptionKey
+            ? await this.aesKey
+            : await subtle.importKey('raw', checked.encryptionKey, 'AES-GCM', false, ['decrypt']),
           stored.subarray(HEADER_BYTES),
         ),
       );
@@ -197,8 +197,7 @@ function decoded(res: CodecResponse, stored: Buffer): Buffer {
 }
 
 /** A job's result: its own buffer, or written over the shared memory `given` was in. */
-const resultOf = (res: Extract<CodecResponse, { ok: true }>, given: Buffer) =>
-  res.data ? asBuffer(res.data) : Buffer.from(given.buffer, 0, res.length!);
+const resultOf = (res: Extract<CodecResponse, { ok: true }>, given: Buffer) => (res.data ? asBuffer(res.data) : Buffer.from(given.buffer, 0, res.length!));
 
 /** Checksum of the stored object, recorded at upload so scrubs without the key can verify it. */
 export const storedChecksum = (stored: Buffer) => createHash('sha256').update(stored).digest('hex');

@@ -48,9 +48,7 @@ const MetaSchema = z.object({
 });
 
 const DataSchema = z.object({
-  type: z
-    .enum(['file', 'backy2.data_backends.file'], { message: 'type must be "file" (or backy2.data_backends.file)' })
-    .optional(),
+  type: z.enum(['file', 'backy2.data_backends.file'], { message: 'type must be "file" (or backy2.data_backends.file)' }).optional(),
   path: z.string().optional(),
   // backy2's shipped config sets the parallelism here; [DEFAULTS] wins when both do.
   simultaneous_reads: optionalIntKey('simultaneous_reads', 1),
@@ -143,7 +141,10 @@ export function parseConfig(text: string, source: string): Config {
     source,
     blockSize: defaults.block_size,
     encryptionKeyHex: defaults.encryption_key,
-    oldEncryptionKeysHex: (defaults.old_encryption_keys ?? '').split(',').map((k) => k.trim()).filter((k) => k !== ''),
+    oldEncryptionKeysHex: (defaults.old_encryption_keys ?? '')
+      .split(',')
+      .map((k) => k.trim())
+      .filter((k) => k !== ''),
     minAgeDaysForRm: defaults.disallow_rm_when_younger_than_days,
     simultaneousReads: defaults.simultaneous_reads ?? data.simultaneous_reads ?? 4,
     simultaneousWrites: defaults.simultaneous_writes ?? data.simultaneous_writes ?? 4,

@@ -36,9 +36,7 @@ export function unpackChunk(packed: Buffer, firstIdx: number): BlockRef[] {
 export const chunkOf = (idx: number, chunkEntries: number) => Math.floor(idx / chunkEntries);
 
 /** Number of blocks in chunk `chunk` of a version with `blockCount` blocks. */
-export const chunkLength = (chunk: number, blockCount: number, chunkEntries: number) =>
-  Math.min(chunkEntries, blockCount - chunk * chunkEntries);
+export const chunkLength = (chunk: number, blockCount: number, chunkEntries: number) => Math.min(chunkEntries, blockCount - chunk * chunkEntries);
 
 /** Length of block `idx` of a source of `sizeBytes`. */
-export const blockLength = (idx: number, sizeBytes: number, blockSize: number) =>
-  Math.min(blockSize, sizeBytes - idx * blockSize);
+export const blockLength = (idx: number, sizeBytes: number, blockSize: number) => Math.min(blockSize, sizeBytes - idx * blockSize);

@@ -53,8 +53,7 @@ export const isStalePending = (v: Version, now: Date, maxBackupAgeSeconds: numbe
   v.status === 'pending' && now.getTime() - runStartedAt(v) > maxBackupAgeSeconds * 1000;
 
 /** Committed, unprotected versions past their expiry date: what retention removes. */
-export const isExpired = (v: Version, now: Date) =>
-  v.status === 'committed' && !v.protected && v.expire !== null && Date.parse(v.expire) < now.getTime();
+export const isExpired = (v: Version, now: Date) => v.status === 'committed' && !v.protected && v.expire !== null && Date.parse(v.expire) < now.getTime();
 
 /**
  * A served-version lease (`backy2 nbd`): while it is live, cleanup treats the version as holding
@@ -97,7 +96,10 @@ export function oldestPendingStart(versions: Version[]): number | null {
 export function refuseForceWhileBackupRuns(versions: Version[]): void {
   const running = versions.filter((v) => v.status === 'pending');
   if (running.length)
-    throw new Backy2Error(ExitCode.locked, `A backup is in progress (${running.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`);
+    throw new Backy2Error(
+      ExitCode.locked,
+      `A backup is in progress (${running.map((v) => v.uid).join(', ')}); cleanup --force must not run in parallel with it`,
+    );
 }
 
 export const graceSecondsOf = (force: boolean, graceSeconds: number): number => (force ? 0 : graceSeconds);

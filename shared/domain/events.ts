@@ -93,7 +93,13 @@ export const ScrubCompleted = z.object({
 /** Block-index events (stream `blocks`). */
 export const BlocksMarkedUnreferenced = z.object({ type: z.literal('BlocksMarkedUnreferenced'), v: z.literal(1), ids: z.array(blockId), at: instant });
 /** Touched by a backup that found the object already stored: unmarked, or re-indexed (`created`). */
-export const BlocksReferenced = z.object({ type: z.literal('BlocksReferenced'), v: z.literal(1), ids: z.array(blockId), created: z.array(StoredBlockSchema), at: instant });
+export const BlocksReferenced = z.object({
+  type: z.literal('BlocksReferenced'),
+  v: z.literal(1),
+  ids: z.array(blockId),
+  created: z.array(StoredBlockSchema),
+  at: instant,
+});
 export const BlocksDeletionClaimed = z.object({ type: z.literal('BlocksDeletionClaimed'), v: z.literal(1), ids: z.array(blockId), at: instant });
 export const BlocksDeleted = z.object({ type: z.literal('BlocksDeleted'), v: z.literal(1), ids: z.array(blockId), at: instant });
 /** `rekey` re-encrypted these blocks' objects under the current key (same ids): their new size and checksum. */

@@ -26,7 +26,9 @@ export function parseHints(text: string, where: string): Hint[] {
   const parsed = HintsSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw usageError(`Hints file ${where}: ${issue.path.length ? `entry ${issue.path.join('.')}: ` : ''}${issue.message}; expected [{"offset":…,"length":…,"exists":"true"|"false"}]`);
+    throw usageError(
+      `Hints file ${where}: ${issue.path.length ? `entry ${issue.path.join('.')}: ` : ''}${issue.message}; expected [{"offset":…,"length":…,"exists":"true"|"false"}]`,
+    );
   }
   return parsed.data;
 }
@@ -48,7 +50,10 @@ export function planHintedBlocks(hints: Hint[], sizeBytes: number, blockSize: nu
   for (const h of hints) {
     if (h.length === 0) continue;
     if (h.offset + h.length > sizeBytes)
-      throw new Backy2Error(ExitCode.sourceMismatch, `Hint at offset ${h.offset} (+${h.length} bytes) lies beyond the end of the source (${sizeBytes} bytes); the hints are for another device`);
+      throw new Backy2Error(
+        ExitCode.sourceMismatch,
+        `Hint at offset ${h.offset} (+${h.length} bytes) lies beyond the end of the source (${sizeBytes} bytes); the hints are for another device`,
+      );
     const first = Math.floor(h.offset / blockSize);
     const last = Math.floor((h.offset + h.length - 1) / blockSize);
     for (let idx = first; idx <= last; idx++) {

@@ -12,7 +12,10 @@ const FORBIDDEN = /[\u0000-\u001f\u007f-\u009f|]/;
 
 function check(value: string, what: string, opts: { comma: boolean }): void {
   const bad = FORBIDDEN.exec(value) ?? (opts.comma ? /,/.exec(value) : null);
-  if (bad) throw usageError(`The ${what} ${JSON.stringify(value.slice(0, 80))} contains ${JSON.stringify(bad[0])}: control characters and "|"${opts.comma ? ' and ","' : ''} are not allowed`);
+  if (bad)
+    throw usageError(
+      `The ${what} ${JSON.stringify(value.slice(0, 80))} contains ${JSON.stringify(bad[0])}: control characters and "|"${opts.comma ? ' and ","' : ''} are not allowed`,
+    );
   if (opts.comma && value.trim() !== value) throw usageError(`The ${what} ${JSON.stringify(value.slice(0, 80))} has leading or trailing blanks`);
 }
 

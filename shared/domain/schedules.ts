@@ -34,7 +34,13 @@ export function parseDuration(text: string): number | null {
 
 /** The schedulers named by `-s` (default daily,weekly,monthly): configured sections first, then the built-ins. */
 export function resolveSchedulers(names: string | undefined, configured: Scheduler[]): Scheduler[] {
-  const wanted = names === undefined ? DEFAULT_SCHEDULER_NAMES : names.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  const wanted =
+    names === undefined
+      ? DEFAULT_SCHEDULER_NAMES
+      : names
+          .split(',')
+          .map((n) => n.trim())
+          .filter((n) => n !== '');
   if (wanted.length === 0) throw usageError('No scheduler named: give -s daily,weekly,… or leave -s out');
   return [...new Set(wanted)].map((name) => {
     const found = configured.find((s) => s.name === name) ?? BUILTIN_SCHEDULERS[name];
@@ -47,9 +53,7 @@ export const countsFor = (v: Version, scheduler: Scheduler) => v.tags.includes(`
 
 /** The valid committed versions of `name` that count for the scheduler, oldest first. */
 export function versionsFor(name: string, scheduler: Scheduler, versions: Version[]): Version[] {
-  return versions
-    .filter((v) => v.name === name && v.status === 'committed' && v.valid && countsFor(v, scheduler))
-    .sort((a, b) => a.date.localeCompare(b.date));
+  return versions.filter((v) => v.name === name && v.status === 'committed' && v.valid && countsFor(v, scheduler)).sort((a, b) => a.date.localeCompare(b.date));
 }
 
 const ms = (seconds: number) => seconds * 1000;
@@ -112,13 +116,17 @@ export function slaBreaches(name: string, scheduler: Scheduler, versions: Versio
     const previous = Date.parse(counted[i - 1]!.date);
     const d = Date.parse(counted[i]!.date);
     if (d < previous + interval - sla || d > previous + interval + sla)
-      breaches.push(`${s}: Version ${counted[i]!.uid} is not in SLA range. It was created at ${fmt(d)} and should be between ${fmt(previous + interval - sla)} and ${fmt(previous + interval + sla)}.`);
+      breaches.push(
+        `${s}: Version ${counted[i]!.uid} is not in SLA range. It was created at ${fmt(d)} and should be between ${fmt(previous + interval - sla)} and ${fmt(previous + interval + sla)}.`,
+      );
   }
   // One more day of slack for lazy removal, as backy2.
   const oldestAllowed = now.getTime() - keep * interval - sla - ms(86_400);
   const oldest = counted[0];
   if (oldest && Date.parse(oldest.date) < oldestAllowed)
-    breaches.push(`${s}: Backup too old. Found version_uid ${oldest.uid} with backup date ${fmt(Date.parse(oldest.date))}. Oldest allowed date is ${fmt(oldestAllowed)}.`);
+    breaches.push(
+      `${s}: Backup too old. Found version_uid ${oldest.uid} with backup date ${fmt(Date.parse(oldest.date))}. Oldest allowed date is ${fmt(oldestAllowed)}.`,
+    );
   return breaches;
 }
 

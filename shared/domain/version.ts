@@ -50,7 +50,8 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
   }
   if (cmd.type === 'ImportVersion') {
     // Even a removed version keeps its uid: an import never revives or overwrites one.
-    if (state) throw new Backy2Error(ExitCode.importExists, `Version ${cmd.uid} already exists${state.status === 'removed' ? ' (removed)' : ''}; not importing it`);
+    if (state)
+      throw new Backy2Error(ExitCode.importExists, `Version ${cmd.uid} already exists${state.status === 'removed' ? ' (removed)' : ''}; not importing it`);
     return [{ type: 'VersionImported', v: 1, ...withoutType(cmd), at }];
   }
   const v = requireVersion(state, cmd.uid);
@@ -59,9 +60,10 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
       if (v.status === 'committed') return []; // a retried commit is a no-op
       if (v.status !== 'pending') throw refused(`Version ${v.uid} is ${v.status}; its commit is refused`);
       if (ctx.now.getTime() - runStartedAt(v) > ctx.policy.maxBackupAgeSeconds * 1000)
-        throw refused(`Version ${v.uid} started more than ${ctx.policy.maxBackupAgeSeconds} s ago; its commit is refused and cleanup may already have reclaimed its blocks`);
-      if (v.recordedChunks < v.chunkCount)
-        throw refused(`Version ${v.uid} has ${v.recordedChunks}/${v.chunkCount} block map chunks recorded; not committing`);
+        throw refused(
+          `Version ${v.uid} started more than ${ctx.policy.maxBackupAgeSeconds} s ago; its commit is refused and cleanup may already have reclaimed its blocks`,
+        );
+      if (v.recordedChunks < v.chunkCount) throw refused(`Version ${v.uid} has ${v.recordedChunks}/${v.chunkCount} block map chunks recorded; not committing`);
       return [{ type: 'VersionCommitted', v: 1, uid: v.uid, stats: cmd.stats, at }];
     }
     case 'ResumeVersion':
@@ -78,8 +80,7 @@ export function decideVersion(cmd: VersionCommand, state: Version | undefined, c
       if (v.status === 'removed') throw notFound(`Version ${v.uid} not found`);
       if (v.protected) throw refused(`Version ${v.uid} is protected. Will not delete.`);
       const ageDays = (ctx.now.getTime() - Date.parse(v.date)) / DAY_MS;
-      if (!cmd.force && v.status === 'committed' && ageDays < ctx.policy.minAgeDaysForRm)
-        throw refused(`Version ${v.uid} is too young. Will not delete.`);
+      if (!cmd.force && v.status === 'committed' && ageDays < ctx.policy.minAgeDaysForRm) throw refused(`Version ${v.uid} is too young. Will not delete.`);
       if (!cmd.force && v.status === 'pending') throw refused(`Version ${v.uid} is a backup in progress. Will not delete without --force.`);
       return [{ type: 'VersionRemoved', v: 1, uid: v.uid, forced: cmd.force, at }];
     }

@@ -28,7 +28,23 @@ import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } f
 import { randomFillSync } from 'node:crypto';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { BLOCK, type BlockKind, dir, has, loadAverage, log, markdownTable, median, type Measured, MiB, sha256, spread, timeBin, writeImage, bytesUnder } from './harness.ts';
+import {
+  BLOCK,
+  type BlockKind,
+  dir,
+  has,
+  loadAverage,
+  log,
+  markdownTable,
+  median,
+  type Measured,
+  MiB,
+  sha256,
+  spread,
+  timeBin,
+  writeImage,
+  bytesUnder,
+} from './harness.ts';
 import { computeBound, measurePrimitives, type Bound, type Primitives } from './primitives.ts';
 import { borg, ours, OURS, restic, type Ours, type Tool } from './tools.ts';
 import { cloudStep } from './cloud.ts';
@@ -146,7 +162,12 @@ const toolsStep: Step = {
     const peers = [...new Set(ctx.rows.map((r) => r.tool))].filter((t) => t !== OURS);
     if (peers.length) {
       out.push('', 'ratios ours/peer, of the medians (throughput > 1: we are faster; RSS and repository < 1: we use less)', '');
-      out.push(markdownTable(['peer', 'step', 'throughput', 'peak RSS', 'repository'], peers.flatMap((p) => ratioRows(ctx.rows, p))));
+      out.push(
+        markdownTable(
+          ['peer', 'step', 'throughput', 'peak RSS', 'repository'],
+          peers.flatMap((p) => ratioRows(ctx.rows, p)),
+        ),
+      );
     }
     return out;
   },
@@ -192,7 +213,15 @@ function toolsTable(rows: Row[]): string {
     (['backup', 're-backup', 'restore'] as const).map((step) => {
       const c = cell(rows, tool, step);
       const cpu = c.cpu.length ? median(c.cpu).toFixed(2) : '?';
-      return [tool, step, spread(c.seconds), c.mibPerSecond.toFixed(1), cpu, c.rss.length ? spread(c.rss, 0) : '?', c.stored === null ? '' : (c.stored / MiB).toFixed(1)];
+      return [
+        tool,
+        step,
+        spread(c.seconds),
+        c.mibPerSecond.toFixed(1),
+        cpu,
+        c.rss.length ? spread(c.rss, 0) : '?',
+        c.stored === null ? '' : (c.stored / MiB).toFixed(1),
+      ];
     }),
   );
   return markdownTable(['tool', 'step', 'seconds', 'MiB/s', 'CPU s', 'peak RSS MiB', 'repository MiB'], body);
@@ -251,7 +280,19 @@ const scrubStep: Step = {
       '',
       markdownTable(
         ['step', 'seconds', 'MiB/s (of the image)', 'peak RSS MiB', 'bound s', 'ours / bound'],
-        [['scrub', spread(seconds), mibps(ctx.imageBytes, median(seconds)).toFixed(1), spread(runs.map((m) => m.peakRssMiB ?? 0), 0), bound?.toFixed(2) ?? '?', bound ? (median(seconds) / bound).toFixed(2) : '?']],
+        [
+          [
+            'scrub',
+            spread(seconds),
+            mibps(ctx.imageBytes, median(seconds)).toFixed(1),
+            spread(
+              runs.map((m) => m.peakRssMiB ?? 0),
+              0,
+            ),
+            bound?.toFixed(2) ?? '?',
+            bound ? (median(seconds) / bound).toFixed(2) : '?',
+          ],
+        ],
         1,
       ),
     ];
@@ -314,7 +355,12 @@ const incrementalStep: Step = {
       .filter(([k]) => !k.startsWith('ours'))
       .map(([, v]) => median(v))
       .sort((a, b) => a - b)[0];
-    const body = Object.entries(results).map(([name, s]) => [name, spread(s), mibps(ctx.imageBytes, median(s)).toFixed(1), fastestPeer ? (fastestPeer / median(s)).toFixed(2) : '']);
+    const body = Object.entries(results).map(([name, s]) => [
+      name,
+      spread(s),
+      mibps(ctx.imageBytes, median(s)).toFixed(1),
+      fastestPeer ? (fastestPeer / median(s)).toFixed(2) : '',
+    ]);
     return [
       `## Incremental backup: ${changed} of ${blocks} blocks changed (1 %)`,
       '',

@@ -55,14 +55,31 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
   const config = join(dir, 'cloud.cfg');
   writeFileSync(
     config,
-    ['[DEFAULTS]', `encryption_key: ${'c'.repeat(64)}`, `simultaneous_reads: ${CONCURRENCY}`, `simultaneous_writes: ${CONCURRENCY}`, '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
+    [
+      '[DEFAULTS]',
+      `encryption_key: ${'c'.repeat(64)}`,
+      `simultaneous_reads: ${CONCURRENCY}`,
+      `simultaneous_writes: ${CONCURRENCY}`,
+      '',
+      '[aws]',
+      `stack_name: ${stack.stackName}`,
+      `region: ${stack.region}`,
+      `endpoint_url: ${stack.endpoint}`,
+      '',
+    ].join('\n'),
   );
   // BENCH_CLOUD_TRACE=1: each run of ours with -d, its debug lines (seconds since its start) in the log.
   const trace = process.env['BENCH_CLOUD_TRACE'] === '1';
   const cli = async (...args: string[]) => {
     const started = Date.now();
     const measured = await run(process.execPath, [BIN, '-c', config, ...(trace ? ['-d'] : []), ...args], { env: { ...env, BACKY2_HOME: home } });
-    if (trace) log(`${args.filter((a) => !a.startsWith('-')).join(' ')}: ${measured.seconds.toFixed(3)} s wall, started ${new Date(started).toISOString()}\n${measured.stderr.split('\n').filter((l) => l.includes('DEBUG')).join('\n')}`);
+    if (trace)
+      log(
+        `${args.filter((a) => !a.startsWith('-')).join(' ')}: ${measured.seconds.toFixed(3)} s wall, started ${new Date(started).toISOString()}\n${measured.stderr
+          .split('\n')
+          .filter((l) => l.includes('DEBUG'))
+          .join('\n')}`,
+      );
     return measured;
   };
 
@@ -74,7 +91,11 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
   const putAll = async (round: number) => {
     const limit = pLimit(CONCURRENCY);
     const started = process.hrtime.bigint();
-    await Promise.all(Array.from({ length: objects }, (_, i) => limit(() => s3.send(new PutObjectCommand({ Bucket: bucket, Key: `r${round}/${i}`, Body: body, IfNoneMatch: '*' })))));
+    await Promise.all(
+      Array.from({ length: objects }, (_, i) =>
+        limit(() => s3.send(new PutObjectCommand({ Bucket: bucket, Key: `r${round}/${i}`, Body: body, IfNoneMatch: '*' }))),
+      ),
+    );
     return Number(process.hrtime.bigint() - started) / 1e9;
   };
   const getAll = async (round: number) => {

@@ -44,7 +44,13 @@ export const nbdStep: Step = {
     const warmRate = await randomReads(warm.port, uid, WARM_READS, region);
     await warm.stop();
 
-    ctx.json['nbd'] = { nbdcopyMiBps: nbdcopy, restoreMiBps: restore, coldReadsPerSecond: coldRate, warmReadsPerSecond: warmRate, nbdcopyPeakRssMiB: measured.peakRssMiB };
+    ctx.json['nbd'] = {
+      nbdcopyMiBps: nbdcopy,
+      restoreMiBps: restore,
+      coldReadsPerSecond: coldRate,
+      warmReadsPerSecond: warmRate,
+      nbdcopyPeakRssMiB: measured.peakRssMiB,
+    };
     return [
       '## nbd (the re-backup version served by `backy2 nbd -r`, read by libnbd clients on the same host)',
       '',

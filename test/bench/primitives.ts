@@ -126,7 +126,9 @@ export function computeBound(p: Primitives, counts: Record<BlockKind, number>, c
     counts.text * (B / p.zstdCompressText + T / p.aesGcmEncrypt + T / p.sha256 + read(T)) +
     counts.random * (B / p.aesGcmEncrypt + B / p.sha256 + read(B));
   const rebackup = all * (read(B) + B / p.zeroCheck) + data * (B / p.hmacSha256);
-  const scrub = counts.random * (read(B) + B / p.aesGcmDecrypt + B / p.hmacSha256) + counts.text * (read(T) + T / p.aesGcmDecrypt + B / p.zstdDecompressText + B / p.hmacSha256);
+  const scrub =
+    counts.random * (read(B) + B / p.aesGcmDecrypt + B / p.hmacSha256) +
+    counts.text * (read(T) + T / p.aesGcmDecrypt + B / p.zstdDecompressText + B / p.hmacSha256);
   const restore = scrub + data * read(B);
   const cpuSeconds = { backup, rebackup, restore, scrub };
   const seconds = Object.fromEntries(Object.entries(cpuSeconds).map(([k, v]) => [k, v / cores])) as Bound['seconds'];

@@ -40,7 +40,17 @@ const journal = () => walk(join(repo.dataPath, 'journal'));
 const config = join(repo.dir, 'bench.cfg');
 writeFileSync(
   config,
-  ['[DEFAULTS]', `block_size: ${BS}`, `encryption_key: ${MASTER_KEY.toString('hex')}`, '[MetaBackend]', `engine: sqlite:///${repo.sqlitePath}`, '[DataBackend]', 'type: file', `path: ${repo.dataPath}`, ''].join('\n'),
+  [
+    '[DEFAULTS]',
+    `block_size: ${BS}`,
+    `encryption_key: ${MASTER_KEY.toString('hex')}`,
+    '[MetaBackend]',
+    `engine: sqlite:///${repo.sqlitePath}`,
+    '[DataBackend]',
+    'type: file',
+    `path: ${repo.dataPath}`,
+    '',
+  ].join('\n'),
 );
 const cli = async (...args: string[]) => {
   const r = await runCli(['-c', config, ...args], { cwd: repo.dir, env: { HOME: repo.dir }, timeoutMs: 1_800_000 });
@@ -49,7 +59,13 @@ const cli = async (...args: string[]) => {
 };
 try {
   const blocksPerImage = (IMAGE_MIB * MiB) / BS;
-  const images = Array.from({ length: IMAGES }, (_, i) => makeImage(join(repo.dir, `img${i}.img`), Array.from({ length: blocksPerImage }, (_, b) => i * 100_000 + b), BS));
+  const images = Array.from({ length: IMAGES }, (_, i) =>
+    makeImage(
+      join(repo.dir, `img${i}.img`),
+      Array.from({ length: blocksPerImage }, (_, b) => i * 100_000 + b),
+      BS,
+    ),
+  );
   const last: (string | undefined)[] = [];
   let changeBytes = 0;
   let changes = 0;

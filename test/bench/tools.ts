@@ -110,7 +110,13 @@ export function restic(image: string, name = 'restic'): Tool {
 
 export function borg(name = 'borg'): Tool {
   const repo = join(dir, name);
-  const env = { BORG_REPO: repo, BORG_PASSPHRASE: 'bench', BORG_BASE_DIR: join(dir, `${name}-base`), BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
+  const env = {
+    BORG_REPO: repo,
+    BORG_PASSPHRASE: 'bench',
+    BORG_BASE_DIR: join(dir, `${name}-base`),
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
+    BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes',
+  };
   const b = (args: string[], cwd = dir) => run('borg', args, { env, cwd });
   return {
     name: 'borg',

@@ -68,7 +68,13 @@ describe('cleanup while a backup is in progress', { timeout: 120_000 }, () => {
     makeImage(repo.path('small.img'), [10, 11], BS);
     const db = new DatabaseSync(repo.sqlitePath);
     // The lock as a running `cleanup -f` in another (live) process holds it.
-    db.prepare('INSERT INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(CLEANUP_LOCK, 'backy2 cleanup --force', process.pid, hostname(), new Date().toISOString());
+    db.prepare('INSERT INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(
+      CLEANUP_LOCK,
+      'backy2 cleanup --force',
+      process.pid,
+      hostname(),
+      new Date().toISOString(),
+    );
     let released = false;
     try {
       const other = await repo.cli('cleanup', '-f');
@@ -94,7 +100,13 @@ describe('cleanup while a backup is in progress', { timeout: 120_000 }, () => {
     const db = new DatabaseSync(repo.sqlitePath);
     try {
       // A pid far above pid_max on Linux: certainly not running.
-      db.prepare('INSERT INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(CLEANUP_LOCK, 'crashed cleanup', 99_999_999, hostname(), new Date().toISOString());
+      db.prepare('INSERT INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(
+        CLEANUP_LOCK,
+        'crashed cleanup',
+        99_999_999,
+        hostname(),
+        new Date().toISOString(),
+      );
     } finally {
       db.close();
     }

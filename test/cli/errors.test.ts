@@ -65,7 +65,19 @@ describe('usage errors, missing sources, unknown and ambiguous uids', { timeout:
       for (const u of [a, b])
         await executeVersionCommand(
           store,
-          { type: 'StartVersion', uid: u, name: 'ambiguous', snapshotName: '', sizeBytes: 0, blockSize: MiB, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'test' },
+          {
+            type: 'StartVersion',
+            uid: u,
+            name: 'ambiguous',
+            snapshotName: '',
+            sizeBytes: 0,
+            blockSize: MiB,
+            chunkEntries: 1024,
+            baseUid: null,
+            tags: [],
+            expire: null,
+            host: 'test',
+          },
           { minAgeDaysForRm: 6, maxBackupAgeSeconds: 86400 },
         );
     } finally {
@@ -145,7 +157,11 @@ describe('malformed configs are exit 1 with a message naming the key', { timeout
     ['block_size: abc', (t) => t.replace(/block_size: \d+/, 'block_size: abc'), /\[DEFAULTS\] block_size: block_size must be an integer/],
     ['block_size not a multiple of 4096', (t) => t.replace(/block_size: \d+/, 'block_size: 1000000'), /block_size must be a multiple of 4096/],
     ['simultaneous_reads: 0', (t) => t.replace(/simultaneous_reads: \d+/, 'simultaneous_reads: 0'), /simultaneous_reads must be an integer >= 1/],
-    ['disallow_rm_when_younger_than_days: soon', (t) => t.replace(/disallow_rm_when_younger_than_days: \d+/, 'disallow_rm_when_younger_than_days: soon'), /disallow_rm_when_younger_than_days/],
+    [
+      'disallow_rm_when_younger_than_days: soon',
+      (t) => t.replace(/disallow_rm_when_younger_than_days: \d+/, 'disallow_rm_when_younger_than_days: soon'),
+      /disallow_rm_when_younger_than_days/,
+    ],
     ['DataBackend type: s3', (t) => t.replace('type: file', 'type: s3'), /\[DataBackend\] type/],
     ['engine: postgres', (t) => t.replace(/engine: .*/, 'engine: postgresql://backy:secret@localhost/backy'), /\[MetaBackend\] engine/],
     ['a line that is no ini', (t) => t + 'this line is not ini\n', /line \d+/],
@@ -159,7 +175,12 @@ describe('malformed configs are exit 1 with a message naming the key', { timeout
       expect(r.code, r.output).toBe(1);
       expect(r.stderr).toMatch(message);
       expect(r.stderr).toContain(file);
-      expect(r.stderr.trim().split('\n').filter((l) => l.includes('ERROR'))).toHaveLength(1);
+      expect(
+        r.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => l.includes('ERROR')),
+      ).toHaveLength(1);
     }
     expect(existsSync(repo.sqlitePath)).toBe(false);
   });

@@ -102,7 +102,15 @@ describe('a source that returns I/O errors', { timeout: 120_000 }, () => {
     const serve = async (filter: boolean) => {
       // A killed nbdkit leaves its socket file behind: the next one must not be taken as listening before it is.
       rmSync(socket, { force: true });
-      const args = ['-f', '-U', socket, ...(filter ? ['--filter=ddrescue'] : []), 'file', repo.path('disk.img'), ...(filter ? [`ddrescue-mapfile=${repo.path('disk.map')}`] : [])];
+      const args = [
+        '-f',
+        '-U',
+        socket,
+        ...(filter ? ['--filter=ddrescue'] : []),
+        'file',
+        repo.path('disk.img'),
+        ...(filter ? [`ddrescue-mapfile=${repo.path('disk.map')}`] : []),
+      ];
       nbdkit = spawn('nbdkit', args, { stdio: ['ignore', 'ignore', 'pipe'] });
       nbdkit.stderr!.on('data', (d: Buffer) => (log += d.toString()));
       for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
@@ -123,7 +131,11 @@ describe('a source that returns I/O errors', { timeout: 120_000 }, () => {
     await serve(true);
     const failed = await repo.cli('backup', source, 'disk');
     await stop();
-    const line = expectOneLine(failed, 10, /I\/O error on the source file:\/\/\S+\/fuse\/nbd \(block 10\d\d\) \(EIO\).*backup -c \S+ file:\/\/\S+\/fuse\/nbd disk/);
+    const line = expectOneLine(
+      failed,
+      10,
+      /I\/O error on the source file:\/\/\S+\/fuse\/nbd \(block 10\d\d\) \(EIO\).*backup -c \S+ file:\/\/\S+\/fuse\/nbd disk/,
+    );
     const uid = resumeUid(line)!;
     expect(flag((await repo.version(uid))!.valid)).toBe(0);
     await expectIntact(repo, good, goodSha);
@@ -147,7 +159,13 @@ describe('restore onto a full or read-only target', { timeout: 120_000 }, () => 
   let sha: string;
   beforeAll(async () => {
     repo = await Repo.create({ blockSize: BS });
-    sha = sha256(makeImage(repo.path('img'), Array.from({ length: 48 }, () => 'random'), BS));
+    sha = sha256(
+      makeImage(
+        repo.path('img'),
+        Array.from({ length: 48 }, () => 'random'),
+        BS,
+      ),
+    );
     uid = await repo.backup('img', 'img');
   }, HOOK_TIMEOUT);
   afterAll(() => {
@@ -201,7 +219,13 @@ describe('a data directory that fills up, then goes read-only', { timeout: 180_0
     repo = new Repo({ blockSize: BS });
     mountTmpfs(repo.dataDir, '8m');
     expect((await repo.cli('initdb')).code).toBe(0);
-    smallSha = sha256(makeImage(repo.path('small.img'), Array.from({ length: 32 }, () => 'random'), BS));
+    smallSha = sha256(
+      makeImage(
+        repo.path('small.img'),
+        Array.from({ length: 32 }, () => 'random'),
+        BS,
+      ),
+    );
     small = await repo.backup('small.img', 'small');
   }, HOOK_TIMEOUT);
   afterAll(() => {
@@ -213,7 +237,11 @@ describe('a data directory that fills up, then goes read-only', { timeout: 180_0
     const big = randomBytes(12 * MiB);
     writeFileSync(repo.path('big.img'), big);
     const r = await repo.cli('backup', `file://${repo.path('big.img')}`, 'big');
-    const line = expectOneLine(r, 6, new RegExp(`No space left on the data directory ${repo.dataDir} \\(ENOSPC\\): .*cleanup -f.*backup -c \\S+ file://\\S+big\\.img big`));
+    const line = expectOneLine(
+      r,
+      6,
+      new RegExp(`No space left on the data directory ${repo.dataDir} \\(ENOSPC\\): .*cleanup -f.*backup -c \\S+ file://\\S+big\\.img big`),
+    );
     const uid = resumeUid(line)!;
     expect(flag((await repo.version(uid))!.valid)).toBe(0);
     expect(readdirSync(join(repo.dataDir, '.tmp'))).toEqual([]);
@@ -278,7 +306,11 @@ describe('a metadata database whose filesystem fills up during a backup', { time
     const big = randomBytes(8 * MiB);
     writeFileSync(repo.path('big.img'), big);
     const r = await repo.cli('backup', `file://${repo.path('big.img')}`, 'big');
-    const line = expectOneLine(r, 6, new RegExp(`No space left for the metadata database ${join(dbDir, 'backy.sqlite')} .*backup -c \\S+ file://\\S+big\\.img big`));
+    const line = expectOneLine(
+      r,
+      6,
+      new RegExp(`No space left for the metadata database ${join(dbDir, 'backy.sqlite')} .*backup -c \\S+ file://\\S+big\\.img big`),
+    );
     const uid = resumeUid(line)!;
     remount(dbDir, 'size=16m');
     expect(flag((await repo.version(uid))!.valid)).toBe(0);
@@ -302,7 +334,11 @@ describe('a damaged SQLite database', { timeout: 180_000 }, () => {
     sha = sha256(makeImage(repo.path('img'), ['random', 'random', 'zero', 'random'], BS));
     uid = await repo.backup('img', 'precious');
     for (let i = 0; i < 4; i++) {
-      makeImage(repo.path(`more${i}`), Array.from({ length: 8 }, () => 'random'), BS);
+      makeImage(
+        repo.path(`more${i}`),
+        Array.from({ length: 8 }, () => 'random'),
+        BS,
+      );
       await repo.backup(`more${i}`, `more${i}`);
     }
     expect(existsSync(`${repo.sqlitePath}-wal`)).toBe(false);
@@ -333,7 +369,8 @@ describe('a damaged SQLite database', { timeout: 180_000 }, () => {
       await repo.cli('rm', '-f', uid),
       await repo.cli('cleanup', '-f'),
     ];
-    for (const r of results) expectOneLine(r, 11, new RegExp(`metadata database ${repo.sqlitePath} is damaged .*sqlite3 ${repo.sqlitePath} "PRAGMA integrity_check"`));
+    for (const r of results)
+      expectOneLine(r, 11, new RegExp(`metadata database ${repo.sqlitePath} is damaged .*sqlite3 ${repo.sqlitePath} "PRAGMA integrity_check"`));
     expect(fileSha(repo.sqlitePath)).toBe(before);
     expect(existsSync(repo.path('never.img'))).toBe(false);
     // The copy put back: nothing was lost.
@@ -351,8 +388,11 @@ describe('temporary block files', { timeout: 120_000 }, () => {
   }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
 
-  test('a dead writer\'s are removed by the next backup, an hour-old one too; a running writer\'s never; cleanup -f also takes old-style ones over an hour old', async () => {
-    const host = hostname().replace(/[^A-Za-z0-9.]/g, '_').slice(0, 64) || 'host';
+  test("a dead writer's are removed by the next backup, an hour-old one too; a running writer's never; cleanup -f also takes old-style ones over an hour old", async () => {
+    const host =
+      hostname()
+        .replace(/[^A-Za-z0-9.]/g, '_')
+        .slice(0, 64) || 'host';
     const child = spawnSync('true');
     const deadPid = child.pid!;
     const tmp = join(repo.dataDir, '.tmp');
@@ -446,7 +486,7 @@ describe('export and key files on a full filesystem', { timeout: 120_000 }, () =
     await expectIntact(repo, uid, sha);
   });
 
-  test('the default repository\'s first run on a full $BACKY2_HOME: exit 6 naming its key file, no key file left; with space the next run creates the repository', async () => {
+  test("the default repository's first run on a full $BACKY2_HOME: exit 6 naming its key file, no key file left; with space the next run creates the repository", async () => {
     const sandbox = new Sandbox();
     sandboxes.push(sandbox);
     mountTmpfs(sandbox.home, '2m');
@@ -493,15 +533,19 @@ describe('too many open files', { timeout: 120_000 }, () => {
     for (const limit of [28, 30, 32, 34, 36, 38, 40, 42]) {
       runs.push(
         await (async () => {
-        const r = await new Promise<CliResult>((ok) => {
-          const child = spawn('sh', ['-c', `ulimit -n ${limit}; exec "$0" "$@"`, NODE, BIN, '-c', repo.configPath, 'backup', `file://${repo.path('img')}`, `limit${limit}`], { cwd: repo.dir, env: cliEnv(repo) });
-          let stdout = '';
-          let stderr = '';
-          child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-          child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-          child.on('close', (code) => ok({ code: code ?? -1, stdout, stderr, output: stdout + stderr }));
-        });
-        return { limit, r };
+          const r = await new Promise<CliResult>((ok) => {
+            const child = spawn(
+              'sh',
+              ['-c', `ulimit -n ${limit}; exec "$0" "$@"`, NODE, BIN, '-c', repo.configPath, 'backup', `file://${repo.path('img')}`, `limit${limit}`],
+              { cwd: repo.dir, env: cliEnv(repo) },
+            );
+            let stdout = '';
+            let stderr = '';
+            child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+            child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+            child.on('close', (code) => ok({ code: code ?? -1, stdout, stderr, output: stdout + stderr }));
+          });
+          return { limit, r };
         })(),
       );
     }
@@ -511,7 +555,12 @@ describe('too many open files', { timeout: 120_000 }, () => {
     expect(runs.some(({ r }) => r.code === 12)).toBe(true);
     // Only the runs that exited 0 left a valid version.
     const valid = (await repo.ls()).filter((v) => flag(v.valid) === 1).map((v) => v.name);
-    expect(valid.sort()).toEqual(runs.filter(({ r }) => r.code === 0).map(({ limit }) => `limit${limit}`).sort());
+    expect(valid.sort()).toEqual(
+      runs
+        .filter(({ r }) => r.code === 0)
+        .map(({ limit }) => `limit${limit}`)
+        .sort(),
+    );
   });
 });
 

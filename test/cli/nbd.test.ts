@@ -41,7 +41,8 @@ describe('backy2 nbd -r: serving versions read-only', { timeout: 120_000 }, () =
   test('nbdinfo --list shows every committed version with name, snapshot name and date', async () => {
     const r = await tool('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${nbd.port}`]);
     expect(r.code, r.stderr).toBe(0);
-    const exports = (JSON.parse(r.stdout) as { exports: { 'export-name': string; description: string; 'export-size': number; is_read_only: boolean }[] }).exports;
+    const exports = (JSON.parse(r.stdout) as { exports: { 'export-name': string; description: string; 'export-size': number; is_read_only: boolean }[] })
+      .exports;
     expect(exports.map((e) => e['export-name']).sort()).toEqual([uid, other].sort());
     const vm1 = exports.find((e) => e['export-name'] === uid)!;
     expect(vm1.description).toMatch(/^vm1 \(snap-monday\) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
@@ -65,13 +66,23 @@ describe('backy2 nbd -r: serving versions read-only', { timeout: 120_000 }, () =
     // of them, little read-ahead: blocks are fetched (and memory reused) all through the copy.
     const big = await Repo.create({ blockSize: 2 * MiB });
     const small = await (async () => {
-      const many = makeImage(big.path('many.img'), Array.from({ length: 48 }, (_, i) => (i % 5 === 4 ? 'zero' : i % 7 === 0 ? 'text' : 'random')), 2 * MiB);
+      const many = makeImage(
+        big.path('many.img'),
+        Array.from({ length: 48 }, (_, i) => (i % 5 === 4 ? 'zero' : i % 7 === 0 ? 'text' : 'random')),
+        2 * MiB,
+      );
       const manyUid = await big.backup('many.img', 'vm3');
       return { many, manyUid, nbd: await nbdStarted(big.startCli('nbd', '-r', '-p', '0', '--cache-mib', '1', '--read-ahead', '2')) };
     })();
     try {
       for (let round = 0; round < 2; round++) {
-        const r = await tool('nbdcopy', ['--connections=4', '--requests=32', '--request-size=65536', small.nbd.url(small.manyUid), big.path(`many-copy-${round}.img`)]);
+        const r = await tool('nbdcopy', [
+          '--connections=4',
+          '--requests=32',
+          '--request-size=65536',
+          small.nbd.url(small.manyUid),
+          big.path(`many-copy-${round}.img`),
+        ]);
         expect(r.code, r.stderr).toBe(0);
         expect(readFileSync(big.path(`many-copy-${round}.img`)).equals(small.many)).toBe(true);
       }

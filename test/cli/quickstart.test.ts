@@ -183,7 +183,12 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     const row2 = rows.find((row) => row[5] === uid2)!;
     expect(row2.slice(1)).toEqual(['secondbackup', 'snap-1', '3', String(image2.length), uid2, '1', '0', 'mytag,other', '2000-01-02']);
     // Every line of the table has the same width.
-    const widths = new Set(r.stdout.trimEnd().split('\n').map((l) => l.length));
+    const widths = new Set(
+      r.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.length),
+    );
     expect(widths.size).toBe(1);
   });
 
@@ -193,14 +198,21 @@ describe('the quick-start cycle with a config', { timeout: 120_000 }, () => {
     const lines = m.stdout.trimEnd().split('\n');
     expect(lines[0]).toBe(COLUMNS.join('|'));
     expect(lines).toHaveLength(4);
-    expect(lines.find((l) => l.includes(uid1))!.split('|').slice(1)).toEqual(['myfirsttestbackup', '', '6', String(image1.length), uid1, '1', '0', 'b_daily,b_monthly,b_weekly', '']);
+    expect(
+      lines
+        .find((l) => l.includes(uid1))!
+        .split('|')
+        .slice(1),
+    ).toEqual(['myfirsttestbackup', '', '6', String(image1.length), uid1, '1', '0', 'b_daily,b_monthly,b_weekly', '']);
     expect(m.stderr).toBe('');
 
     const ms = await repo.cliG(['-m', '-s'], 'ls');
     expect(ms.stdout.trimEnd().split('\n')).toEqual(lines.slice(1));
 
     const f = await repo.cliG(['-m'], 'ls', '-f', 'uid,name,valid');
-    expect(f.stdout.trimEnd().split('\n').sort()).toEqual(['uid|name|valid', `${uid1}|myfirsttestbackup|1`, `${uid2}|secondbackup|1`, `${uid3}|secondbackup|1`].sort());
+    expect(f.stdout.trimEnd().split('\n').sort()).toEqual(
+      ['uid|name|valid', `${uid1}|myfirsttestbackup|1`, `${uid2}|secondbackup|1`, `${uid3}|secondbackup|1`].sort(),
+    );
     const bad = await repo.cliG(['-m'], 'ls', '-f', 'uid,nonsense');
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/nonsense/);

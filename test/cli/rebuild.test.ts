@@ -108,7 +108,19 @@ describe('rebuild-projections replays the event log into identical projections',
       const uid = randomUUID();
       await executeVersionCommand(
         store,
-        { type: 'StartVersion', uid, name: 'failed', snapshotName: '', sizeBytes: BS, blockSize: BS, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'test' },
+        {
+          type: 'StartVersion',
+          uid,
+          name: 'failed',
+          snapshotName: '',
+          sizeBytes: BS,
+          blockSize: BS,
+          chunkEntries: 1024,
+          baseUid: null,
+          tags: [],
+          expire: null,
+          host: 'test',
+        },
         policy,
       );
       await executeVersionCommand(store, { type: 'FailVersion', uid, reason: 'source vanished' }, policy);

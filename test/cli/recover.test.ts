@@ -90,7 +90,11 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
     overwriteBlock(repo.path('a.img'), 5, BS, blockData(200_000, BS));
     images['a3'] = readFileSync(repo.path('a.img'));
     uids['a3'] = await repo.backup('a.img', 'alpha', '-f', uids['a2'], '-s', 'snap-3');
-    images['b'] = makeImage(repo.path('b.img'), Array.from({ length: 900 }, (_, i) => 300_000 + i), BS);
+    images['b'] = makeImage(
+      repo.path('b.img'),
+      Array.from({ length: 900 }, (_, i) => 300_000 + i),
+      BS,
+    );
     uids['b'] = await repo.backup('b.img', 'beta', '-t', 'first');
 
     // Changes after the backups.
@@ -104,13 +108,21 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
       expect((await repo.cli(...(args as string[]))).code, args.join(' ')).toBe(0);
 
     // A removed version whose own blocks cleanup deleted.
-    images['removed'] = makeImage(repo.path('r.img'), Array.from({ length: 300 }, (_, i) => 400_000 + i), BS);
+    images['removed'] = makeImage(
+      repo.path('r.img'),
+      Array.from({ length: 300 }, (_, i) => 400_000 + i),
+      BS,
+    );
     uids['removed'] = await repo.backup('r.img', 'gone');
     expect((await repo.cli('rm', '-f', uids['removed'])).code).toBe(0);
     expect((await repo.cli('cleanup')).code).toBe(0);
 
     // A version found invalid by a scrub of a corrupted block.
-    images['bad'] = makeImage(repo.path('bad.img'), Array.from({ length: 200 }, (_, i) => 500_000 + i), BS);
+    images['bad'] = makeImage(
+      repo.path('bad.img'),
+      Array.from({ length: 200 }, (_, i) => 500_000 + i),
+      BS,
+    );
     uids['bad'] = await repo.backup('bad.img', 'bad');
     const badId = (await repo.blockIdsOf(uids['bad']))[17]!;
     const corrupt = readFileSync(repo.blockPath(badId));
@@ -119,7 +131,11 @@ describe('recover rebuilds lost metadata from the data directory and the key', {
     expect((await repo.cli('scrub', uids['bad'])).code).toBe(20);
 
     // A version found invalid by a scrub, then valid again once its block was repaired.
-    images['healed'] = makeImage(repo.path('h.img'), Array.from({ length: 150 }, (_, i) => 700_000 + i), BS);
+    images['healed'] = makeImage(
+      repo.path('h.img'),
+      Array.from({ length: 150 }, (_, i) => 700_000 + i),
+      BS,
+    );
     uids['healed'] = await repo.backup('h.img', 'healed');
     const healedId = (await repo.blockIdsOf(uids['healed']))[9]!;
     const good = readFileSync(repo.blockPath(healedId));
@@ -259,9 +275,18 @@ describe('recover refuses journal entries that do not verify, and recovers the r
   beforeAll(async () => {
     repo = await Repo.create({ blockSize: BS });
     for (let i = 0; i < 3; i++) {
-      makeImage(repo.path(`${i}.img`), Array.from({ length: 50 }, (_, j) => 1000 * i + j), BS);
+      makeImage(
+        repo.path(`${i}.img`),
+        Array.from({ length: 50 }, (_, j) => 1000 * i + j),
+        BS,
+      );
       uids.push(await repo.backup(`${i}.img`, `v${i}`));
-      for (const args of [['protect', uids[i]!], ['add-tag', uids[i]!, 'x'], ['expire', uids[i]!, '2040-01-01']]) expect((await repo.cli(...args)).code).toBe(0);
+      for (const args of [
+        ['protect', uids[i]!],
+        ['add-tag', uids[i]!, 'x'],
+        ['expire', uids[i]!, '2040-01-01'],
+      ])
+        expect((await repo.cli(...args)).code).toBe(0);
     }
   }, HOOK_TIMEOUT);
   afterAll(() => repo.remove());
@@ -310,7 +335,11 @@ describe('a storage whose journal holds a version the metadata store does not kn
   afterAll(() => repo.remove());
 
   test('import of that version is refused (22) and names recover; recover into the empty store brings it back', async () => {
-    makeImage(repo.path('x.img'), Array.from({ length: 40 }, (_, j) => 9000 + j), BS);
+    makeImage(
+      repo.path('x.img'),
+      Array.from({ length: 40 }, (_, j) => 9000 + j),
+      BS,
+    );
     const uid = await repo.backup('x.img', 'x');
     expect((await repo.cli('export', uid, repo.path('x.export'))).code).toBe(0);
     deleteMetadata(repo);
@@ -334,7 +363,11 @@ describe('the journal entry is written before the change is applied', { timeout:
   afterAll(() => repo.remove());
 
   test('a change whose journal entry cannot be written fails (6) and changes nothing; once it can, it is journaled and applied', async () => {
-    makeImage(repo.path('j.img'), Array.from({ length: 20 }, (_, j) => 8000 + j), BS);
+    makeImage(
+      repo.path('j.img'),
+      Array.from({ length: 20 }, (_, j) => 8000 + j),
+      BS,
+    );
     const uid = await repo.backup('j.img', 'j');
     const before = await repo.version(uid);
     const stream = join(journalDir(repo), uid);
@@ -342,7 +375,12 @@ describe('the journal entry is written before the change is applied', { timeout:
     // A file where the version's journal directory was: no entry can be put there.
     renameSync(stream, `${stream}.away`);
     writeFileSync(stream, '');
-    for (const args of [['protect', uid], ['add-tag', uid, 'x'], ['expire', uid, '2040-01-01'], ['rm', '-f', uid]]) {
+    for (const args of [
+      ['protect', uid],
+      ['add-tag', uid, 'x'],
+      ['expire', uid, '2040-01-01'],
+      ['rm', '-f', uid],
+    ]) {
       const r = await repo.cli(...args);
       expect(r.code, `${args.join(' ')}: ${r.output}`).toBe(6);
       expect(r.stderr).toContain(repo.dataDir);

@@ -50,11 +50,31 @@ describe('stats, du, diff-meta over known images', { timeout: 120_000 }, () => {
       'bytes sparse': BS,
       'blocks sparse': 1,
     });
-    expect(rows[1]).toMatchObject({ 'size blocks': 7, 'blocks read': 7, 'blocks written': 3, 'bytes dedup': 2 * BS, 'blocks dedup': 2, 'bytes sparse': 2 * BS, 'blocks sparse': 2 });
+    expect(rows[1]).toMatchObject({
+      'size blocks': 7,
+      'blocks read': 7,
+      'blocks written': 3,
+      'bytes dedup': 2 * BS,
+      'blocks dedup': 2,
+      'bytes sparse': 2 * BS,
+      'blocks sparse': 2,
+    });
     expect(typeof rows[0]!['duration (s)']).toBe('number');
     expect(Object.keys(rows[0]!)).toEqual([
-      'date', 'uid', 'name', 'size bytes', 'size blocks', 'bytes read', 'blocks read', 'bytes written', 'blocks written',
-      'bytes dedup', 'blocks dedup', 'bytes sparse', 'blocks sparse', 'duration (s)',
+      'date',
+      'uid',
+      'name',
+      'size bytes',
+      'size blocks',
+      'bytes read',
+      'blocks read',
+      'bytes written',
+      'blocks written',
+      'bytes dedup',
+      'blocks dedup',
+      'bytes sparse',
+      'blocks sparse',
+      'duration (s)',
     ]);
   });
 
@@ -68,7 +88,11 @@ describe('stats, du, diff-meta over known images', { timeout: 120_000 }, () => {
     const human = await repo.cliG(['-m', '-s', '-r'], 'stats', v1, '-f', 'size bytes,size blocks,bytes sparse');
     expect(human.stdout).toBe(`1.3 MiB|6|256.0 KiB\n`);
     const table = parseTable((await repo.cli('stats', '-f', 'name,blocks dedup')).stdout);
-    expect(table).toEqual([['name', 'blocks dedup'], ['one', '1'], ['two', '2']]);
+    expect(table).toEqual([
+      ['name', 'blocks dedup'],
+      ['one', '1'],
+      ['two', '2'],
+    ]);
   });
 
   test('du UID: backy2 figures, and the same over the stored (compressed, encrypted) bytes', async () => {
@@ -92,7 +116,9 @@ describe('stats, du, diff-meta over known images', { timeout: 120_000 }, () => {
 
   test('du without UID: one row per version; -m -f; -r humanizes every byte column', async () => {
     const m = await repo.cliG(['-m'], 'du', '-f', 'uid,Real,Null,Dedup Others,Individual,Est. Space freed');
-    expect(m.stdout).toBe(`uid|Real|Null|Dedup Others|Individual|Est. Space freed\n${v1}|${4 * BS + TAIL}|${BS}|${3 * BS}|${BS + TAIL}|${BS + TAIL}\n${v2}|${5 * BS}|${2 * BS}|${2 * BS}|${3 * BS}|${3 * BS}\n`);
+    expect(m.stdout).toBe(
+      `uid|Real|Null|Dedup Others|Individual|Est. Space freed\n${v1}|${4 * BS + TAIL}|${BS}|${3 * BS}|${BS + TAIL}|${BS + TAIL}\n${v2}|${5 * BS}|${2 * BS}|${2 * BS}|${3 * BS}|${3 * BS}\n`,
+    );
     const human = await repo.cliG(['-m', '-s', '-r'], 'du', v2, '-f', 'Real,Null,Dedup Own,name');
     expect(human.stdout).toBe('1.3 MiB|512.0 KiB|0 B|two\n');
   });
@@ -114,12 +140,20 @@ describe('stats, du, diff-meta over known images', { timeout: 120_000 }, () => {
   });
 
   test('bad input: unknown field → exit 1 naming it; unknown uid → exit 3; bad limit → exit 1', async () => {
-    for (const args of [['stats', '-f', 'uid,nope'], ['du', '-f', 'Real,nope'], ['diff-meta', v1, v2, '-f', 'nope']]) {
+    for (const args of [
+      ['stats', '-f', 'uid,nope'],
+      ['du', '-f', 'Real,nope'],
+      ['diff-meta', v1, v2, '-f', 'nope'],
+    ]) {
       const r = await repo.cli(...args);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toContain('Unknown field(s) nope');
     }
-    for (const args of [['stats', '00000000-0000-0000-0000-000000000000'], ['du', 'deadbeef-0000'], ['diff-meta', v1, 'deadbeef-0000']]) {
+    for (const args of [
+      ['stats', '00000000-0000-0000-0000-000000000000'],
+      ['du', 'deadbeef-0000'],
+      ['diff-meta', v1, 'deadbeef-0000'],
+    ]) {
       const r = await repo.cli(...args);
       expect(r.code, args.join(' ')).toBe(3);
       expect(r.stderr).toMatch(/Version \S+ not found/);
@@ -145,7 +179,13 @@ describe('stats, du, diff-meta over known images', { timeout: 120_000 }, () => {
     expect((await repo.cli('du', v2)).code).toBe(3);
     // one.img alone: S1 twice is Dedup Own now, and everything it holds would be freed.
     const [after] = await json<Record<string, number>[]>('du');
-    expect(after).toMatchObject({ 'Dedup Own': BS, 'Dedup Others': 0, Individual: 2 * BS + TAIL, 'Est. Space freed': 3 * BS + TAIL, 'Stored Est. Space freed': dataBytes() });
+    expect(after).toMatchObject({
+      'Dedup Own': BS,
+      'Dedup Others': 0,
+      Individual: 2 * BS + TAIL,
+      'Est. Space freed': 3 * BS + TAIL,
+      'Stored Est. Space freed': dataBytes(),
+    });
   });
 });
 
@@ -187,7 +227,10 @@ describe('diff-meta over multi-chunk maps', { timeout: 120_000 }, () => {
 
   test('a version differs from itself nowhere', async () => {
     const m = await repo.cliG(['-m', '-s'], 'diff-meta', right, right);
-    const statuses = m.stdout.trimEnd().split('\n').map((l) => l.split('|')[0]);
+    const statuses = m.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => l.split('|')[0]);
     expect(statuses).toHaveLength(2600);
     expect(new Set(statuses)).toEqual(new Set(['SAME']));
   });

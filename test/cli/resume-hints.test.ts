@@ -26,7 +26,12 @@ async function versionState(repo: Repo, name: string): Promise<{ uid: string; st
 }
 
 /** Stops the backup (SIGSTOP) once it has recorded `atLeast` chunks but not all of them. */
-async function stopAfterChunks(repo: Repo, running: RunningCli, name: string, atLeast: number): Promise<{ uid: string; recordedChunks: number; chunkCount: number }> {
+async function stopAfterChunks(
+  repo: Repo,
+  running: RunningCli,
+  name: string,
+  atLeast: number,
+): Promise<{ uid: string; recordedChunks: number; chunkCount: number }> {
   for (let i = 0; i < 3000; i++) {
     const v = await versionState(repo, name).catch(() => undefined);
     if (v && v.recordedChunks >= atLeast) {
@@ -137,7 +142,11 @@ describe('backup -r: rbd diff hints', { timeout: 120_000 }, () => {
   let repo: Repo;
   const BS = 64 * 1024;
   const BLOCKS = 64;
-  const hint = (block: number, length: number, exists: boolean | 'true' | 'false', offsetInBlock = 0) => ({ offset: block * BS + offsetInBlock, length, exists });
+  const hint = (block: number, length: number, exists: boolean | 'true' | 'false', offsetInBlock = 0) => ({
+    offset: block * BS + offsetInBlock,
+    length,
+    exists,
+  });
   beforeAll(async () => {
     repo = await Repo.create({ blockSize: BS, minAgeDays: 0 });
   }, HOOK_TIMEOUT);
@@ -149,7 +158,11 @@ describe('backup -r: rbd diff hints', { timeout: 120_000 }, () => {
   };
 
   test('with -f: only hinted blocks (and a sanity sample) are read; discarded regions become sparse; restore is bit-exact', async () => {
-    makeImage(repo.path('base.img'), Array.from({ length: BLOCKS }, () => 'random' as const), BS);
+    makeImage(
+      repo.path('base.img'),
+      Array.from({ length: BLOCKS }, () => 'random' as const),
+      BS,
+    );
     const base = await repo.backup('base.img', 'rbd');
     overwriteBlock(repo.path('base.img'), 3, BS, seeded(3, BS));
     overwriteBlock(repo.path('base.img'), 10, BS, seeded(10, BS)); // changed, hinted by a 10-byte range
@@ -182,10 +195,18 @@ describe('backup -r: rbd diff hints', { timeout: 120_000 }, () => {
   });
 
   test('hints that miss changes: the sanity check fails the backup (exit 5), or a deep scrub with -s finds them (exit 20)', async () => {
-    makeImage(repo.path('drift.img'), Array.from({ length: BLOCKS }, () => 'random' as const), BS);
+    makeImage(
+      repo.path('drift.img'),
+      Array.from({ length: BLOCKS }, () => 'random' as const),
+      BS,
+    );
     const base = await repo.backup('drift.img', 'drift');
     // Everything changed, nothing hinted: the sample must notice.
-    makeImage(repo.path('drift.img'), Array.from({ length: BLOCKS }, () => 'random' as const), BS);
+    makeImage(
+      repo.path('drift.img'),
+      Array.from({ length: BLOCKS }, () => 'random' as const),
+      BS,
+    );
     const all = await repo.cli('backup', '-f', base, '-r', writeHints('none.json', []), 'file://drift.img', 'drift');
     expect(all.code).toBe(5);
     expect(all.stderr).toMatch(/lies outside the hints but differs from base version .*: the hints are incomplete/);
@@ -233,7 +254,11 @@ describe('restore -c into a new file after a storage read failure', { timeout: 1
   afterAll(() => repo.remove());
 
   test('the restored part is kept as .NAME.backy2-partial; -c N finishes it into the target', async () => {
-    makeImage(repo.path('r.img'), Array.from({ length: 12 }, () => 'random' as const), BS);
+    makeImage(
+      repo.path('r.img'),
+      Array.from({ length: 12 }, () => 'random' as const),
+      BS,
+    );
     const uid = await repo.backup('r.img', 'r');
     const ids = await repo.blockIdsOf(uid);
     // Block 9's object cannot be read (a directory stands in its place): not missing, unreadable.
@@ -259,7 +284,11 @@ describe('restore -c into a new file after a storage read failure', { timeout: 1
   });
 
   test('a missing block is not a transient failure: nothing is kept', async () => {
-    makeImage(repo.path('m.img'), Array.from({ length: 6 }, () => 'random' as const), BS);
+    makeImage(
+      repo.path('m.img'),
+      Array.from({ length: 6 }, () => 'random' as const),
+      BS,
+    );
     const uid = await repo.backup('m.img', 'm');
     const ids = await repo.blockIdsOf(uid);
     renameSync(repo.blockPath(ids[4]!), repo.path('block4'));
@@ -279,7 +308,11 @@ describe('an object no index entry knows (left by a killed run)', { timeout: 120
     const BS = 64 * 1024;
     const repo = await Repo.create({ blockSize: BS, minAgeDays: 0, cleanupGraceSeconds: 0 });
     try {
-      makeImage(repo.path('o.img'), Array.from({ length: 6 }, () => 'random' as const), BS);
+      makeImage(
+        repo.path('o.img'),
+        Array.from({ length: 6 }, () => 'random' as const),
+        BS,
+      );
       const first = await repo.backup('o.img', 'o');
       const ids = (await repo.blockIdsOf(first)) as string[];
       const saved = ids.map((id) => readFileSync(repo.blockPath(id)));

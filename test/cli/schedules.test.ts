@@ -9,7 +9,24 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { HOOK_TIMEOUT, makeImage, Repo } from '../support/cli.ts';
 
 const BS = 64 * 1024;
-const SCHEDULERS = ['', '[hourly]', 'interval: 1h', 'keep: 3', 'sla: 5m', '', '[daily]', 'interval: 1d', 'keep: 8', 'sla: 6h', '', '[single]', 'interval: 1d', 'keep: 1', 'sla: 1h', ''];
+const SCHEDULERS = [
+  '',
+  '[hourly]',
+  'interval: 1h',
+  'keep: 3',
+  'sla: 5m',
+  '',
+  '[daily]',
+  'interval: 1d',
+  'keep: 8',
+  'sla: 6h',
+  '',
+  '[single]',
+  'interval: 1d',
+  'keep: 1',
+  'sla: 1h',
+  '',
+];
 const RETENTION = ['[retention]', 'vm-policy: latest2', ''];
 
 const tagsOf = (stderr: string) => /New version: \S+ \(Tags: \[([^\]]*)\]\)/.exec(stderr)?.[1];
@@ -106,10 +123,19 @@ describe('schedules and retention (embedded)', { timeout: 120_000 }, () => {
   });
 
   test('enforce NAME without RULES takes the [retention] entry; bad rules or none are exit 1', async () => {
-    const uids = [await repo.backup('img', 'vm-policy', '-t', 'x'), await repo.backup('img', 'vm-policy', '-t', 'x'), await repo.backup('img', 'vm-policy', '-t', 'x')];
+    const uids = [
+      await repo.backup('img', 'vm-policy', '-t', 'x'),
+      await repo.backup('img', 'vm-policy', '-t', 'x'),
+      await repo.backup('img', 'vm-policy', '-t', 'x'),
+    ];
     const r = await repo.cliG(['-m', '-s'], 'enforce', 'vm-policy');
     expect(r.code, r.output).toBe(0);
-    expect(r.stdout.trimEnd().split('\n').map((l) => l.split('|')[3])).toEqual([uids[0]]);
+    expect(
+      r.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.split('|')[3]),
+    ).toEqual([uids[0]]);
     expect((await repo.ls('vm-policy')).map((v) => v.uid)).toEqual(uids.slice(1));
 
     const bad = await repo.cli('enforce', 'vm-policy', 'latest2,dayz3');

@@ -158,7 +158,11 @@ describe('scrub finds damaged blocks; repairs make versions valid again', { time
   test('scrub -p 50 checks about half of the distinct blocks', async () => {
     const many = await Repo.create({ blockSize: 4096 });
     try {
-      makeImage(many.path('many.img'), Array.from({ length: 64 }, (_, i) => i + 100), 4096);
+      makeImage(
+        many.path('many.img'),
+        Array.from({ length: 64 }, (_, i) => i + 100),
+        4096,
+      );
       const uid = await many.backup('many.img', 'many');
       const r = await many.cliG(['--json'], 'scrub', '-p', '50', uid);
       expect(r.code, r.output).toBe(0);

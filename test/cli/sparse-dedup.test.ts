@@ -194,7 +194,11 @@ describe('incremental block maps', { timeout: 60_000 }, () => {
   test('an unchanged block-map chunk of an incremental backup references the base instead of copying it', async () => {
     // 4 KiB blocks: 2500 blocks = 3 chunks of up to 1024 entries (mostly sparse, to keep it fast).
     repo = await Repo.create({ blockSize: 4096 });
-    const image = makeImage(repo.path('big.img'), Array.from({ length: 2500 }, (_, i) => (i % 50 === 1 ? i + 1 : 'zero')), 4096);
+    const image = makeImage(
+      repo.path('big.img'),
+      Array.from({ length: 2500 }, (_, i) => (i % 50 === 1 ? i + 1 : 'zero')),
+      4096,
+    );
     const base = await repo.backup('big.img', 'big');
     overwriteBlock(repo.path('big.img'), 1500, 4096, blockData('random', 4096)); // chunk 1
     const changed = readFileSync(repo.path('big.img'));

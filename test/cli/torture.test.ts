@@ -57,7 +57,18 @@ describe('kill -9 torture', { timeout: 180_000 }, () => {
   test('backup, restore and cleanup -f killed at random points; continued; every committed version restores bit-exact and scrubs clean', async () => {
     const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 1_000_000);
     const random = prng(seed);
-    const counts = { backupKilled: 0, backupFinishedFirst: 0, resumedWithC: 0, restartedBeforeStart: 0, killedAfterCommit: 0, restoreKilled: 0, restoreFinishedFirst: 0, cleanupKilled: 0, cleanupFinishedFirst: 0, staleTempsSeen: 0 };
+    const counts = {
+      backupKilled: 0,
+      backupFinishedFirst: 0,
+      resumedWithC: 0,
+      restartedBeforeStart: 0,
+      killedAfterCommit: 0,
+      restoreKilled: 0,
+      restoreFinishedFirst: 0,
+      cleanupKilled: 0,
+      cleanupFinishedFirst: 0,
+      staleTempsSeen: 0,
+    };
     const expected = new Map<string, string>();
     // How long a command takes to get going here: cleanup -f is killed around that moment, when it works.
     const t0 = Date.now();
@@ -163,7 +174,11 @@ describe('every command at once on one repository', { timeout: 180_000 }, () => 
     };
     const a = image('a.img');
     const b = image('b.img', a);
-    for (const [name, data] of [['a', a], ['b', b]] as const) expected.set(await repo.backup(`${name}.img`, name), sha256(data));
+    for (const [name, data] of [
+      ['a', a],
+      ['b', b],
+    ] as const)
+      expected.set(await repo.backup(`${name}.img`, name), sha256(data));
     const codes: Record<string, number[]> = {};
     const tally = (what: string, code: number) => {
       const list = codes[what] ?? [];

@@ -17,7 +17,13 @@ const BS = 4096;
 function cliWithStdin(repo: Repo, input: Buffer | string, ...args: string[]): { code: number; stdout: string; stderr: string } {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^(BACKY2_|AWS_)/.test(k)) env[k] = v;
-  const r = spawnSync(NODE, [BIN, '-c', repo.configPath, ...args], { cwd: repo.dir, env: { ...env, ...repo.env(), NO_COLOR: '1' }, input, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(NODE, [BIN, '-c', repo.configPath, ...args], {
+    cwd: repo.dir,
+    env: { ...env, ...repo.env(), NO_COLOR: '1' },
+    input,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -76,8 +82,15 @@ describe('export and import (embedded)', { timeout: 240_000 }, () => {
     expect(r.code, r.output).toBe(0);
     const text = readFileSync(exportFile, 'utf8');
     expect(r.stdout).toBe(`uid|name|file|bytes\n${uid}|vm1|${exportFile}|${Buffer.byteLength(text)}\n`);
-    const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(lines[0]).toMatchObject({ format: 'backy2-serverless-export', formatVersion: 1, version: { uid, name: 'vm1', snapshotName: 'snap2', protected: true, valid: true, baseUid: first } });
+    const lines = text
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toMatchObject({
+      format: 'backy2-serverless-export',
+      formatVersion: 1,
+      version: { uid, name: 'vm1', snapshotName: 'snap2', protected: true, valid: true, baseUid: first },
+    });
     expect(lines.filter((l) => l['kind'] === 'chunk')).toHaveLength(3);
     expect(lines.at(-1)).toMatchObject({ kind: 'end', chunks: 3 });
 
@@ -211,7 +224,23 @@ describe('export and import (embedded)', { timeout: 240_000 }, () => {
     const { executeVersionCommand } = await import('../../shared/app/execute.ts');
     const store = SqliteMetadataStore.open(a.sqlitePath);
     try {
-      await executeVersionCommand(store, { type: 'StartVersion', uid: pending, name: 'vm2', snapshotName: '', sizeBytes: BS, blockSize: BS, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'h' }, { minAgeDaysForRm: 0, maxBackupAgeSeconds: 86400 });
+      await executeVersionCommand(
+        store,
+        {
+          type: 'StartVersion',
+          uid: pending,
+          name: 'vm2',
+          snapshotName: '',
+          sizeBytes: BS,
+          blockSize: BS,
+          chunkEntries: 1024,
+          baseUid: null,
+          tags: [],
+          expire: null,
+          host: 'h',
+        },
+        { minAgeDaysForRm: 0, maxBackupAgeSeconds: 86400 },
+      );
     } finally {
       store.close();
     }

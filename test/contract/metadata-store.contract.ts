@@ -18,7 +18,19 @@ const id = () => randomBytes(32).toString('hex');
 const stored = (blockId: string) => ({ id: blockId, storedSize: 100, checksum: randomBytes(32).toString('hex') });
 
 function start(uid: string, blocks: number, chunkEntries = 2): VersionCommand {
-  return { type: 'StartVersion', uid, name: 'vm1', snapshotName: '', sizeBytes: blocks * 4096, blockSize: 4096, chunkEntries, baseUid: null, tags: [], expire: null, host: 'h' };
+  return {
+    type: 'StartVersion',
+    uid,
+    name: 'vm1',
+    snapshotName: '',
+    sizeBytes: blocks * 4096,
+    blockSize: 4096,
+    chunkEntries,
+    baseUid: null,
+    tags: [],
+    expire: null,
+    host: 'h',
+  };
 }
 
 function chunkRecord(uid: string, chunk: number, ids: string[], newIds: string[] = ids): EventOf<'BlocksRecorded'> {
@@ -44,11 +56,19 @@ const blockIndexOps = (() => {
       fc.record({ op: fc.constant('record' as const), ids, variant, byPending: fc.boolean(), t }),
       fc.record({ op: fc.constant('mark' as const), ids, t }),
       fc.record({ op: fc.constant('unmark' as const), ids, t }),
-      fc.record({ op: fc.constant('claim' as const), marks: fc.uniqueArray(fc.record({ id: fc.integer({ min: 0, max: 2 }), t }), { selector: (m) => m.id, minLength: 1, maxLength: 3 }), t }),
+      fc.record({
+        op: fc.constant('claim' as const),
+        marks: fc.uniqueArray(fc.record({ id: fc.integer({ min: 0, max: 2 }), t }), { selector: (m) => m.id, minLength: 1, maxLength: 3 }),
+        t,
+      }),
       fc.record({ op: fc.constant('remove' as const), ids, t }),
       fc.record({ op: fc.constant('rekey' as const), ids, variant, t }),
       fc.record({ op: fc.constant('touch' as const), ids, variant, t }),
-      fc.record({ op: fc.constant('scrub' as const), verified: fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }), failed: fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }) }),
+      fc.record({
+        op: fc.constant('scrub' as const),
+        verified: fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }),
+        failed: fc.uniqueArray(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }),
+      }),
     ),
     { minLength: 1, maxLength: 16 },
   );
@@ -148,7 +168,11 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
               }
               case 'scrub': {
                 const [verified, failedIds] = [o.verified.map((i) => pool[i]!), o.failed.map((i) => pool[i]!)];
-                await executeVersionCommand(store, { type: 'RecordScrub', uid: scrubbed, verified, failed: failedIds.map((x) => ({ id: x, reason: 'test' })), complete: true }, policy);
+                await executeVersionCommand(
+                  store,
+                  { type: 'RecordScrub', uid: scrubbed, verified, failed: failedIds.map((x) => ({ id: x, reason: 'test' })), complete: true },
+                  policy,
+                );
                 for (const x of verified) model.apply({ kind: 'verified', id: x });
                 for (const x of failedIds) model.apply({ kind: 'invalidated', id: x });
                 return;
@@ -211,7 +235,13 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
       await store.unmark([b!], t1);
       expect((await store.getBlocks([b!])).get(b!)?.unreferencedSince).toBeNull();
       // b is no longer marked at t1, a is: only a can be claimed.
-      const claimed = await store.claimForDeletion([{ id: a!, markedAt: t1 }, { id: b!, markedAt: t1 }], t1);
+      const claimed = await store.claimForDeletion(
+        [
+          { id: a!, markedAt: t1 },
+          { id: b!, markedAt: t1 },
+        ],
+        t1,
+      );
       expect(claimed).toEqual([a]);
       expect((await store.getBlocks([a!])).get(a!)?.deleting).toBe(true);
       // A touch of a block being deleted says so; of a live one, unmarks; of an unknown one, creates it.

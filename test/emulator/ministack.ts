@@ -51,7 +51,9 @@ async function findPython(): Promise<string> {
       const { stdout } = await execFileP(candidate, ['-c', 'import sys, venv; print("%d.%d" % sys.version_info[:2])']);
       const [major, minor] = stdout.trim().split('.').map(Number);
       if (major === 3 && (minor ?? 0) >= 10) return candidate;
-    } catch { /* try the next one */ }
+    } catch {
+      /* try the next one */
+    }
   }
   throw new Error('MiniStack needs Python >= 3.10 with the venv module (set BACKY2_PYTHON to its path)');
 }
@@ -117,7 +119,7 @@ export interface StartOptions {
  * Node 24) is put first.
  */
 export async function start(options: StartOptions = {}): Promise<RunningMiniStack> {
-  const port = options.port ?? await freePort();
+  const port = options.port ?? (await freePort());
   mkdirSync(TMP_DIR, { recursive: true });
   // Outside the repository: MiniStack writes its Lambda workers' `_worker.js`
   // under TMPDIR, and below this repo's package.json ("type": "module") Node
@@ -150,10 +152,16 @@ export async function start(options: StartOptions = {}): Promise<RunningMiniStac
   const endpoint = `http://127.0.0.1:${port}`;
   const running: RunningMiniStack = { endpoint, port, logFile, process: child, stateDir };
   let exited: string | undefined;
-  child.once('exit', (code, signal) => { exited = `exited with ${signal ?? code}`; });
+  child.once('exit', (code, signal) => {
+    exited = `exited with ${signal ?? code}`;
+  });
   // Should this process end without calling stop(), do not leave the emulator behind.
   const killOnExit = (): void => {
-    try { if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
     rmSync(stateDir, { recursive: true, force: true });
   };
   process.once('exit', killOnExit);
@@ -165,7 +173,9 @@ export async function start(options: StartOptions = {}): Promise<RunningMiniStac
     try {
       const res = await fetch(`${endpoint}/_ministack/health`, { signal: AbortSignal.timeout(2000) });
       if (res.ok) break;
-    } catch { /* not up yet */ }
+    } catch {
+      /* not up yet */
+    }
     if (Date.now() > deadline) {
       await stop(running);
       throw new Error(`MiniStack did not answer on ${endpoint} in time; see ${logFile}:\n${tail(logFile)}`);
@@ -193,7 +203,11 @@ export async function stop(running: RunningMiniStack, timeoutSeconds = 10): Prom
   }
   const exited = new Promise<void>((resolve) => running.process.once('exit', () => resolve()));
   const signalGroup = (signal: NodeJS.Signals): void => {
-    try { process.kill(-pid, signal); } catch { /* already gone */ }
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      /* already gone */
+    }
   };
   signalGroup('SIGTERM');
   const timer = setTimeout(() => signalGroup('SIGKILL'), timeoutSeconds * 1000);
@@ -207,7 +221,9 @@ if (import.meta.main) {
   const port = process.argv[2] ? Number(process.argv[2]) : 4566;
   await install((l) => console.log(l));
   const running = await start({ port, log: (l) => console.log(l) });
-  const shutdown = (): void => { void stop(running).then(() => process.exit(0)); };
+  const shutdown = (): void => {
+    void stop(running).then(() => process.exit(0));
+  };
   process.on('SIGINT', shutdown);
   process.on('SIGTERM', shutdown);
   console.log(`export AWS_ENDPOINT_URL=${running.endpoint} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1`);

@@ -13,10 +13,12 @@ const ddb = new DynamoDBClient({});
 const TABLE = process.env.PROBE_TABLE;
 
 async function record(pk: string, sk: string, data: Record<string, unknown>): Promise<void> {
-  await ddb.send(new PutItemCommand({
-    TableName: TABLE,
-    Item: { pk: { S: pk }, sk: { S: sk }, data: { S: JSON.stringify(data) } },
-  }));
+  await ddb.send(
+    new PutItemCommand({
+      TableName: TABLE,
+      Item: { pk: { S: pk }, sk: { S: sk }, data: { S: JSON.stringify(data) } },
+    }),
+  );
 }
 
 export async function handler(event: unknown, context: Context): Promise<unknown> {
@@ -25,7 +27,11 @@ export async function handler(event: unknown, context: Context): Promise<unknown
     const failures: SQSBatchResponse['batchItemFailures'] = [];
     for (const r of sqs.Records) {
       const body = JSON.parse(r.body) as { id: string; fail?: boolean };
-      await record('sqs', `${body.id}#${r.attributes.ApproximateReceiveCount}`, { batchSize: sqs.Records.length, messageId: r.messageId, fail: body.fail === true });
+      await record('sqs', `${body.id}#${r.attributes.ApproximateReceiveCount}`, {
+        batchSize: sqs.Records.length,
+        messageId: r.messageId,
+        fail: body.fail === true,
+      });
       if (body.fail) failures.push({ itemIdentifier: r.messageId });
     }
     return { batchItemFailures: failures };
@@ -38,7 +44,9 @@ export async function handler(event: unknown, context: Context): Promise<unknown
     memory: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
     functionName: context.functionName,
     remainingMs: context.getRemainingTimeInMillis(),
-    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(PROBE_|AWS_REGION|AWS_ENDPOINT_URL|AWS_LAMBDA_|LAMBDA_TASK_ROOT|NODE_OPTIONS|TZ)/.test(k))),
+    env: Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => /^(PROBE_|AWS_REGION|AWS_ENDPOINT_URL|AWS_LAMBDA_|LAMBDA_TASK_ROOT|NODE_OPTIONS|TZ)/.test(k)),
+    ),
     event,
   };
 }

@@ -42,7 +42,9 @@ describe('retention policy context', { timeout: 60_000 }, () => {
   });
 
   it('malformed rules fail the synth with the context key and the entry named', () => {
-    expect(() => functionEnv({ retention: 'vm1: latest3,dayz7' })).toThrow(/context retention: retention vm1: Invalid retention rules "latest3,dayz7": unknown category "dayz"/);
+    expect(() => functionEnv({ retention: 'vm1: latest3,dayz7' })).toThrow(
+      /context retention: retention vm1: Invalid retention rules "latest3,dayz7": unknown category "dayz"/,
+    );
     expect(() => functionEnv({ retentionConfig: '/nonexistent/backy.cfg' })).toThrow(/context retentionConfig: .*no such file/i);
   });
 });

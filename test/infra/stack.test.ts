@@ -32,7 +32,8 @@ function actionsOf(document: unknown, effect = 'Allow'): string[] {
 
 function logicalIdOf(template: Template, type: string, pathFragment: string): string {
   const found = Object.entries(template.findResources(type)).filter(([, r]) =>
-    String((r as { Metadata?: Json }).Metadata?.['aws:cdk:path'] ?? '').includes(pathFragment));
+    String((r as { Metadata?: Json }).Metadata?.['aws:cdk:path'] ?? '').includes(pathFragment),
+  );
   expect(found, `${type} at *${pathFragment}*`).toHaveLength(1);
   return found[0]![0];
 }
@@ -59,11 +60,21 @@ function objectPrefix(resource: unknown): string {
 }
 
 function bucketPolicyStatements(template: Template): Json[] {
-  return Object.values(template.findResources('AWS::S3::BucketPolicy'))
-    .flatMap((p) => statements((p as { Properties: { PolicyDocument: unknown } }).Properties.PolicyDocument));
+  return Object.values(template.findResources('AWS::S3::BucketPolicy')).flatMap((p) =>
+    statements((p as { Properties: { PolicyDocument: unknown } }).Properties.PolicyDocument),
+  );
 }
 
-const ENV_NAMES = ['BUCKET_NAME', 'EVENTS_TABLE', 'PROJECTIONS_TABLE', 'BLOCK_QUEUE_URL', 'SCRUB_QUEUE_URL', 'CLEANUP_GRACE_SECONDS', 'MAX_BACKUP_AGE_SECONDS', 'MIN_AGE_DAYS_FOR_RM'];
+const ENV_NAMES = [
+  'BUCKET_NAME',
+  'EVENTS_TABLE',
+  'PROJECTIONS_TABLE',
+  'BLOCK_QUEUE_URL',
+  'SCRUB_QUEUE_URL',
+  'CLEANUP_GRACE_SECONDS',
+  'MAX_BACKUP_AGE_SECONDS',
+  'MIN_AGE_DAYS_FOR_RM',
+];
 const FUNCTIONS = ['Api', 'AdminApi', 'Ingest', 'ScrubPlanner', 'ScrubWorker', 'Cleanup', 'Retention'];
 
 describe('Backy2 stack (production defaults)', () => {
@@ -78,7 +89,7 @@ describe('Backy2 stack (production defaults)', () => {
     expect(synth({ stackName: 'Other' }).stack.stackName).toBe('Other');
   });
 
-  it('has the architecture\'s resources', () => {
+  it("has the architecture's resources", () => {
     template.resourceCountIs('AWS::S3::Bucket', 1);
     template.resourceCountIs('AWS::DynamoDB::Table', 2);
     template.resourceCountIs('AWS::SQS::Queue', 4);
@@ -95,18 +106,31 @@ describe('Backy2 stack (production defaults)', () => {
       Properties: {
         PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
         BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
-        LifecycleConfiguration: { Rules: Match.arrayWith([Match.objectLike({ Status: 'Enabled', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } })]) },
+        LifecycleConfiguration: {
+          Rules: Match.arrayWith([Match.objectLike({ Status: 'Enabled', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } })]),
+        },
       },
       DeletionPolicy: 'Retain',
       UpdateReplacePolicy: 'Retain',
     });
     template.hasResourceProperties('AWS::S3::BucketPolicy', {
-      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Action: 's3:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Action: 's3:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+      },
     });
   });
 
   it('tables: keys, on-demand, point-in-time recovery, deletion protection', () => {
-    for (const [pk, sk] of [[{ AttributeName: 'stream', KeyType: 'HASH' }, { AttributeName: 'seq', KeyType: 'RANGE' }], [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }]]) {
+    for (const [pk, sk] of [
+      [
+        { AttributeName: 'stream', KeyType: 'HASH' },
+        { AttributeName: 'seq', KeyType: 'RANGE' },
+      ],
+      [
+        { AttributeName: 'pk', KeyType: 'HASH' },
+        { AttributeName: 'sk', KeyType: 'RANGE' },
+      ],
+    ]) {
       template.hasResource('AWS::DynamoDB::Table', {
         Properties: {
           KeySchema: [pk, sk],
@@ -118,7 +142,10 @@ describe('Backy2 stack (production defaults)', () => {
       });
     }
     template.hasResourceProperties('AWS::DynamoDB::Table', {
-      KeySchema: [{ AttributeName: 'stream', KeyType: 'HASH' }, { AttributeName: 'seq', KeyType: 'RANGE' }],
+      KeySchema: [
+        { AttributeName: 'stream', KeyType: 'HASH' },
+        { AttributeName: 'seq', KeyType: 'RANGE' },
+      ],
       AttributeDefinitions: Match.arrayWith([{ AttributeName: 'seq', AttributeType: 'N' }]),
     });
   });
@@ -135,9 +162,15 @@ describe('Backy2 stack (production defaults)', () => {
     for (const q of Object.values(template.findResources('AWS::SQS::Queue'))) {
       expect((q as { Properties: Json }).Properties.SqsManagedSseEnabled).toBe(true);
     }
-    expect(Object.keys(template.findResources('AWS::SQS::QueuePolicy', {
-      Properties: { PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) } },
-    }))).toHaveLength(4);
+    expect(
+      Object.keys(
+        template.findResources('AWS::SQS::QueuePolicy', {
+          Properties: {
+            PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+          },
+        }),
+      ),
+    ).toHaveLength(4);
   });
 
   it('alarms on anything in a dead-letter queue and on old messages', () => {
@@ -202,12 +235,18 @@ describe('Backy2 stack (production defaults)', () => {
     expect(s3Deletes('Cleanup')).not.toHaveLength(0);
     for (const id of FUNCTIONS.filter((f) => f !== 'Cleanup')) expect(s3Deletes(id), id).toEqual([]);
     for (const id of ['Ingest', 'ScrubPlanner', 'Retention']) {
-      expect(functionActions(template, id).filter((a) => a.startsWith('s3:')), id).toEqual([]);
+      expect(
+        functionActions(template, id).filter((a) => a.startsWith('s3:')),
+        id,
+      ).toEqual([]);
     }
     expect(functionActions(template, 'ScrubPlanner').filter((a) => /^dynamodb:(Put|Update|Delete|BatchWrite|TransactWrite)/.test(a))).toEqual([]);
     expect(functionActions(template, 'ScrubPlanner')).toContain('sqs:SendMessage');
     for (const id of FUNCTIONS) {
-      expect(functionActions(template, id).filter((a) => a.endsWith(':*') || a === '*'), id).toEqual([]);
+      expect(
+        functionActions(template, id).filter((a) => a.endsWith(':*') || a === '*'),
+        id,
+      ).toEqual([]);
     }
   });
 
@@ -225,9 +264,20 @@ describe('Backy2 stack (production defaults)', () => {
 
   it('outputs name every resource the agent needs', () => {
     const outputs = Object.keys(template.findOutputs('*'));
-    for (const key of ['BucketName', 'EventsTableName', 'ProjectionsTableName', 'BlockQueueUrl', 'ScrubQueueUrl',
-      'ApiFunctionName', 'AdminApiFunctionName', 'ScrubPlannerFunctionName', 'CleanupFunctionName', 'RetentionFunctionName',
-      'AgentPolicyArn', 'AdminPolicyArn']) {
+    for (const key of [
+      'BucketName',
+      'EventsTableName',
+      'ProjectionsTableName',
+      'BlockQueueUrl',
+      'ScrubQueueUrl',
+      'ApiFunctionName',
+      'AdminApiFunctionName',
+      'ScrubPlannerFunctionName',
+      'CleanupFunctionName',
+      'RetentionFunctionName',
+      'AgentPolicyArn',
+      'AdminPolicyArn',
+    ]) {
       expect(outputs).toContain(key);
     }
   });
@@ -236,16 +286,22 @@ describe('Backy2 stack (production defaults)', () => {
     it('cannot delete objects, write tables or purge queues, and has no wildcard actions', () => {
       const doc = managedPolicy(template, 'AgentPolicy');
       const actions = actionsOf(doc);
-      const forbidden = actions.filter((a) =>
-        /^s3:(DeleteObject|DeleteObjectVersion|DeleteBucket|PutBucket|PutLifecycle|PutObjectAcl)/i.test(a)
-        || /^dynamodb:(PutItem|UpdateItem|DeleteItem|BatchWriteItem|TransactWriteItems|PartiQL|DeleteTable|UpdateTable|RestoreTable)/i.test(a)
-        || /^sqs:(PurgeQueue|DeleteMessage|DeleteQueue|SetQueueAttributes|ReceiveMessage)/i.test(a)
-        || /^lambda:(Update|Delete|Put|Create|AddPermission)/i.test(a)
-        || /^iam:/i.test(a));
+      const forbidden = actions.filter(
+        (a) =>
+          /^s3:(DeleteObject|DeleteObjectVersion|DeleteBucket|PutBucket|PutLifecycle|PutObjectAcl)/i.test(a) ||
+          /^dynamodb:(PutItem|UpdateItem|DeleteItem|BatchWriteItem|TransactWriteItems|PartiQL|DeleteTable|UpdateTable|RestoreTable)/i.test(a) ||
+          /^sqs:(PurgeQueue|DeleteMessage|DeleteQueue|SetQueueAttributes|ReceiveMessage)/i.test(a) ||
+          /^lambda:(Update|Delete|Put|Create|AddPermission)/i.test(a) ||
+          /^iam:/i.test(a),
+      );
       expect(forbidden).toEqual([]);
       expect(actions.filter((a) => a.includes('*'))).toEqual([]);
       expect(statements(doc).filter((s) => s.NotAction !== undefined || s.NotResource !== undefined)).toEqual([]);
-      expect(statements(doc).flatMap((s) => asArray(s.Resource)).filter((r) => r === '*')).toEqual([]);
+      expect(
+        statements(doc)
+          .flatMap((s) => asArray(s.Resource))
+          .filter((r) => r === '*'),
+      ).toEqual([]);
     });
 
     it('can put blocks, manifests and journal entries only, read, send block records, invoke api/planner/cleanup and describe the stack', () => {
@@ -253,7 +309,12 @@ describe('Backy2 stack (production defaults)', () => {
       const byAction = (action: string) => statements(doc).filter((s) => asArray(s.Action as string | string[]).includes(action));
       const put = byAction('s3:PutObject');
       expect(put).toHaveLength(2);
-      expect(put.flatMap((s) => asArray(s.Resource)).map(objectPrefix).sort()).toEqual(['blocks/*', 'journal/*', 'manifests/*']);
+      expect(
+        put
+          .flatMap((s) => asArray(s.Resource))
+          .map(objectPrefix)
+          .sort(),
+      ).toEqual(['blocks/*', 'journal/*', 'manifests/*']);
       expect(byAction('s3:GetObject')).toHaveLength(1);
       expect(byAction('sqs:SendMessage')).toHaveLength(1);
       const blockQueue = logicalIdOf(template, 'AWS::SQS::Queue', '/BlockRecords/Queue/');
@@ -261,8 +322,9 @@ describe('Backy2 stack (production defaults)', () => {
       const invoke = byAction('lambda:InvokeFunction');
       expect(invoke).toHaveLength(1);
       const invocable = asArray(invoke[0]!.Resource).map((r) => (r as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'][0]);
-      expect(invocable.sort()).toEqual(['Api', 'ScrubPlanner', 'Cleanup']
-        .map((id) => logicalIdOf(template, 'AWS::Lambda::Function', `/${id}/Function/Resource`)).sort());
+      expect(invocable.sort()).toEqual(
+        ['Api', 'ScrubPlanner', 'Cleanup'].map((id) => logicalIdOf(template, 'AWS::Lambda::Function', `/${id}/Function/Resource`)).sort(),
+      );
       for (const a of AGENT_DYNAMODB_ACTIONS) expect(byAction(a), a).toHaveLength(1);
       expect(byAction('cloudformation:DescribeStacks')[0]!.Resource).toEqual({ Ref: 'AWS::StackId' });
     });
@@ -275,7 +337,12 @@ describe('Backy2 stack (production defaults)', () => {
       expect(journal[0]!.Effect).toBe('Allow');
       expect(journal[0]!.Condition).toEqual({ Null: { 's3:if-none-match': 'false' } });
       const others = puts.filter((s) => s !== journal[0]);
-      expect(others.flatMap((s) => asArray(s.Resource)).map(objectPrefix).sort()).toEqual(['blocks/*', 'manifests/*']);
+      expect(
+        others
+          .flatMap((s) => asArray(s.Resource))
+          .map(objectPrefix)
+          .sort(),
+      ).toEqual(['blocks/*', 'manifests/*']);
       expect(others.map((s) => s.Condition)).toEqual([undefined]);
     });
   });
@@ -288,14 +355,15 @@ describe('Backy2 stack (production defaults)', () => {
     expect(denies[0]!.Condition).toEqual({ Null: { 's3:if-none-match': 'true' } });
   });
 
-  it('AdminPolicy: its copy of the agent\'s journal put keeps the If-None-Match condition', () => {
-    const journal = statements(managedPolicy(template, 'AdminPolicy'))
-      .filter((s) => asArray(s.Action as string | string[]).includes('s3:PutObject') && asArray(s.Resource).map(objectPrefix).includes('journal/*'));
+  it("AdminPolicy: its copy of the agent's journal put keeps the If-None-Match condition", () => {
+    const journal = statements(managedPolicy(template, 'AdminPolicy')).filter(
+      (s) => asArray(s.Action as string | string[]).includes('s3:PutObject') && asArray(s.Resource).map(objectPrefix).includes('journal/*'),
+    );
     expect(journal).toHaveLength(1);
     expect(journal[0]!.Condition).toEqual({ Null: { 's3:if-none-match': 'false' } });
   });
 
-  it('AdminPolicy: the agent\'s rights plus invoking every function and running cleanup locally, still no purge or wildcard', () => {
+  it("AdminPolicy: the agent's rights plus invoking every function and running cleanup locally, still no purge or wildcard", () => {
     const agent = new Set(actionsOf(managedPolicy(template, 'AgentPolicy')));
     const adminDoc = managedPolicy(template, 'AdminPolicy');
     const admin = new Set(actionsOf(adminDoc));
@@ -312,7 +380,9 @@ describe('Backy2 stack (production defaults)', () => {
     expect(ringPuts).toHaveLength(1);
     expect(asArray(ringPuts[0]!.Action as string | string[])).toEqual(['s3:PutObject']);
     expect(JSON.stringify(ringPuts[0]!.Resource)).toMatch(/\/keys\/\*/);
-    expect(JSON.stringify(statements(managedPolicy(template, 'AgentPolicy')).filter((s) => asArray(s.Action as string | string[]).includes('s3:PutObject')))).not.toMatch(/keys/);
+    expect(
+      JSON.stringify(statements(managedPolicy(template, 'AgentPolicy')).filter((s) => asArray(s.Action as string | string[]).includes('s3:PutObject'))),
+    ).not.toMatch(/keys/);
     expect([...admin].filter((a) => /^(sqs:PurgeQueue|sqs:DeleteQueue|s3:DeleteBucket|dynamodb:DeleteTable|dynamodb:UpdateTable)$/.test(a))).toEqual([]);
   });
 
@@ -321,8 +391,10 @@ describe('Backy2 stack (production defaults)', () => {
     const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('AwsSolutions-.*'));
     expect(errors.map((e) => `${e.id}: ${String(e.entry.data).slice(0, 120)}`)).toEqual([]);
     expect(warnings.map((e) => `${e.id}: ${String(e.entry.data).slice(0, 120)}`)).toEqual([]);
-    const suppressions = (stack.templateOptions.metadata?.cdk_nag as { rules_to_suppress?: Json[] } | undefined)?.rules_to_suppress
-      ?? ((template.toJSON() as { Metadata?: { cdk_nag?: { rules_to_suppress: Json[] } } }).Metadata?.cdk_nag?.rules_to_suppress ?? []);
+    const suppressions =
+      (stack.templateOptions.metadata?.cdk_nag as { rules_to_suppress?: Json[] } | undefined)?.rules_to_suppress ??
+      (template.toJSON() as { Metadata?: { cdk_nag?: { rules_to_suppress: Json[] } } }).Metadata?.cdk_nag?.rules_to_suppress ??
+      [];
     expect(suppressions.length).toBeGreaterThan(0);
     for (const s of suppressions) expect(String(s.reason).length, String(s.id)).toBeGreaterThan(40);
   });
@@ -332,8 +404,12 @@ describe('Backy2 stack (test context)', () => {
   let template: Template;
   beforeAll(() => {
     ({ template } = synth({
-      stackName: 'Backy2Test', retain: 'false', scheduleRateMinutes: '1', cleanupGraceSeconds: '10',
-      ingestTimeoutSeconds: '10', visibilityTimeoutFactor: '1',
+      stackName: 'Backy2Test',
+      retain: 'false',
+      scheduleRateMinutes: '1',
+      cleanupGraceSeconds: '10',
+      ingestTimeoutSeconds: '10',
+      visibilityTimeoutFactor: '1',
     }));
   });
 

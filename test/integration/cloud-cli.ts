@@ -18,7 +18,11 @@ export interface CloudRun {
 }
 
 /** Starts `backy2 ARGS…` (main.ts on this Node) in `cwd` with the test stack's environment. */
-export function startCloudCli(args: string[], cwd: string, env: NodeJS.ProcessEnv = cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' })): { child: ChildProcess; result: Promise<CloudRun> } {
+export function startCloudCli(
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv = cliEnv({ BACKY2_RECORD_TIMEOUT_SECONDS: '240' }),
+): { child: ChildProcess; result: Promise<CloudRun> } {
   const child = spawn(process.execPath, [CLI, ...args], { cwd, env });
   let stdout = '';
   let stderr = '';
@@ -47,7 +51,17 @@ export class CloudCli {
     this.config = join(this.dir, 'backy.cfg');
     writeFileSync(
       this.config,
-      ['[DEFAULTS]', `encryption_key: ${key}`, ...defaults, '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${endpoint}`, ''].join('\n'),
+      [
+        '[DEFAULTS]',
+        `encryption_key: ${key}`,
+        ...defaults,
+        '',
+        '[aws]',
+        `stack_name: ${stack.stackName}`,
+        `region: ${stack.region}`,
+        `endpoint_url: ${endpoint}`,
+        '',
+      ].join('\n'),
     );
   }
 

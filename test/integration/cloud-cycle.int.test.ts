@@ -18,7 +18,6 @@ import { runCloudCli as runCli } from './cloud-cli.ts';
 
 const MiB = 1024 * 1024;
 
-
 /** An image of `blocks` 1 MiB blocks: random ones, zero ones, and some repeating an earlier block. */
 function makeImage(path: string, pattern: ('r' | 'z' | number)[]): Buffer {
   const blocks: Buffer[] = [];
@@ -190,7 +189,13 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const b = await cli('-m', 'backup', 'file://scrub.img', 'scrubme');
     expect(b.code, b.stderr).toBe(0);
     const uid = b.stdout.trim().split('\n').pop()!;
-    const chunk = await ddb.send(new QueryCommand({ TableName: stack.outputs.ProjectionsTableName, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': `MAP#${uid}` } }));
+    const chunk = await ddb.send(
+      new QueryCommand({
+        TableName: stack.outputs.ProjectionsTableName,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': `MAP#${uid}` },
+      }),
+    );
     const entries = Buffer.from(chunk.Items![0]!['entries'] as Uint8Array);
     const victimId = entries.subarray(36, 68).toString('hex');
     const key = `blocks/${victimId.slice(0, 2)}/${victimId.slice(2, 4)}/${victimId}`;
@@ -225,7 +230,14 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const b = await cli('-m', 'backup', 'file://dup.img', 'dup');
     expect(b.code, b.stderr).toBe(0);
     const uid = b.stdout.trim().split('\n').pop()!;
-    const records = await ddb.send(new QueryCommand({ TableName: stack.outputs.EventsTableName, KeyConditionExpression: '#stream = :s', ExpressionAttributeNames: { '#stream': 'stream' }, ExpressionAttributeValues: { ':s': `blocks-${uid}` } }));
+    const records = await ddb.send(
+      new QueryCommand({
+        TableName: stack.outputs.EventsTableName,
+        KeyConditionExpression: '#stream = :s',
+        ExpressionAttributeNames: { '#stream': 'stream' },
+        ExpressionAttributeValues: { ':s': `blocks-${uid}` },
+      }),
+    );
     const bodies = (records.Items ?? []).map((i) => i['data'] as string);
     expect(bodies.length).toBe(1);
     const lsBefore = (await lsJson()).find((v) => v.uid === uid);
@@ -234,7 +246,12 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
       await sqs.send(new SendMessageCommand({ QueueUrl: stack.outputs.BlockQueueUrl, MessageBody: body }));
     await eventually(
       async () => {
-        const attrs = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: stack.outputs.BlockQueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+        const attrs = await sqs.send(
+          new GetQueueAttributesCommand({
+            QueueUrl: stack.outputs.BlockQueueUrl,
+            AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+          }),
+        );
         const n = Number(attrs.Attributes?.ApproximateNumberOfMessages ?? 0) + Number(attrs.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
         return n === 0 ? true : undefined;
       },
@@ -243,7 +260,14 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
       'the block queue to drain',
     );
     expect((await lsJson()).find((v) => v.uid === uid)).toEqual(lsBefore);
-    const after = await ddb.send(new QueryCommand({ TableName: stack.outputs.EventsTableName, KeyConditionExpression: '#stream = :s', ExpressionAttributeNames: { '#stream': 'stream' }, ExpressionAttributeValues: { ':s': `blocks-${uid}` } }));
+    const after = await ddb.send(
+      new QueryCommand({
+        TableName: stack.outputs.EventsTableName,
+        KeyConditionExpression: '#stream = :s',
+        ExpressionAttributeNames: { '#stream': 'stream' },
+        ExpressionAttributeValues: { ':s': `blocks-${uid}` },
+      }),
+    );
     expect(after.Items?.length).toBe(1);
     const r = await cli('restore', uid, 'file://dup-restored.img');
     expect(r.code, r.stderr).toBe(0);
@@ -255,7 +279,14 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const b = await small('-m', 'backup', 'file://chunks.img', 'chunks');
     expect(b.code, b.stderr).toBe(0);
     const uid = b.stdout.trim().split('\n').pop()!;
-    const records = await ddb.send(new QueryCommand({ TableName: stack.outputs.EventsTableName, KeyConditionExpression: '#stream = :s', ExpressionAttributeNames: { '#stream': 'stream' }, ExpressionAttributeValues: { ':s': `blocks-${uid}` } }));
+    const records = await ddb.send(
+      new QueryCommand({
+        TableName: stack.outputs.EventsTableName,
+        KeyConditionExpression: '#stream = :s',
+        ExpressionAttributeNames: { '#stream': 'stream' },
+        ExpressionAttributeValues: { ':s': `blocks-${uid}` },
+      }),
+    );
     expect((records.Items ?? []).map((i) => i['seq'] as number).sort()).toEqual([0, 1, 2]);
     const r = await small('restore', uid, 'file://chunks-restored.img');
     expect(r.code, r.stderr).toBe(0);
@@ -270,7 +301,9 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     expect(b.code, b.stderr).toBe(0);
     await eventually(
       async () => {
-        const attrs = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: stack.outputs.BlockDeadLetterQueueUrl, AttributeNames: ['ApproximateNumberOfMessages'] }));
+        const attrs = await sqs.send(
+          new GetQueueAttributesCommand({ QueueUrl: stack.outputs.BlockDeadLetterQueueUrl, AttributeNames: ['ApproximateNumberOfMessages'] }),
+        );
         return Number(attrs.Attributes?.ApproximateNumberOfMessages ?? 0) > 0 ? true : undefined;
       },
       240_000,
@@ -294,7 +327,12 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const noKey = await runCli(['-c', variant((t) => t.replace(/encryption_key: .*\n/, '')), 'ls'], dir, env());
     expect(noKey.code).toBe(1);
     expect(noKey.stderr).toMatch(/encryption_key .*is missing/);
-    const noCredentials: NodeJS.ProcessEnv = { ...env(), AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'), AWS_CONFIG_FILE: join(dir, 'none'), AWS_EC2_METADATA_DISABLED: 'true' };
+    const noCredentials: NodeJS.ProcessEnv = {
+      ...env(),
+      AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'),
+      AWS_CONFIG_FILE: join(dir, 'none'),
+      AWS_EC2_METADATA_DISABLED: 'true',
+    };
     delete noCredentials.AWS_ACCESS_KEY_ID;
     delete noCredentials.AWS_SECRET_ACCESS_KEY;
     const noCreds = await runCli(['-c', config, 'ls'], dir, noCredentials);
@@ -307,8 +345,16 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const b = await cli('-m', 'backup', 'file://vanish.img', 'vanish');
     expect(b.code, b.stderr).toBe(0);
     const uid = b.stdout.trim().split('\n').pop()!;
-    const chunk = await ddb.send(new QueryCommand({ TableName: stack.outputs.ProjectionsTableName, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': `MAP#${uid}` } }));
-    const lastId = Buffer.from(chunk.Items![0]!['entries'] as Uint8Array).subarray(36, 68).toString('hex');
+    const chunk = await ddb.send(
+      new QueryCommand({
+        TableName: stack.outputs.ProjectionsTableName,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': `MAP#${uid}` },
+      }),
+    );
+    const lastId = Buffer.from(chunk.Items![0]!['entries'] as Uint8Array)
+      .subarray(36, 68)
+      .toString('hex');
     await s3.send(new DeleteObjectCommand({ Bucket: stack.outputs.BucketName, Key: `blocks/${lastId.slice(0, 2)}/${lastId.slice(2, 4)}/${lastId}` }));
     const restore = await cli('restore', uid, 'file://vanished.img');
     expect(restore.code).toBe(6);
@@ -339,6 +385,11 @@ describe('cloud mode: the quick-start cycle through the real CLI', () => {
     const uid = b.stdout.trim().split('\n').pop()!;
     const expiredList = await cli('--json', 'ls', '-e');
     expect(JSON.parse(expiredList.stdout).map((v: { uid: string }) => v.uid)).toContain(uid);
-    await eventually(async () => ((await lsJson()).some((v) => v.uid === uid) ? undefined : true), 180_000, 3000, 'the scheduled retention to remove the expired version');
+    await eventually(
+      async () => ((await lsJson()).some((v) => v.uid === uid) ? undefined : true),
+      180_000,
+      3000,
+      'the scheduled retention to remove the expired version',
+    );
   });
 });

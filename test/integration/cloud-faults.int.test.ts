@@ -52,7 +52,11 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
 
   beforeAll(async () => {
     proxy = await FaultProxy.start(stack.endpoint);
-    cloud = new CloudCli([`block_size: ${BS}`, 'simultaneous_writes: 2', 'simultaneous_reads: 2', 'disallow_rm_when_younger_than_days: 0'], undefined, proxy.url);
+    cloud = new CloudCli(
+      [`block_size: ${BS}`, 'simultaneous_writes: 2', 'simultaneous_reads: 2', 'disallow_rm_when_younger_than_days: 0'],
+      undefined,
+      proxy.url,
+    );
   });
   beforeEach(() => proxy.heal());
   afterAll(async () => {
@@ -147,7 +151,12 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     let uploads = 0;
     // After 8 block uploads every request of the agent is refused, as AWS does once a session token expires.
     proxy.inject((req) => {
-      if (uploads >= 8) return isLambdaInvoke(req) ? { status: 403, code: 'ExpiredTokenException', message: 'The security token included in the request is expired' } : req.target ? { status: 400, code: 'ExpiredTokenException', message: 'The security token included in the request is expired' } : { status: 400, code: 'ExpiredToken', message: 'The provided token has expired.' };
+      if (uploads >= 8)
+        return isLambdaInvoke(req)
+          ? { status: 403, code: 'ExpiredTokenException', message: 'The security token included in the request is expired' }
+          : req.target
+            ? { status: 400, code: 'ExpiredTokenException', message: 'The security token included in the request is expired' }
+            : { status: 400, code: 'ExpiredToken', message: 'The provided token has expired.' };
       if (isBlockObject(req, bucket, 'PUT')) uploads++;
       return undefined;
     });

@@ -122,7 +122,10 @@ function errorAnswer(req: ProxiedRequest, fault: Fault): { headers: Record<strin
   if (isLambdaInvoke(req) || req.path.startsWith('/2015-03-31/'))
     return { headers: { 'content-type': 'application/json', 'x-amzn-errortype': fault.code }, body: JSON.stringify({ Type: 'User', message: fault.message }) };
   if (req.target)
-    return { headers: { 'content-type': 'application/x-amz-json-1.0' }, body: JSON.stringify({ __type: `com.amazonaws.coral#${fault.code}`, message: fault.message }) };
+    return {
+      headers: { 'content-type': 'application/x-amz-json-1.0' },
+      body: JSON.stringify({ __type: `com.amazonaws.coral#${fault.code}`, message: fault.message }),
+    };
   const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code}</Code><Message>${fault.message}</Message><RequestId>fault-proxy</RequestId></Error>`;
   return { headers: { 'content-type': 'application/xml' }, body: xml };
 }

@@ -72,13 +72,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
     endpoint = ministack.endpoint;
   }
   const region = process.env.BACKY2_TEST_REGION ?? 'us-east-1';
-  const credentials = ministack || !process.env.AWS_ACCESS_KEY_ID
-    ? { accessKeyId: 'test', secretAccessKey: 'test' }
-    : {
-        accessKeyId: process.env.AWS_ACCESS_KEY_ID,
-        secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? '',
-        ...(process.env.AWS_SESSION_TOKEN ? { sessionToken: process.env.AWS_SESSION_TOKEN } : {}),
-      };
+  const credentials =
+    ministack || !process.env.AWS_ACCESS_KEY_ID
+      ? { accessKeyId: 'test', secretAccessKey: 'test' }
+      : {
+          accessKeyId: process.env.AWS_ACCESS_KEY_ID,
+          secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? '',
+          ...(process.env.AWS_SESSION_TOKEN ? { sessionToken: process.env.AWS_SESSION_TOKEN } : {}),
+        };
   const stackName = process.env.BACKY2_TEST_STACK ?? 'Backy2Test';
 
   const env: NodeJS.ProcessEnv = {

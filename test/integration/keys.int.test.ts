@@ -21,7 +21,6 @@ const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const keyIdOf = (hex: string) => deriveKeys(Buffer.from(hex, 'hex')).keyId.toString('hex');
 
-
 describe('cloud mode: key rotation (add-key, old key, rekey)', () => {
   const stack = testStack();
   const s3 = new S3Client(clientConfig());
@@ -36,8 +35,18 @@ describe('cloud mode: key rotation (add-key, old key, rekey)', () => {
     const path = join(dir, name);
     writeFileSync(
       path,
-      ['[DEFAULTS]', `encryption_key: ${key}`, ...(old ? [`old_encryption_keys: ${old}`] : []), 'block_size: 1048576', '', '[aws]',
-        `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
+      [
+        '[DEFAULTS]',
+        `encryption_key: ${key}`,
+        ...(old ? [`old_encryption_keys: ${old}`] : []),
+        'block_size: 1048576',
+        '',
+        '[aws]',
+        `stack_name: ${stack.stackName}`,
+        `region: ${stack.region}`,
+        `endpoint_url: ${stack.endpoint}`,
+        '',
+      ].join('\n'),
     );
     return path;
   };

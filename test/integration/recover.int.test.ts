@@ -32,7 +32,14 @@ const seeded = (seed: number, size: number) => {
 async function emptyTable(ddb: DynamoDBDocumentClient, table: string, keys: [string, string]): Promise<void> {
   let start: Record<string, unknown> | undefined;
   do {
-    const page = await ddb.send(new ScanCommand({ TableName: table, ExclusiveStartKey: start, ProjectionExpression: '#a, #b', ExpressionAttributeNames: { '#a': keys[0], '#b': keys[1] } }));
+    const page = await ddb.send(
+      new ScanCommand({
+        TableName: table,
+        ExclusiveStartKey: start,
+        ProjectionExpression: '#a, #b',
+        ExpressionAttributeNames: { '#a': keys[0], '#b': keys[1] },
+      }),
+    );
     const items = page.Items ?? [];
     for (let i = 0; i < items.length; i += 25)
       await ddb.send(new BatchWriteCommand({ RequestItems: { [table]: items.slice(i, i + 25).map((Key) => ({ DeleteRequest: { Key } })) } }));
@@ -61,9 +68,14 @@ describe('cloud mode: recover rebuilds emptied tables from the bucket and the ke
       const r = await cli.run(...args);
       expect(r.code, `${name}: ${r.stderr}`).toBe(0);
       // Only this file's versions: the stack holds other files' too.
-      out[name] = name === 'ls-json'
-        ? JSON.stringify((JSON.parse(r.stdout) as { uid: string }[]).filter((v) => Object.values(uids).includes(v.uid)))
-        : r.stdout.split('\n').filter((l) => Object.values(uids).some((u) => l.includes(u))).sort().join('\n');
+      out[name] =
+        name === 'ls-json'
+          ? JSON.stringify((JSON.parse(r.stdout) as { uid: string }[]).filter((v) => Object.values(uids).includes(v.uid)))
+          : r.stdout
+              .split('\n')
+              .filter((l) => Object.values(uids).some((u) => l.includes(u)))
+              .sort()
+              .join('\n');
     }
     return out;
   };
@@ -112,18 +124,31 @@ describe('cloud mode: recover rebuilds emptied tables from the bucket and the ke
     for (const uid of Object.values(uids)) {
       const listed = await s3.send(new ListObjectsV2Command({ Bucket: stack.outputs.BucketName, Prefix: `journal/${uid}/` }));
       const names = (listed.Contents ?? []).map((o) => o.Key!.split('/').pop()!).sort();
-      const events = await ddb.send(new QueryCommand({ TableName: stack.outputs.EventsTableName, KeyConditionExpression: '#s = :s', ExpressionAttributeNames: { '#s': 'stream' }, ExpressionAttributeValues: { ':s': `version-${uid}` } }));
+      const events = await ddb.send(
+        new QueryCommand({
+          TableName: stack.outputs.EventsTableName,
+          KeyConditionExpression: '#s = :s',
+          ExpressionAttributeNames: { '#s': 'stream' },
+          ExpressionAttributeValues: { ':s': `version-${uid}` },
+        }),
+      );
       const seqs = (events.Items ?? []).map((e) => Number(e['seq'])).sort((a, b) => a - b);
       expect(seqs.length, uid).toBeGreaterThanOrEqual(2); // at least start and commit
-      expect(names.filter((n) => n.startsWith('v')), uid).toEqual(seqs.map((n) => `v${String(n).padStart(10, '0')}`));
-      expect(names.filter((n) => n.startsWith('c')), uid).toEqual(['c0000000000']);
+      expect(
+        names.filter((n) => n.startsWith('v')),
+        uid,
+      ).toEqual(seqs.map((n) => `v${String(n).padStart(10, '0')}`));
+      expect(
+        names.filter((n) => n.startsWith('c')),
+        uid,
+      ).toEqual(['c0000000000']);
     }
   });
 
   it('after both tables are emptied, recover brings back what ls, stats and du showed', async () => {
     await emptyTable(ddb, stack.outputs.EventsTableName, ['stream', 'seq']);
     await emptyTable(ddb, stack.outputs.ProjectionsTableName, ['pk', 'sk']);
-    expect((await cli.json<unknown[]>('ls'))).toEqual([]);
+    expect(await cli.json<unknown[]>('ls')).toEqual([]);
     const recoverMarker = async () =>
       (await ddb.send(new GetCommand({ TableName: stack.outputs.ProjectionsTableName, Key: { pk: 'recover', sk: 'state' }, ConsistentRead: true }))).Item;
 
@@ -150,7 +175,10 @@ describe('cloud mode: recover rebuilds emptied tables from the bucket and the ke
     expect(await recoverMarker()).toBeUndefined();
     // Whatever it refused belongs to other repositories (other keys) in this shared stack.
     for (const line of r.stderr.split('\n').filter((l) => /ERROR: journal\//.test(l))) {
-      expect(Object.values(uids).some((u) => line.includes(u)), line).toBe(false);
+      expect(
+        Object.values(uids).some((u) => line.includes(u)),
+        line,
+      ).toBe(false);
       expect(line).toMatch(/fails authentication|no verified start/);
     }
     expect(await observe()).toEqual(before);

@@ -16,7 +16,6 @@ import { runCloudCli as runCli } from './cloud-cli.ts';
 const BS = 64 * 1024;
 const TAIL = 1000;
 
-
 describe('cloud mode: stats, du, diff-meta', () => {
   const stack = testStack();
   const s3 = new S3Client(clientConfig());
@@ -34,17 +33,29 @@ describe('cloud mode: stats, du, diff-meta', () => {
     return JSON.parse(r.stdout) as T;
   };
   const storedSize = async (id: string) => (await s3.send(new HeadObjectCommand({ Bucket: stack.outputs.BucketName, Key: blockKey(id) }))).ContentLength!;
-  const exists = async (id: string) => storedSize(id).then(
-    () => true,
-    () => false,
-  );
+  const exists = async (id: string) =>
+    storedSize(id).then(
+      () => true,
+      () => false,
+    );
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'backy2-cloud-reports-'));
     config = join(dir, 'backy.cfg');
     writeFileSync(
       config,
-      ['[DEFAULTS]', `encryption_key: ${randomBytes(32).toString('hex')}`, `block_size: ${BS}`, 'disallow_rm_when_younger_than_days: 6', '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
+      [
+        '[DEFAULTS]',
+        `encryption_key: ${randomBytes(32).toString('hex')}`,
+        `block_size: ${BS}`,
+        'disallow_rm_when_younger_than_days: 6',
+        '',
+        '[aws]',
+        `stack_name: ${stack.stackName}`,
+        `region: ${stack.region}`,
+        `endpoint_url: ${stack.endpoint}`,
+        '',
+      ].join('\n'),
     );
     // one.img: R1 R1 0 R2 TEXT R3(1000 bytes)   two.img: R1 R4 0 R2 0 R5 R6   (random: shared with no other test's blocks)
     const r = Array.from({ length: 7 }, () => randomBytes(BS));
@@ -52,7 +63,10 @@ describe('cloud mode: stats, du, diff-meta', () => {
     const text = Buffer.from(`cloud reports ${randomBytes(8).toString('hex')} `.repeat(BS / 16)).subarray(0, BS);
     writeFileSync(join(dir, 'one.img'), Buffer.concat([r[1]!, r[1]!, zero, r[2]!, text, r[3]!.subarray(0, TAIL)]));
     writeFileSync(join(dir, 'two.img'), Buffer.concat([r[1]!, r[4]!, zero, r[2]!, zero, r[5]!, r[6]!]));
-    for (const [image, name] of [['one.img', 'rep-one'], ['two.img', 'rep-two']] as const) {
+    for (const [image, name] of [
+      ['one.img', 'rep-one'],
+      ['two.img', 'rep-two'],
+    ] as const) {
       const b = await cli('-m', 'backup', `file://${image}`, name);
       expect(b.code, b.stderr).toBe(0);
       if (name === 'rep-one') v1 = b.stdout.trim().split('\n').pop()!;
@@ -107,7 +121,14 @@ describe('cloud mode: stats, du, diff-meta', () => {
     });
     const [two] = await json<Record<string, number>[]>('du', v2);
     const onlyTwo = (await storedSize(right[1]!)) + (await storedSize(right[5]!)) + (await storedSize(right[6]!));
-    expect(two).toMatchObject({ Real: 5 * BS, Null: 2 * BS, 'Dedup Others': 2 * BS, Individual: 3 * BS, 'Est. Space freed': 3 * BS, 'Stored Est. Space freed': onlyTwo });
+    expect(two).toMatchObject({
+      Real: 5 * BS,
+      Null: 2 * BS,
+      'Dedup Others': 2 * BS,
+      Individual: 3 * BS,
+      'Est. Space freed': 3 * BS,
+      'Stored Est. Space freed': onlyTwo,
+    });
     // Without a UID: a row for each committed version of the repository, ours among them with the same figures.
     const all = await json<Record<string, number | string>[]>('du');
     expect(all.find((x) => x['uid'] === v2)).toEqual(two);

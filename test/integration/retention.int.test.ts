@@ -23,7 +23,6 @@ import { runCloudCli as runCli } from './cloud-cli.ts';
 const DAY = 86_400_000;
 const policy = { minAgeDaysForRm: 6, maxBackupAgeSeconds: 86_400 };
 
-
 describe('cloud mode: schedules and retention', () => {
   const stack = testStack();
   const store = new DynamoMetadataStore(DynamoDBDocumentClient.from(new DynamoDBClient(clientConfig()), { marshallOptions: { removeUndefinedValues: true } }), {
@@ -41,7 +40,19 @@ describe('cloud mode: schedules and retention', () => {
     const then = () => new Date(Date.now() - daysAgo * DAY);
     await executeVersionCommand(
       store,
-      { type: 'StartVersion', uid, name, snapshotName: '', sizeBytes: 0, blockSize: 1024 * 1024, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'aged' },
+      {
+        type: 'StartVersion',
+        uid,
+        name,
+        snapshotName: '',
+        sizeBytes: 0,
+        blockSize: 1024 * 1024,
+        chunkEntries: 1024,
+        baseUid: null,
+        tags: [],
+        expire: null,
+        host: 'aged',
+      },
       policy,
       then,
     );
@@ -61,7 +72,17 @@ describe('cloud mode: schedules and retention', () => {
     config = join(dir, 'backy.cfg');
     writeFileSync(
       config,
-      ['[DEFAULTS]', `encryption_key: ${randomBytes(32).toString('hex')}`, 'block_size: 1048576', '', '[aws]', `stack_name: ${stack.stackName}`, `region: ${stack.region}`, `endpoint_url: ${stack.endpoint}`, ''].join('\n'),
+      [
+        '[DEFAULTS]',
+        `encryption_key: ${randomBytes(32).toString('hex')}`,
+        'block_size: 1048576',
+        '',
+        '[aws]',
+        `stack_name: ${stack.stackName}`,
+        `region: ${stack.region}`,
+        `endpoint_url: ${stack.endpoint}`,
+        '',
+      ].join('\n'),
     );
     writeFileSync(join(dir, 'small.img'), randomBytes(64 * 1024));
   });

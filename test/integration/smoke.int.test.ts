@@ -20,9 +20,8 @@ const o = stack.outputs;
 const queueArn = async (QueueUrl: string): Promise<string> =>
   (await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
 
-
 describe('deployed stack wiring', () => {
-  it('every function runs Node.js 24 on arm64 with the environment naming the stack\'s resources', async () => {
+  it("every function runs Node.js 24 on arm64 with the environment naming the stack's resources", async () => {
     const expected = {
       BUCKET_NAME: o.BucketName,
       EVENTS_TABLE: o.EventsTableName,
@@ -32,7 +31,15 @@ describe('deployed stack wiring', () => {
       CLEANUP_GRACE_SECONDS: stack.context.cleanupGraceSeconds,
       MAX_BACKUP_AGE_SECONDS: stack.context.maxBackupAgeSeconds,
     };
-    for (const key of ['ApiFunctionName', 'AdminApiFunctionName', 'IngestFunctionName', 'ScrubPlannerFunctionName', 'ScrubWorkerFunctionName', 'CleanupFunctionName', 'RetentionFunctionName']) {
+    for (const key of [
+      'ApiFunctionName',
+      'AdminApiFunctionName',
+      'IngestFunctionName',
+      'ScrubPlannerFunctionName',
+      'ScrubWorkerFunctionName',
+      'CleanupFunctionName',
+      'RetentionFunctionName',
+    ]) {
       const c = await lambda.send(new GetFunctionConfigurationCommand({ FunctionName: o[key] }));
       expect(c.Runtime, key).toBe('nodejs24.x');
       expect(c.Architectures, key).toEqual(['arm64']);
@@ -43,9 +50,15 @@ describe('deployed stack wiring', () => {
   it('the bucket and the tables exist with their keys and point-in-time recovery', async () => {
     await new S3Client(cfg).send(new HeadBucketCommand({ Bucket: o.BucketName }));
     const events = await ddb.send(new DescribeTableCommand({ TableName: o.EventsTableName }));
-    expect(events.Table?.KeySchema).toEqual([{ AttributeName: 'stream', KeyType: 'HASH' }, { AttributeName: 'seq', KeyType: 'RANGE' }]);
+    expect(events.Table?.KeySchema).toEqual([
+      { AttributeName: 'stream', KeyType: 'HASH' },
+      { AttributeName: 'seq', KeyType: 'RANGE' },
+    ]);
     const projections = await ddb.send(new DescribeTableCommand({ TableName: o.ProjectionsTableName }));
-    expect(projections.Table?.KeySchema).toEqual([{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }]);
+    expect(projections.Table?.KeySchema).toEqual([
+      { AttributeName: 'pk', KeyType: 'HASH' },
+      { AttributeName: 'sk', KeyType: 'RANGE' },
+    ]);
     // MiniStack's CloudFormation ignores PointInTimeRecoverySpecification (docs/EMULATOR.md);
     // the template test asserts it, and a real endpoint is checked here.
     if (stack.ministack) return;
@@ -56,14 +69,20 @@ describe('deployed stack wiring', () => {
   });
 
   it('the block queue dead-letters after 5 receives; ingest and scrub worker consume with partial batch responses', async () => {
-    const attrs = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: o.BlockQueueUrl, AttributeNames: ['RedrivePolicy', 'VisibilityTimeout'] }))).Attributes!;
+    const attrs = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: o.BlockQueueUrl, AttributeNames: ['RedrivePolicy', 'VisibilityTimeout'] })))
+      .Attributes!;
     expect(JSON.parse(attrs.RedrivePolicy!)).toMatchObject({ deadLetterTargetArn: await queueArn(o.BlockDeadLetterQueueUrl), maxReceiveCount: 5 });
     expect(Number(attrs.VisibilityTimeout)).toBe(Number(stack.context.ingestTimeoutSeconds) * Number(stack.context.visibilityTimeoutFactor));
-    for (const [fn, queue, batch] of [[o.IngestFunctionName, o.BlockQueueUrl, 10], [o.ScrubWorkerFunctionName, o.ScrubQueueUrl, 5]] as const) {
+    for (const [fn, queue, batch] of [
+      [o.IngestFunctionName, o.BlockQueueUrl, 10],
+      [o.ScrubWorkerFunctionName, o.ScrubQueueUrl, 5],
+    ] as const) {
       const m = await lambda.send(new ListEventSourceMappingsCommand({ FunctionName: fn }));
       expect(m.EventSourceMappings).toHaveLength(1);
       expect(m.EventSourceMappings![0]).toMatchObject({
-        EventSourceArn: await queueArn(queue), BatchSize: batch, FunctionResponseTypes: ['ReportBatchItemFailures'],
+        EventSourceArn: await queueArn(queue),
+        BatchSize: batch,
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
       });
     }
   });

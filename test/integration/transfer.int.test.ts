@@ -13,7 +13,11 @@ const BS = 65536;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** The export's lines as objects, and back. */
-const parse = (text: string) => text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+const parse = (text: string) =>
+  text
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 const unparse = (lines: Record<string, unknown>[]) => lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
 
 describe('cloud mode: export and import', () => {
@@ -38,7 +42,11 @@ describe('cloud mode: export and import', () => {
 
   it('exports the version self-contained; - writes the same bytes to stdout', async () => {
     const [header, ...rest] = parse(exported);
-    expect(header).toMatchObject({ format: 'backy2-serverless-export', formatVersion: 1, version: { uid, protected: true, valid: true, tags: ['keep', 'nightly'] } });
+    expect(header).toMatchObject({
+      format: 'backy2-serverless-export',
+      formatVersion: 1,
+      version: { uid, protected: true, valid: true, tags: ['keep', 'nightly'] },
+    });
     expect(rest.at(-1)).toMatchObject({ kind: 'end', chunks: 1 });
     const stdout = await cli.run('export', uid, '-');
     expect(stdout.code, stdout.stderr).toBe(0);

@@ -85,7 +85,8 @@ export function startCli(args: string[], opts: RunOptions): RunningCli {
       const timer = setTimeout(() => done(new Error(`timed out waiting for ${re} on stderr of backy2 ${args.join(' ')}; got:\n${stderr}`)), waitMs);
       const check = () => {
         if (re.test(stderr)) done();
-        else if (child.exitCode !== null || child.signalCode !== null) done(new Error(`backy2 ${args.join(' ')} ended before ${re} appeared; stderr:\n${stderr}`));
+        else if (child.exitCode !== null || child.signalCode !== null)
+          done(new Error(`backy2 ${args.join(' ')} ended before ${re} appeared; stderr:\n${stderr}`));
       };
       const done = (err?: Error) => {
         clearTimeout(timer);

@@ -14,7 +14,19 @@ const policy = { minAgeDaysForRm: 6, maxBackupAgeSeconds: 86_400 };
 const newStore = () => SqliteMetadataStore.init(join(mkdtempSync(join(tmpdir(), 'backy2-api-')), 'meta.sqlite'));
 const startRequest = (uid: string, expire: string | null = null) => ({
   kind: 'command',
-  command: { type: 'StartVersion', uid, name: 'vm1', snapshotName: '', sizeBytes: 8192, blockSize: 4096, chunkEntries: 1024, baseUid: null, tags: ['t'], expire, host: 'h' },
+  command: {
+    type: 'StartVersion',
+    uid,
+    name: 'vm1',
+    snapshotName: '',
+    sizeBytes: 8192,
+    blockSize: 4096,
+    chunkEntries: 1024,
+    baseUid: null,
+    tags: ['t'],
+    expire,
+    host: 'h',
+  },
 });
 const stats = { bytesRead: 8192, bytesWritten: 100, blocksWritten: 1, blocksDedup: 0, blocksSparse: 1, durationSeconds: 1 };
 const record = (uid: string) =>
@@ -43,11 +55,23 @@ describe('api core', () => {
     const store = newStore();
     const uid = randomUUID();
     expect(await handleApiRequest(startRequest(uid), store, policy)).toMatchObject({ ok: true, version: { uid, status: 'pending' } });
-    expect(await handleApiRequest({ kind: 'command', command: { type: 'CommitVersion', uid, stats } }, store, policy)).toMatchObject({ ok: false, exitCode: 4 });
+    expect(await handleApiRequest({ kind: 'command', command: { type: 'CommitVersion', uid, stats } }, store, policy)).toMatchObject({
+      ok: false,
+      exitCode: 4,
+    });
     expect(await ingestBlockRecord(record(uid), store)).toBe(true);
-    expect(await handleApiRequest({ kind: 'command', command: { type: 'CommitVersion', uid, stats } }, store, policy)).toMatchObject({ ok: true, version: { status: 'committed', valid: true } });
-    expect(await handleApiRequest({ kind: 'command', command: { type: 'RemoveVersion', uid, force: false } }, store, policy)).toMatchObject({ ok: false, exitCode: 4 });
-    expect(await handleApiRequest({ kind: 'command', command: { type: 'RemoveVersion', uid, force: true } }, store, policy)).toMatchObject({ ok: true, version: { status: 'removed' } });
+    expect(await handleApiRequest({ kind: 'command', command: { type: 'CommitVersion', uid, stats } }, store, policy)).toMatchObject({
+      ok: true,
+      version: { status: 'committed', valid: true },
+    });
+    expect(await handleApiRequest({ kind: 'command', command: { type: 'RemoveVersion', uid, force: false } }, store, policy)).toMatchObject({
+      ok: false,
+      exitCode: 4,
+    });
+    expect(await handleApiRequest({ kind: 'command', command: { type: 'RemoveVersion', uid, force: true } }, store, policy)).toMatchObject({
+      ok: true,
+      version: { status: 'removed' },
+    });
   });
 
   it('ingest rejects a malformed record (so the queue retries it and dead-letters it)', async () => {
@@ -113,7 +137,10 @@ describe('api: the last chunk record with the commit', () => {
     expect((await store.getVersion(uid))?.status).toBe('pending');
     expect(await ingestBlockRecord(JSON.stringify(chunkRecord(uid, 0)), store)).toBe(true);
     // The retried commit carries the same record again: a duplicate that changes nothing.
-    expect(await handleApiRequest(commitWith(uid, chunkRecord(uid, 1)), store, policy, 'agent')).toMatchObject({ ok: true, version: { status: 'committed', recordedChunks: 2 } });
+    expect(await handleApiRequest(commitWith(uid, chunkRecord(uid, 1)), store, policy, 'agent')).toMatchObject({
+      ok: true,
+      version: { status: 'committed', recordedChunks: 2 },
+    });
     expect((await store.getVersion(uid))?.recordedChunks).toBe(2);
   });
 

@@ -4,20 +4,26 @@ import { blockLength, chunkLength, chunkOf, packChunk, unpackChunk } from '../..
 import type { BlockRef } from '../../shared/domain/types.ts';
 
 /** A block id as the codec makes them: 64 lower-case hex chars, never all zeros (that encodes "sparse"). */
-const blockIdArb = fc.uint8Array({ minLength: 32, maxLength: 32 }).filter((b) => b.some((x) => x !== 0)).map((b) => Buffer.from(b).toString('hex'));
+const blockIdArb = fc
+  .uint8Array({ minLength: 32, maxLength: 32 })
+  .filter((b) => b.some((x) => x !== 0))
+  .map((b) => Buffer.from(b).toString('hex'));
 const entriesArb = (firstIdx: number) =>
-  fc.array(fc.record({ id: fc.option(blockIdArb, { nil: null, freq: 3 }), length: fc.integer({ min: 0, max: 0xffffffff }) }), { maxLength: 300 }).map((xs) =>
-    xs.map<BlockRef>((x, i) => ({ idx: firstIdx + i, id: x.id, length: x.length })),
-  );
+  fc
+    .array(fc.record({ id: fc.option(blockIdArb, { nil: null, freq: 3 }), length: fc.integer({ min: 0, max: 0xffffffff }) }), { maxLength: 300 })
+    .map((xs) => xs.map<BlockRef>((x, i) => ({ idx: firstIdx + i, id: x.id, length: x.length })));
 
 describe('packChunk / unpackChunk', () => {
   it('round-trips any chunk, sparse entries included, at any first index', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 2_000_000 }).chain((first) => fc.tuple(fc.constant(first), entriesArb(first))), ([first, entries]) => {
-        const packed = packChunk(entries);
-        expect(packed.length).toBe(entries.length * 36);
-        expect(unpackChunk(packed, first)).toEqual(entries);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 2_000_000 }).chain((first) => fc.tuple(fc.constant(first), entriesArb(first))),
+        ([first, entries]) => {
+          const packed = packChunk(entries);
+          expect(packed.length).toBe(entries.length * 36);
+          expect(unpackChunk(packed, first)).toEqual(entries);
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -38,10 +44,14 @@ describe('packChunk / unpackChunk', () => {
 
   it('rejects a packed chunk whose length is not a multiple of an entry', () => {
     fc.assert(
-      fc.property(entriesArb(0).filter((e) => e.length > 0), fc.integer({ min: 1, max: 35 }), (entries, cut) => {
-        const packed = packChunk(entries);
-        expect(() => unpackChunk(packed.subarray(0, packed.length - cut), 0)).toThrow(/Corrupt block map chunk/);
-      }),
+      fc.property(
+        entriesArb(0).filter((e) => e.length > 0),
+        fc.integer({ min: 1, max: 35 }),
+        (entries, cut) => {
+          const packed = packChunk(entries);
+          expect(() => unpackChunk(packed.subarray(0, packed.length - cut), 0)).toThrow(/Corrupt block map chunk/);
+        },
+      ),
     );
   });
 });

@@ -47,7 +47,12 @@ describe('planCleanup (pure)', () => {
 
   it('with grace 0 and no backup in progress, marks and claims in the same run', () => {
     const e = entry();
-    expect(planCleanup([e], new Set(), null, NOW, 0)).toEqual({ mark: [e.id], unmark: [], claim: [{ id: e.id, markedAt: NOW.toISOString() }], resumeDeletion: [] });
+    expect(planCleanup([e], new Set(), null, NOW, 0)).toEqual({
+      mark: [e.id],
+      unmark: [],
+      claim: [{ id: e.id, markedAt: NOW.toISOString() }],
+      resumeDeletion: [],
+    });
   });
 
   it('claims a block marked at least the grace period ago, with the time it was marked', () => {
@@ -81,27 +86,32 @@ describe('planCleanup (pure)', () => {
       referenced: fc.boolean(),
     });
     fc.assert(
-      fc.property(fc.array(entryArb, { maxLength: 30 }), fc.option(fc.integer({ min: -20_000, max: 0 }), { nil: null }), fc.integer({ min: 0, max: 10_000 }), (specs, pending, grace) => {
-        const entries = specs.map((s) => entry({ unreferencedSince: s.marked === null ? null : at(s.marked), deleting: s.deleting && s.marked !== null }));
-        const referenced = new Set(entries.filter((_, i) => specs[i]!.referenced).map((e) => e.id));
-        const pendingStart = pending === null ? null : Date.parse(at(pending));
-        const plan = planCleanup(entries, referenced, pendingStart, NOW, grace);
-        const byId = new Map(entries.map((e) => [e.id, e]));
-        for (const c of plan.claim) {
-          const e = byId.get(c.id)!;
-          expect(referenced.has(c.id)).toBe(false);
-          expect(e.deleting).toBe(false);
-          const markedAt = Date.parse(c.markedAt);
-          expect(markedAt).toBeLessThanOrEqual(NOW.getTime() - grace * 1000);
-          if (pendingStart !== null) expect(markedAt).toBeLessThan(pendingStart);
-          expect(c.markedAt).toBe(e.unreferencedSince ?? NOW.toISOString());
-        }
-        for (const id of plan.mark) expect(referenced.has(id) || byId.get(id)!.unreferencedSince !== null).toBe(false);
-        for (const id of plan.unmark) expect(referenced.has(id) && byId.get(id)!.unreferencedSince !== null).toBe(true);
-        // Every entry lands in at most one of mark/unmark/resume.
-        const all = [...plan.mark, ...plan.unmark, ...plan.resumeDeletion];
-        expect(new Set(all).size).toBe(all.length);
-      }),
+      fc.property(
+        fc.array(entryArb, { maxLength: 30 }),
+        fc.option(fc.integer({ min: -20_000, max: 0 }), { nil: null }),
+        fc.integer({ min: 0, max: 10_000 }),
+        (specs, pending, grace) => {
+          const entries = specs.map((s) => entry({ unreferencedSince: s.marked === null ? null : at(s.marked), deleting: s.deleting && s.marked !== null }));
+          const referenced = new Set(entries.filter((_, i) => specs[i]!.referenced).map((e) => e.id));
+          const pendingStart = pending === null ? null : Date.parse(at(pending));
+          const plan = planCleanup(entries, referenced, pendingStart, NOW, grace);
+          const byId = new Map(entries.map((e) => [e.id, e]));
+          for (const c of plan.claim) {
+            const e = byId.get(c.id)!;
+            expect(referenced.has(c.id)).toBe(false);
+            expect(e.deleting).toBe(false);
+            const markedAt = Date.parse(c.markedAt);
+            expect(markedAt).toBeLessThanOrEqual(NOW.getTime() - grace * 1000);
+            if (pendingStart !== null) expect(markedAt).toBeLessThan(pendingStart);
+            expect(c.markedAt).toBe(e.unreferencedSince ?? NOW.toISOString());
+          }
+          for (const id of plan.mark) expect(referenced.has(id) || byId.get(id)!.unreferencedSince !== null).toBe(false);
+          for (const id of plan.unmark) expect(referenced.has(id) && byId.get(id)!.unreferencedSince !== null).toBe(true);
+          // Every entry lands in at most one of mark/unmark/resume.
+          const all = [...plan.mark, ...plan.unmark, ...plan.resumeDeletion];
+          expect(new Set(all).size).toBe(all.length);
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -109,11 +119,34 @@ describe('planCleanup (pure)', () => {
 
 describe('version predicates of cleanup', () => {
   const v = (over: Partial<Version>): Version => ({
-    uid: randomUUID(), name: 'n', snapshotName: '', date: at(-100), sizeBytes: 0, blockSize: 4096, blockCount: 0, chunkCount: 0, chunkEntries: 1024,
-    recordedChunks: 0, baseUid: null, host: 'h', status: 'committed', valid: true, protected: false, tags: [], expire: null, stats: null, seq: 1, ...over,
+    uid: randomUUID(),
+    name: 'n',
+    snapshotName: '',
+    date: at(-100),
+    sizeBytes: 0,
+    blockSize: 4096,
+    blockCount: 0,
+    chunkCount: 0,
+    chunkEntries: 1024,
+    recordedChunks: 0,
+    baseUid: null,
+    host: 'h',
+    status: 'committed',
+    valid: true,
+    protected: false,
+    tags: [],
+    expire: null,
+    stats: null,
+    seq: 1,
+    ...over,
   });
   it('committed and pending versions hold blocks; failed and removed ones do not', () => {
-    expect(['committed', 'pending', 'failed', 'removed'].map((status) => holdsBlocks(v({ status: status as Version['status'] })))).toEqual([true, true, false, false]);
+    expect(['committed', 'pending', 'failed', 'removed'].map((status) => holdsBlocks(v({ status: status as Version['status'] })))).toEqual([
+      true,
+      true,
+      false,
+      false,
+    ]);
   });
   it('a pending version past the maximum age is stale', () => {
     expect(isStalePending(v({ status: 'pending' }), NOW, 99)).toBe(true);
@@ -209,7 +242,19 @@ describe('runCleanup against SQLite and a block directory', () => {
     const pending = randomUUID();
     await executeVersionCommand(
       repo.store,
-      { type: 'StartVersion', uid: pending, name: 'p', snapshotName: '', sizeBytes: 8192, blockSize: 4096, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'h' },
+      {
+        type: 'StartVersion',
+        uid: pending,
+        name: 'p',
+        snapshotName: '',
+        sizeBytes: 8192,
+        blockSize: 4096,
+        chunkEntries: 1024,
+        baseUid: null,
+        tags: [],
+        expire: null,
+        host: 'h',
+      },
       repo.backend.policy,
     );
     const report = await runCleanup(repo.store, repo.backend.blocks, opts({ graceSeconds: 0 }));
@@ -230,7 +275,19 @@ describe('runCleanup against SQLite and a block directory', () => {
     const stale = randomUUID();
     await executeVersionCommand(
       repo.store,
-      { type: 'StartVersion', uid: stale, name: 'p', snapshotName: '', sizeBytes: 0, blockSize: 4096, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'h' },
+      {
+        type: 'StartVersion',
+        uid: stale,
+        name: 'p',
+        snapshotName: '',
+        sizeBytes: 0,
+        blockSize: 4096,
+        chunkEntries: 1024,
+        baseUid: null,
+        tags: [],
+        expire: null,
+        host: 'h',
+      },
       repo.backend.policy,
     );
     const report = await runCleanup(repo.store, repo.backend.blocks, opts({ graceSeconds: 0, now: inSeconds(601) }));
@@ -238,7 +295,9 @@ describe('runCleanup against SQLite and a block directory', () => {
     expect(report.deleted).toBe(1);
     expect((await repo.store.getVersion(stale))?.status).toBe('failed');
     const stats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 0 };
-    await expect(executeVersionCommand(repo.store, { type: 'CommitVersion', uid: stale, stats }, repo.backend.policy)).rejects.toMatchObject({ exitCode: ExitCode.refused });
+    await expect(executeVersionCommand(repo.store, { type: 'CommitVersion', uid: stale, stats }, repo.backend.policy)).rejects.toMatchObject({
+      exitCode: ExitCode.refused,
+    });
   });
 
   it('resumes a deletion that a crashed run claimed but did not finish', async () => {
@@ -250,7 +309,12 @@ describe('runCleanup against SQLite and a block directory', () => {
     for await (const page of repo.store.scanBlocks()) ids.push(...page.map((e) => e.id));
     const markedAt = new Date(Date.now() - 7200_000).toISOString();
     await repo.store.markUnreferenced(ids, markedAt);
-    expect(await repo.store.claimForDeletion(ids.map((id) => ({ id, markedAt })), markedAt)).toEqual(ids);
+    expect(
+      await repo.store.claimForDeletion(
+        ids.map((id) => ({ id, markedAt })),
+        markedAt,
+      ),
+    ).toEqual(ids);
     await repo.backend.blocks.delete(blockKey(ids[0]!));
     const report = await runCleanup(repo.store, repo.backend.blocks, opts());
     expect(report.deleted).toBe(2);
@@ -338,7 +402,17 @@ describe('runCleanup: block records that arrive after their backup was removed',
       touch: (blocks) => inner.touch(blocks),
       close: async () => {},
     };
-    const backend: Backend = { ...repo.backend, kind: 'embedded', config: repo.backend.config, policy: repo.backend.policy, blocks: repo.backend.blocks, codec: repo.backend.codec, catalog, cleanup: (f, l) => repo.backend.cleanup(f, l), close: async () => {} };
+    const backend: Backend = {
+      ...repo.backend,
+      kind: 'embedded',
+      config: repo.backend.config,
+      policy: repo.backend.policy,
+      blocks: repo.backend.blocks,
+      codec: repo.backend.codec,
+      catalog,
+      cleanup: (f, l) => repo.backend.cleanup(f, l),
+      close: async () => {},
+    };
     return {
       backend,
       held,
@@ -360,7 +434,10 @@ describe('runCleanup: block records that arrive after their backup was removed',
     for await (const page of repo.store.scanBlocks()) ids.push(...page.map((e) => e.id));
     const markedAt = new Date(Date.now() - 7200_000).toISOString();
     await repo.store.markUnreferenced(ids, markedAt);
-    await repo.store.claimForDeletion(ids.map((id) => ({ id, markedAt })), markedAt);
+    await repo.store.claimForDeletion(
+      ids.map((id) => ({ id, markedAt })),
+      markedAt,
+    );
     for (const id of ids) await repo.backend.blocks.delete(blockKey(id));
     // A backup of the same data uploads the blocks anew; its record is not yet projected.
     const { backend, held, release } = holdingBackend();
@@ -404,7 +481,10 @@ describe('embedded cleanup locking', () => {
     repo = makeRepo();
     await repo.backup(patternImage([1, 2]), 'a');
     const first = repo.backend.cleanup(false, () => {});
-    await expect(repo.backend.cleanup(true, () => {})).rejects.toMatchObject({ exitCode: ExitCode.locked, message: expect.stringMatching(/locked by backy2 cleanup/) });
+    await expect(repo.backend.cleanup(true, () => {})).rejects.toMatchObject({
+      exitCode: ExitCode.locked,
+      message: expect.stringMatching(/locked by backy2 cleanup/),
+    });
     await first;
     // Both locks are released afterwards.
     await expect(repo.backend.cleanup(true, () => {})).resolves.toMatchObject({ deleted: 0 });
@@ -439,9 +519,11 @@ describe('embedded cleanup --force and a backup starting at that moment', () => 
     const image = patternImage([1, 2, 3]);
     const path = repo.image('d.img', image);
     let finished = false;
-    const d = runBackup(backend, { sourceUrl: `file://${path}`, name: 'd', snapshotName: '', tags: [], expire: null, baseUid: null }, repo.log, false).finally(() => {
-      finished = true;
-    });
+    const d = runBackup(backend, { sourceUrl: `file://${path}`, name: 'd', snapshotName: '', tags: [], expire: null, baseUid: null }, repo.log, false).finally(
+      () => {
+        finished = true;
+      },
+    );
     await sleep(1500);
     // The cleanup may not have seen the new version: the backup must not have stored anything yet.
     expect(tookLock).toBe(true);

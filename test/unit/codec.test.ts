@@ -25,7 +25,10 @@ afterAll(async () => {
 /** Data of the three kinds a disk image holds. */
 const randomData = fc.uint8Array({ minLength: 1, maxLength: 32 * 1024 }).map((b) => Buffer.from(b));
 const compressibleData = fc
-  .tuple(fc.array(fc.constantFrom('root:x:0:0:', '/usr/bin/', 'Lorem ipsum ', '\n', 'dolor sit amet, ', '#!/bin/sh'), { minLength: 1, maxLength: 20 }), fc.integer({ min: 1, max: 2000 }))
+  .tuple(
+    fc.array(fc.constantFrom('root:x:0:0:', '/usr/bin/', 'Lorem ipsum ', '\n', 'dolor sit amet, ', '#!/bin/sh'), { minLength: 1, maxLength: 20 }),
+    fc.integer({ min: 1, max: 2000 }),
+  )
   .map(([words, repeat]) => Buffer.from(Array.from({ length: repeat }, (_, i) => words[i % words.length]).join('')));
 const zeroData = fc.integer({ min: 1, max: 64 * 1024 }).map((n) => Buffer.alloc(n));
 const anyData = fc.oneof(randomData, compressibleData, zeroData);
@@ -150,7 +153,9 @@ for (const [name, codec, otherCodec] of [
     it('a non-block object and an unknown format are rejected with what is wrong', async () => {
       const data = Buffer.from('x');
       const id = await codec.blockId(data);
-      expect((await expectRejected(codec.decode(Buffer.from('hello, this is not a block at all, really not'), id), 'format')).message).toMatch(/not a backy2 block object/);
+      expect((await expectRejected(codec.decode(Buffer.from('hello, this is not a block at all, really not'), id), 'format')).message).toMatch(
+        /not a backy2 block object/,
+      );
       const stored = await codec.encode(data, id);
       stored.writeUInt8(9, 4);
       expect((await expectRejected(codec.decode(stored, id), 'format')).message).toMatch(/unknown format 9/);
@@ -216,7 +221,7 @@ describe('the two implementations are one format', () => {
     );
   });
 
-  it('does not touch the caller\'s buffers', async () => {
+  it("does not touch the caller's buffers", async () => {
     const data = Buffer.from('keep me '.repeat(1000));
     const copy = Buffer.from(data);
     const id = await poolCodec.blockId(data);
@@ -240,7 +245,7 @@ describe('a codec worker that is gone', () => {
   });
 });
 
-describe('shared block memory (the pipelines\' per-block buffers)', () => {
+describe("shared block memory (the pipelines' per-block buffers)", () => {
   it('a block read into it is hashed, encoded and decoded in place: the same bytes as with its own buffers, and the memory is reused', async () => {
     await fc.assert(
       fc.asyncProperty(fc.oneof(anyData, fc.constant(randomBytes(4 * 1024 * 1024))), async (data) => {
@@ -319,7 +324,7 @@ describe('shared block memory (the pipelines\' per-block buffers)', () => {
     poolCodec.releaseBlockBuffer(memory);
   });
 
-  it('check (a scrub\'s decode) gives the stored checksum with the plaintext, or with the failure, on both implementations', async () => {
+  it("check (a scrub's decode) gives the stored checksum with the plaintext, or with the failure, on both implementations", async () => {
     const data = Buffer.from('scrub me '.repeat(3000));
     const id = await webCodec.blockId(data);
     const stored = await webCodec.encode(data, id);

@@ -70,7 +70,11 @@ describe('parseConfig: malformed values', () => {
     ['block_size not a number', '[DEFAULTS]\nblock_size: 4M', /\[DEFAULTS\] block_size: .*integer.*"4M"/],
     ['block_size not a multiple of 4096', '[DEFAULTS]\nblock_size: 5000', /\[DEFAULTS\] block_size: .*multiple of 4096/],
     ['block_size above 64 MiB', '[DEFAULTS]\nblock_size: 134217728', /\[DEFAULTS\] block_size: .*at most 64 MiB/],
-    ['negative disallow_rm_when_younger_than_days', '[DEFAULTS]\ndisallow_rm_when_younger_than_days: -1', /\[DEFAULTS\] disallow_rm_when_younger_than_days: .*>= 0/],
+    [
+      'negative disallow_rm_when_younger_than_days',
+      '[DEFAULTS]\ndisallow_rm_when_younger_than_days: -1',
+      /\[DEFAULTS\] disallow_rm_when_younger_than_days: .*>= 0/,
+    ],
     ['zero simultaneous_reads', '[DEFAULTS]\nsimultaneous_reads: 0', /\[DEFAULTS\] simultaneous_reads: .*>= 1/],
     ['fractional simultaneous_writes in [DataBackend]', '[DataBackend]\nsimultaneous_writes: 2.5', /\[DataBackend\] simultaneous_writes: .*integer/],
     ['max_backup_age_seconds below a minute', '[DEFAULTS]\nmax_backup_age_seconds: 10', /\[DEFAULTS\] max_backup_age_seconds: .*>= 60/],
@@ -79,7 +83,11 @@ describe('parseConfig: malformed values', () => {
     ['relative sqlite path', '[MetaBackend]\nengine: sqlite:///var/backy.sqlite', /\[MetaBackend\] engine must name an absolute path/],
     ['empty stack_name', '[aws]\nstack_name:', /\[aws\] stack_name: /],
     ['endpoint_url not a URL', '[aws]\nstack_name: B\nendpoint_url: localhost', /\[aws\] endpoint_url: /],
-    ['a line that is neither section nor key', '[DEFAULTS]\nblock_size: 4096\nthis is not ini', /line 3: expected \[section\] or key: value, got "this is not ini"/],
+    [
+      'a line that is neither section nor key',
+      '[DEFAULTS]\nblock_size: 4096\nthis is not ini',
+      /line 3: expected \[section\] or key: value, got "this is not ini"/,
+    ],
     ['a key before any section', 'block_size: 4096', /line 1: "block_size" appears before any \[section\]/],
   ];
   it.each(cases)('%s: a one-line usage error (1) naming file and key', (_what, text, message) => {

@@ -45,9 +45,15 @@ describe('operating-system errors', () => {
 
   test('limits that come without an errno code: a worker that could not start, a module Node.js could not load', () => {
     const worker = Object.assign(new Error('Worker initialization failure: EMFILE'), { code: 'ERR_WORKER_INIT_FAILED' });
-    expect(classifyLastResort(worker)).toMatchObject({ exitCode: ExitCode.systemLimit, message: expect.stringMatching(/worker thread could not start \(EMFILE\).*ulimit -n/) });
+    expect(classifyLastResort(worker)).toMatchObject({
+      exitCode: ExitCode.systemLimit,
+      message: expect.stringMatching(/worker thread could not start \(EMFILE\).*ulimit -n/),
+    });
     const loader = Object.assign(new Error('Cannot read package config /work/package.json: too many open files.'), { code: 'ERR_INVALID_PACKAGE_CONFIG' });
-    expect(classifyLastResort(loader)).toMatchObject({ exitCode: ExitCode.systemLimit, message: expect.stringMatching(/Too many open files \(EMFILE\).*ulimit -n/) });
+    expect(classifyLastResort(loader)).toMatchObject({
+      exitCode: ExitCode.systemLimit,
+      message: expect.stringMatching(/Too many open files \(EMFILE\).*ulimit -n/),
+    });
     expect(classifyLastResort(Object.assign(new Error('Cannot read package config: bad JSON'), { code: 'ERR_INVALID_PACKAGE_CONFIG' }))).toBeNull();
   });
 
@@ -67,15 +73,24 @@ describe('AWS errors after the SDK retries', () => {
   const meta = (httpStatusCode: number) => ({ httpStatusCode, attempts: 8, totalRetryDelay: 1000 });
   test('throttling, expired credentials, 5xx: one line, documented codes', () => {
     const throttledInvoke = new TooManyRequestsException({ message: 'Rate exceeded', $metadata: meta(429) });
-    expect(cloudError(throttledInvoke, 'function api')).toMatchObject({ exitCode: ExitCode.cloud, message: expect.stringMatching(/AWS throttled function api after 8 attempts \(TooManyRequestsException\)/) });
+    expect(cloudError(throttledInvoke, 'function api')).toMatchObject({
+      exitCode: ExitCode.cloud,
+      message: expect.stringMatching(/AWS throttled function api after 8 attempts \(TooManyRequestsException\)/),
+    });
     const throttledTable = new ProvisionedThroughputExceededException({ message: 'slow down', $metadata: meta(400) });
     expect(cloudError(throttledTable, 'the events table').exitCode).toBe(ExitCode.cloud);
     const dynamo500 = new InternalServerError({ message: 'boom', $metadata: meta(500) });
-    expect(cloudError(dynamo500, 'the events table')).toMatchObject({ exitCode: ExitCode.storage, message: expect.stringMatching(/failed after 8 attempts with HTTP 500/) });
+    expect(cloudError(dynamo500, 'the events table')).toMatchObject({
+      exitCode: ExitCode.storage,
+      message: expect.stringMatching(/failed after 8 attempts with HTTP 500/),
+    });
     const slowDown = new S3ServiceException({ name: 'SlowDown', $fault: 'server', message: 'Please reduce your request rate', $metadata: meta(503) });
     expect(cloudError(slowDown, 'bucket b').exitCode).toBe(ExitCode.cloud);
     const expired = new S3ServiceException({ name: 'ExpiredToken', $fault: 'client', message: 'The provided token has expired.', $metadata: meta(400) });
-    expect(cloudError(expired, 'bucket b')).toMatchObject({ exitCode: ExitCode.cloud, message: expect.stringMatching(/credentials for bucket b expired .*renew them/) });
+    expect(cloudError(expired, 'bucket b')).toMatchObject({
+      exitCode: ExitCode.cloud,
+      message: expect.stringMatching(/credentials for bucket b expired .*renew them/),
+    });
   });
 
   describe('a cloud failure in the middle of a backup', () => {
@@ -89,13 +104,32 @@ describe('AWS errors after the SDK retries', () => {
       let puts = 0;
       const real = repo.backend.blocks;
       const throttledAfter1500: BlockStore = {
-        ...Object.fromEntries(['get', 'getInto', 'head', 'delete', 'list', 'put'].map((k) => [k, (real as unknown as Record<string, (...a: unknown[]) => unknown>)[k]!.bind(real)])),
+        ...Object.fromEntries(
+          ['get', 'getInto', 'head', 'delete', 'list', 'put'].map((k) => [k, (real as unknown as Record<string, (...a: unknown[]) => unknown>)[k]!.bind(real)]),
+        ),
         putIfAbsent: async (key: string, body: Buffer) => {
-          if (++puts > 1500) throw new S3ServiceException({ name: 'SlowDown', $fault: 'server', message: 'Please reduce your request rate', $metadata: { httpStatusCode: 503, attempts: 8 } });
+          if (++puts > 1500)
+            throw new S3ServiceException({
+              name: 'SlowDown',
+              $fault: 'server',
+              message: 'Please reduce your request rate',
+              $metadata: { httpStatusCode: 503, attempts: 8 },
+            });
           return real.putIfAbsent(key, body);
         },
       } as BlockStore;
-      const failing: Backend = { ...repo.backend, kind: 'cloud', config: repo.backend.config, policy: repo.backend.policy, catalog: repo.backend.catalog, codec: repo.backend.codec, blocks: throttledAfter1500, cleanup: () => Promise.reject(new Error('unused')), close: async () => {}, explain: (e) => cloudError(e, 'stack Test (bucket b)') };
+      const failing: Backend = {
+        ...repo.backend,
+        kind: 'cloud',
+        config: repo.backend.config,
+        policy: repo.backend.policy,
+        catalog: repo.backend.catalog,
+        codec: repo.backend.codec,
+        blocks: throttledAfter1500,
+        cleanup: () => Promise.reject(new Error('unused')),
+        close: async () => {},
+        explain: (e) => cloudError(e, 'stack Test (bucket b)'),
+      };
       const request = { sourceUrl: `file://${path}`, name: 'vm', snapshotName: '', tags: [], expire: null, baseUid: null };
       const failure = await runBackup(failing, request, repo.log, false).then(
         () => null,
@@ -103,7 +137,9 @@ describe('AWS errors after the SDK retries', () => {
       );
       expect(failure).toBeInstanceOf(Backy2Error);
       expect((failure as Backy2Error).exitCode).toBe(ExitCode.cloud);
-      expect((failure as Error).message).toMatch(/AWS throttled stack Test \(bucket b\) after 8 attempts \(SlowDown\).*continue it with: backy2 backup -c (\S+) file:\/\/\S+src\.img vm$/);
+      expect((failure as Error).message).toMatch(
+        /AWS throttled stack Test \(bucket b\) after 8 attempts \(SlowDown\).*continue it with: backy2 backup -c (\S+) file:\/\/\S+src\.img vm$/,
+      );
       const uid = /backup -c (\S+) /.exec((failure as Error).message)![1]!;
       const version = await repo.store.getVersion(uid);
       expect(version?.status).toBe('failed');

@@ -36,7 +36,19 @@ function prng(seed: number): () => number {
 }
 
 /** The MetadataStore port's methods; everything else of the SQLite store (locks, db) passes through. */
-const PORT_METHODS = new Set(['appendVersionEvents', 'recordChunk', 'markUnreferenced', 'unmark', 'claimForDeletion', 'removeBlocks', 'touchBlocks', 'getVersion', 'listVersions', 'getChunk', 'getBlocks']);
+const PORT_METHODS = new Set([
+  'appendVersionEvents',
+  'recordChunk',
+  'markUnreferenced',
+  'unmark',
+  'claimForDeletion',
+  'removeBlocks',
+  'touchBlocks',
+  'getVersion',
+  'listVersions',
+  'getChunk',
+  'getBlocks',
+]);
 
 /** The store, with every port call delayed by 0..maxMs before and after (a slow network between the steps of a run). */
 function delayed<T extends MetadataStore>(store: T, rand: () => number, maxMs: number): T {
@@ -123,7 +135,10 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       // Runs of repeated block patterns from a small pool (0 = zeros), so versions share blocks;
       // a long run now and then makes a version span several block-map chunks (1024 entries each).
       runs: fc.array(
-        fc.record({ pattern: fc.integer({ min: 0, max: 30 }), length: fc.oneof({ weight: 12, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 1, arbitrary: fc.integer({ min: 500, max: 1100 }) }) }),
+        fc.record({
+          pattern: fc.integer({ min: 0, max: 30 }),
+          length: fc.oneof({ weight: 12, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 1, arbitrary: fc.integer({ min: 500, max: 1100 }) }),
+        }),
         { minLength: 1, maxLength: 6 },
       ),
       tail: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: BLOCK - 1 })),
@@ -187,7 +202,12 @@ async function runScenario(repo: TestRepo, ops: Op[], seed: number): Promise<{ c
             baseUid = bases.length ? bases[Math.floor(rand() * bases.length)]!.uid : null;
           }
           try {
-            const { version } = await runBackup(backend, { sourceUrl: `file://${path}`, name: op.name, snapshotName: '', tags: [], expire: null, baseUid }, repo.log, false);
+            const { version } = await runBackup(
+              backend,
+              { sourceUrl: `file://${path}`, name: op.name, snapshotName: '', tags: [], expire: null, baseUid },
+              repo.log,
+              false,
+            );
             images.set(version.uid, image);
             stats.backups++;
           } catch (e) {
@@ -199,9 +219,11 @@ async function runScenario(repo: TestRepo, ops: Op[], seed: number): Promise<{ c
           if (!candidates.length) return;
           const victim = candidates[op.pick % candidates.length]!;
           // Force: pending backups can be removed too (their commit is then refused).
-          await executeVersionCommand(delayed(repo.store, rand, 3), { type: 'RemoveVersion', uid: victim.uid, force: true }, repo.backend.policy).catch((e: Backy2Error) => {
-            if (e.exitCode !== ExitCode.notFound) throw e;
-          });
+          await executeVersionCommand(delayed(repo.store, rand, 3), { type: 'RemoveVersion', uid: victim.uid, force: true }, repo.backend.policy).catch(
+            (e: Backy2Error) => {
+              if (e.exitCode !== ExitCode.notFound) throw e;
+            },
+          );
           stats.removed++;
         } else {
           try {
@@ -239,11 +261,17 @@ async function expectAllRestore(repo: TestRepo, committed: Map<string, Buffer>, 
       // GC_DEBUG=1: print the version lifecycle and every event naming the missing block.
       if (process.env['GC_DEBUG']) {
         const missing = /Block ([0-9a-f]{64})/.exec((e as Error).message)?.[1];
-        const rows = repo.store.db.prepare('SELECT pos, stream, type, data FROM events ORDER BY pos').all() as { pos: number; stream: string; type: string; data: string }[];
+        const rows = repo.store.db.prepare('SELECT pos, stream, type, data FROM events ORDER BY pos').all() as {
+          pos: number;
+          stream: string;
+          type: string;
+          data: string;
+        }[];
         for (const r of rows) {
           const d = JSON.parse(r.data);
           const mentions = missing && r.data.includes(missing);
-          if (mentions || r.stream.startsWith('version-')) console.log(r.pos, r.stream.slice(0, 16), r.type, d.at, mentions ? 'MENTIONS' : '', r.type === 'BlocksRecorded' ? `chunk ${d.chunk}` : '');
+          if (mentions || r.stream.startsWith('version-'))
+            console.log(r.pos, r.stream.slice(0, 16), r.type, d.at, mentions ? 'MENTIONS' : '', r.type === 'BlocksRecorded' ? `chunk ${d.chunk}` : '');
         }
       }
       throw new Error(`${when}: committed version ${uid} no longer restores: ${(e as Error).message}`);

@@ -9,7 +9,7 @@ const BS = 4096;
 const { fromBase, read, zero } = BlockPlan;
 
 describe('rbd diff hints', () => {
-  it('parses rbd\'s string booleans and JSON booleans', () => {
+  it("parses rbd's string booleans and JSON booleans", () => {
     expect(parseHints('[{"offset":0,"length":4096,"exists":"true"},{"offset":8192,"length":1,"exists":false}]', 'h')).toEqual([
       { offset: 0, length: 4096, exists: true },
       { offset: 8192, length: 1, exists: false },
@@ -69,7 +69,21 @@ describe('ResumeVersion (backup -c)', () => {
   const T0 = new Date('2026-03-01T12:00:00.000Z');
   const policy: Policy = { minAgeDaysForRm: 6, maxBackupAgeSeconds: 3600 };
   const history: DomainEvent[] = [
-    { type: 'VersionStarted', v: 1, uid: UID, name: 'vm1', snapshotName: '', sizeBytes: 5 * BS, blockSize: BS, chunkEntries: 2, baseUid: null, tags: [], expire: null, host: 'h1', at: T0.toISOString() },
+    {
+      type: 'VersionStarted',
+      v: 1,
+      uid: UID,
+      name: 'vm1',
+      snapshotName: '',
+      sizeBytes: 5 * BS,
+      blockSize: BS,
+      chunkEntries: 2,
+      baseUid: null,
+      tags: [],
+      expire: null,
+      host: 'h1',
+      at: T0.toISOString(),
+    },
   ];
   const fold = (events: DomainEvent[]) => events.reduce<Version | undefined>(evolveVersion, undefined)!;
   const resume = { type: 'ResumeVersion' as const, uid: UID, sizeBytes: 5 * BS, blockSize: BS, host: 'h2' };
@@ -85,7 +99,9 @@ describe('ResumeVersion (backup -c)', () => {
     const recorded = { ...resumed, recordedChunks: resumed.chunkCount };
     const stats = { bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 1 };
     expect(decideVersion({ type: 'CommitVersion', uid: UID, stats }, recorded, at(2 * 3600_000 + 60_000))[0]!.type).toBe('VersionCommitted');
-    expect(() => decideVersion({ type: 'CommitVersion', uid: UID, stats }, { ...recorded, startedAt: undefined }, at(2 * 3600_000 + 60_000))).toThrow(/started more than/);
+    expect(() => decideVersion({ type: 'CommitVersion', uid: UID, stats }, { ...recorded, startedAt: undefined }, at(2 * 3600_000 + 60_000))).toThrow(
+      /started more than/,
+    );
   });
 
   it('refuses a committed version (4), another source size (5), another block size (4), a removed one (3)', () => {

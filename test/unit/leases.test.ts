@@ -70,7 +70,9 @@ describe('leases in the SQLite store and in cleanup', () => {
     const [lease] = await repo.store.listLeases();
     expect(lease!.uid).toBe(uid);
     expect(Date.parse(lease!.expiresAt) - Date.now()).toBeGreaterThan(100_000);
-    expect(await handleApiRequest({ kind: 'lease', uid, holder: 'h', seconds: 10 * MAX_LEASE_SECONDS }, repo.store, repo.backend.policy, 'agent')).toMatchObject({ ok: false, exitCode: 1 });
+    expect(
+      await handleApiRequest({ kind: 'lease', uid, holder: 'h', seconds: 10 * MAX_LEASE_SECONDS }, repo.store, repo.backend.policy, 'agent'),
+    ).toMatchObject({ ok: false, exitCode: 1 });
     expect(await handleApiRequest({ kind: 'release', uid, holder: 'h' }, repo.store, repo.backend.policy, 'agent')).toEqual({ ok: true });
     expect(await repo.store.listLeases()).toEqual([]);
   });

@@ -7,7 +7,14 @@ import { describe, expect, it } from 'vitest';
 import { BlockCache } from '../../agent/nbd/block-cache.ts';
 import * as P from '../../agent/nbd/protocol.ts';
 
-const limits = (o: Partial<P.ExportLimits> = {}): P.ExportLimits => ({ size: 10 * 4096, readOnly: false, maxPayload: 1 << 25, structured: true, blockStatus: true, ...o });
+const limits = (o: Partial<P.ExportLimits> = {}): P.ExportLimits => ({
+  size: 10 * 4096,
+  readOnly: false,
+  maxPayload: 1 << 25,
+  structured: true,
+  blockStatus: true,
+  ...o,
+});
 const req = (type: number, offset: number, length: number, flags = 0): P.Request => ({ type, offset, length, flags, cookie: 1n });
 
 describe('NBD protocol', () => {
@@ -134,4 +141,3 @@ describe('BlockCache', () => {
     expect(made).toBe(2);
   });
 });
-

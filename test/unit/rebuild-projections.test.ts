@@ -32,9 +32,29 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
     await executeVersionCommand(r.store, { type: 'SetExpiry', uid: b, expire: '2027-01-01T00:00:00.000Z' }, policy);
     const ids: string[] = [];
     for await (const page of r.store.scanBlocks()) ids.push(...page.map((e) => e.id));
-    await executeVersionCommand(r.store, { type: 'RecordScrub', uid: b, verified: ids.slice(1), failed: [{ id: ids[0]!, reason: 'Blob not found' }], complete: true }, policy);
+    await executeVersionCommand(
+      r.store,
+      { type: 'RecordScrub', uid: b, verified: ids.slice(1), failed: [{ id: ids[0]!, reason: 'Blob not found' }], complete: true },
+      policy,
+    );
     const failed = randomUUID();
-    await executeVersionCommand(r.store, { type: 'StartVersion', uid: failed, name: 'vm3', snapshotName: '', sizeBytes: 4096, blockSize: 4096, chunkEntries: 1024, baseUid: null, tags: [], expire: null, host: 'h' }, policy);
+    await executeVersionCommand(
+      r.store,
+      {
+        type: 'StartVersion',
+        uid: failed,
+        name: 'vm3',
+        snapshotName: '',
+        sizeBytes: 4096,
+        blockSize: 4096,
+        chunkEntries: 1024,
+        baseUid: null,
+        tags: [],
+        expire: null,
+        host: 'h',
+      },
+      policy,
+    );
     await executeVersionCommand(r.store, { type: 'FailVersion', uid: failed, reason: 'source shrank' }, policy);
     await executeVersionCommand(r.store, { type: 'RemoveVersion', uid: a, force: true }, policy);
     await r.store.touchBlocks([{ id: randomBytes(32).toString('hex'), storedSize: 10, checksum: '0'.repeat(64) }], new Date().toISOString());
@@ -59,7 +79,20 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
     const stepArb: fc.Arbitrary<Step> = fc.oneof(
       fc.record({ kind: fc.constant('start' as const), v: fc.integer({ min: 0, max: 2 }) }),
       fc.record({ kind: fc.constant('record' as const), v: fc.integer({ min: 0, max: 2 }), chunk: fc.integer({ min: 0, max: 1 }), blocks: blocksArb }),
-      fc.record({ kind: fc.constant('cmd' as const), v: fc.integer({ min: 0, max: 2 }), cmd: fc.constantFrom('commit' as const, 'fail' as const, 'rm' as const, 'protect' as const, 'unprotect' as const, 'tag' as const, 'scrubBad' as const, 'scrubGood' as const) }),
+      fc.record({
+        kind: fc.constant('cmd' as const),
+        v: fc.integer({ min: 0, max: 2 }),
+        cmd: fc.constantFrom(
+          'commit' as const,
+          'fail' as const,
+          'rm' as const,
+          'protect' as const,
+          'unprotect' as const,
+          'tag' as const,
+          'scrubBad' as const,
+          'scrubGood' as const,
+        ),
+      }),
       fc.record({ kind: fc.constantFrom('mark' as const, 'unmark' as const, 'claim' as const, 'remove' as const, 'touch' as const), blocks: blocksArb }),
     );
     const blockIds = Array.from({ length: 8 }, (_, i) => (i + 1).toString(16).padStart(2, '0').repeat(32));
@@ -82,7 +115,19 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
           const at = tick();
           const ids = step.kind === 'start' || step.kind === 'cmd' ? [] : [...new Set(step.blocks.map((b) => blockIds[b]!))];
           if (step.kind === 'start') {
-            const cmd: VersionCommand = { type: 'StartVersion', uid: uids[step.v]!, name: 'n', snapshotName: '', sizeBytes: 4 * 4096, blockSize: 4096, chunkEntries: 2, baseUid: null, tags: ['t'], expire: null, host: 'h' };
+            const cmd: VersionCommand = {
+              type: 'StartVersion',
+              uid: uids[step.v]!,
+              name: 'n',
+              snapshotName: '',
+              sizeBytes: 4 * 4096,
+              blockSize: 4096,
+              chunkEntries: 2,
+              baseUid: null,
+              tags: ['t'],
+              expire: null,
+              host: 'h',
+            };
             await executeVersionCommand(store, cmd, policy, () => new Date(at)).catch(() => {});
           } else if (step.kind === 'record') {
             if (!(await store.getVersion(uids[step.v]!))) continue;
@@ -101,14 +146,21 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
           } else if (step.kind === 'cmd') {
             const uid = uids[step.v]!;
             const cmd: VersionCommand =
-              step.cmd === 'commit' ? { type: 'CommitVersion', uid, stats }
-              : step.cmd === 'fail' ? { type: 'FailVersion', uid, reason: 'x' }
-              : step.cmd === 'rm' ? { type: 'RemoveVersion', uid, force: true }
-              : step.cmd === 'protect' ? { type: 'ProtectVersion', uid }
-              : step.cmd === 'unprotect' ? { type: 'UnprotectVersion', uid }
-              : step.cmd === 'tag' ? { type: 'AddTags', uid, tags: ['x'] }
-              : step.cmd === 'scrubBad' ? { type: 'RecordScrub', uid, verified: [], failed: [{ id: blockIds[0]!, reason: 'bad' }], complete: true }
-              : { type: 'RecordScrub', uid, verified: [blockIds[0]!], failed: [], complete: true };
+              step.cmd === 'commit'
+                ? { type: 'CommitVersion', uid, stats }
+                : step.cmd === 'fail'
+                  ? { type: 'FailVersion', uid, reason: 'x' }
+                  : step.cmd === 'rm'
+                    ? { type: 'RemoveVersion', uid, force: true }
+                    : step.cmd === 'protect'
+                      ? { type: 'ProtectVersion', uid }
+                      : step.cmd === 'unprotect'
+                        ? { type: 'UnprotectVersion', uid }
+                        : step.cmd === 'tag'
+                          ? { type: 'AddTags', uid, tags: ['x'] }
+                          : step.cmd === 'scrubBad'
+                            ? { type: 'RecordScrub', uid, verified: [], failed: [{ id: blockIds[0]!, reason: 'bad' }], complete: true }
+                            : { type: 'RecordScrub', uid, verified: [blockIds[0]!], failed: [], complete: true };
             await executeVersionCommand(store, cmd, policy, () => new Date(at)).catch(() => {});
           } else if (step.kind === 'mark') {
             await store.markUnreferenced(ids, at);
@@ -116,11 +168,17 @@ describe('SqliteMetadataStore.rebuildProjections', () => {
           } else if (step.kind === 'unmark') {
             await store.unmark(ids, at);
           } else if (step.kind === 'claim') {
-            await store.claimForDeletion(ids.map((id) => ({ id, markedAt: marks.get(id) ?? at })), at);
+            await store.claimForDeletion(
+              ids.map((id) => ({ id, markedAt: marks.get(id) ?? at })),
+              at,
+            );
           } else if (step.kind === 'remove') {
             await store.removeBlocks(ids, at);
           } else {
-            await store.touchBlocks(ids.map((id) => ({ id, storedSize: 7, checksum: id })), at);
+            await store.touchBlocks(
+              ids.map((id) => ({ id, storedSize: 7, checksum: id })),
+              at,
+            );
           }
         }
         const before = dumpTables(store, PROJECTIONS);

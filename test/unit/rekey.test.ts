@@ -55,7 +55,10 @@ describe('codec with older keys for reading', () => {
   const codecs: BlockCodec[] = [];
   afterAll(async () => Promise.all(codecs.map((c) => c.close())));
 
-  for (const [name, make] of [['WebCrypto', web], ['worker pool', pool]] as const) {
+  for (const [name, make] of [
+    ['WebCrypto', web],
+    ['worker pool', pool],
+  ] as const) {
     it(`${name}: decodes blocks A wrote when A is a read key, encodes with B, refuses without A`, async () => {
       const oldCodec = make(deriveKeys(A));
       const withA = make(rotated([A]));

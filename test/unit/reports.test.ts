@@ -65,7 +65,8 @@ class FakeReader implements MetadataReader {
       ...over,
     };
     const recorded = over.recorded ?? chunkCount;
-    for (let c = 0; c < recorded; c++) this.chunks.set(`${v.uid}/${c}`, { entries: packChunk(entries.slice(c * chunkEntries, (c + 1) * chunkEntries)), sameAs: null });
+    for (let c = 0; c < recorded; c++)
+      this.chunks.set(`${v.uid}/${c}`, { entries: packChunk(entries.slice(c * chunkEntries, (c + 1) * chunkEntries)), sameAs: null });
     this.versions.set(v.uid, v);
     return v;
   }
@@ -88,7 +89,15 @@ class FakeReader implements MetadataReader {
   }
 }
 
-const stats = (over: Partial<VersionStats> = {}): VersionStats => ({ bytesRead: 0, bytesWritten: 0, blocksWritten: 0, blocksDedup: 0, blocksSparse: 0, durationSeconds: 1, ...over });
+const stats = (over: Partial<VersionStats> = {}): VersionStats => ({
+  bytesRead: 0,
+  bytesWritten: 0,
+  blocksWritten: 0,
+  blocksDedup: 0,
+  blocksSparse: 0,
+  durationSeconds: 1,
+  ...over,
+});
 
 describe('addBlockUsage: one distinct block, as backy2 sql.py du', () => {
   it('a block only this version uses once is Individual and freed', () => {
@@ -184,9 +193,22 @@ describe('stats rows', () => {
   it('derives blocks read and the dedup/sparse bytes; a short last block counts at its length', () => {
     const r = new FakeReader();
     // 5 blocks, the last 40 bytes: 3 written (B, C, and A), 1 dedup (the second A), 1 sparse.
-    const v = r.add(['A', 'A', null, 'B', ['C', 40]], { stats: stats({ bytesRead: 440, bytesWritten: 140, blocksWritten: 3, blocksDedup: 1, blocksSparse: 1, durationSeconds: 2.4 }) });
+    const v = r.add(['A', 'A', null, 'B', ['C', 40]], {
+      stats: stats({ bytesRead: 440, bytesWritten: 140, blocksWritten: 3, blocksDedup: 1, blocksSparse: 1, durationSeconds: 2.4 }),
+    });
     const row = statsRowOf(v, 'written')!;
-    expect(row).toMatchObject({ sizeBytes: 440, sizeBlocks: 5, bytesRead: 440, blocksRead: 5, bytesWritten: 140, blocksWritten: 3, bytesDedup: 100, blocksDedup: 1, bytesSparse: 100, blocksSparse: 1 });
+    expect(row).toMatchObject({
+      sizeBytes: 440,
+      sizeBlocks: 5,
+      bytesRead: 440,
+      blocksRead: 5,
+      bytesWritten: 140,
+      blocksWritten: 3,
+      bytesDedup: 100,
+      blocksDedup: 1,
+      bytesSparse: 100,
+      blocksSparse: 1,
+    });
     expect(statsRowOf(v, 'dedup')).toMatchObject({ bytesDedup: 40, bytesSparse: 100 });
     expect(statsRowOf(v, 'sparse')).toMatchObject({ bytesDedup: 100, bytesSparse: 40 });
     expect(statsRowOf({ ...v, stats: null }, null)).toBeNull();

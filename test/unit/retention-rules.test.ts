@@ -43,7 +43,6 @@ function version(date: string, over: Partial<Version> = {}): Version {
 const kept = (ds: RetentionDecision[]) => ds.filter((d) => d.keep).map((d) => d.version.date.slice(0, 16));
 const removed = (ds: RetentionDecision[]) => ds.filter((d) => !d.keep).map((d) => d.version.date.slice(0, 16));
 
-
 describe('parseRules', () => {
   it('reads Benji rules in any order', () => {
     expect(parseRules('days7,latest3')).toEqual({ latest: 3, days: 7 });
@@ -102,9 +101,15 @@ describe('planRetention (now = Wed 2024-03-13 12:30 UTC)', () => {
   });
 
   it('monthsN and yearsN: calendar months and years', () => {
-    const vs = ['2024-03-01T00:00Z', '2024-02-29T23:00Z', '2024-02-01T00:00Z', '2023-12-31T23:00Z', '2023-01-15T00:00Z', '2022-06-01T00:00Z', '2021-12-31T00:00Z'].map((d) =>
-      version(d),
-    );
+    const vs = [
+      '2024-03-01T00:00Z',
+      '2024-02-29T23:00Z',
+      '2024-02-01T00:00Z',
+      '2023-12-31T23:00Z',
+      '2023-01-15T00:00Z',
+      '2022-06-01T00:00Z',
+      '2021-12-31T00:00Z',
+    ].map((d) => version(d));
     const plan = planRetention(vs, { months: 2, years: 2 }, NOW);
     // months: Mar (0) keeps 03-01; Feb (1) keeps 02-01, drops 02-29; Dec 2023 is months 3 → years 1 with Jan 2023,
     // the older (01-15) stays; 2022 is years 2; 2021 is beyond.
@@ -113,7 +118,9 @@ describe('planRetention (now = Wed 2024-03-13 12:30 UTC)', () => {
   });
 
   it('categories apply in order hours, days, …: the first whose count covers a version takes it', () => {
-    const vs = ['2024-03-13T12:10Z', '2024-03-13T11:50Z', '2024-03-13T10:45Z', '2024-03-13T08:00Z', '2024-03-13T03:00Z', '2024-03-12T09:00Z'].map((d) => version(d));
+    const vs = ['2024-03-13T12:10Z', '2024-03-13T11:50Z', '2024-03-13T10:45Z', '2024-03-13T08:00Z', '2024-03-13T03:00Z', '2024-03-12T09:00Z'].map((d) =>
+      version(d),
+    );
     const plan = planRetention(vs, { latest: 1, hours: 2, days: 1 }, NOW);
     // 12:10 latest; 11:50 hours 1; 10:45 hours 2; 08:00 and 03:00 fall in days 0 (03:00 oldest); 03-12 days 1.
     expect(kept(plan)).toEqual(['2024-03-12T09:00', '2024-03-13T03:00', '2024-03-13T10:45', '2024-03-13T11:50', '2024-03-13T12:10']);
@@ -151,8 +158,16 @@ describe('planRetention (now = Wed 2024-03-13 12:30 UTC)', () => {
 
   it('keeps at least one version of every bucket, whatever the input order', () => {
     const dates = Array.from({ length: 40 }, (_, i) => new Date(NOW.getTime() - i * 7 * 3_600_000).toISOString());
-    const forward = planRetention(dates.map((d) => version(d)), { days: 5 }, NOW);
-    const backward = planRetention([...dates].reverse().map((d) => version(d)), { days: 5 }, NOW);
+    const forward = planRetention(
+      dates.map((d) => version(d)),
+      { days: 5 },
+      NOW,
+    );
+    const backward = planRetention(
+      [...dates].reverse().map((d) => version(d)),
+      { days: 5 },
+      NOW,
+    );
     expect(kept(forward)).toEqual(kept(backward));
     expect(kept(forward).map((d) => d.slice(0, 10))).toEqual(['2024-03-08', '2024-03-09', '2024-03-10', '2024-03-11', '2024-03-12', '2024-03-13']);
   });
@@ -168,7 +183,9 @@ describe('per-name policy', () => {
     expect(rulesFor({ vm1: 'latest1' }, 'other')).toBeNull();
   });
   it('is validated where it is read', () => {
-    expect(usageRefusal(() => parseRetentionPolicyText('vm1: latest3,dayz7', 'context retention'))).toMatch(/^context retention vm1: Invalid retention rules "latest3,dayz7": unknown category "dayz"/);
+    expect(usageRefusal(() => parseRetentionPolicyText('vm1: latest3,dayz7', 'context retention'))).toMatch(
+      /^context retention vm1: Invalid retention rules "latest3,dayz7": unknown category "dayz"/,
+    );
     expect(usageRefusal(() => parseRetentionPolicyText('vm1 latest3', 'context retention'))).toMatch(/expected "name: rules"/);
     expect(retentionPolicyFromJson(undefined)).toEqual({});
     expect(retentionPolicyFromJson('{"vm1":"days7, latest2"}')).toEqual({ vm1: 'latest2,days7' });

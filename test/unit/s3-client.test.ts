@@ -41,7 +41,9 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     }
     if (behaviour === 'exists412') {
       res.writeHead(412, { 'content-type': 'application/xml' });
-      res.end('<?xml version="1.0"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
+      res.end(
+        '<?xml version="1.0"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>',
+      );
       return;
     }
     if (req.method === 'GET') {

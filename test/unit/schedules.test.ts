@@ -1,7 +1,17 @@
 import { usageRefusal } from './helpers/refusal.ts';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config/config.ts';
-import { BUILTIN_SCHEDULERS, EPOCH, dueSince, parseDuration, planDue, resolveSchedulers, scheduleTags, slaBreaches, type Scheduler } from '../../shared/domain/schedules.ts';
+import {
+  BUILTIN_SCHEDULERS,
+  EPOCH,
+  dueSince,
+  parseDuration,
+  planDue,
+  resolveSchedulers,
+  scheduleTags,
+  slaBreaches,
+  type Scheduler,
+} from '../../shared/domain/schedules.ts';
 import type { Version } from '../../shared/domain/types.ts';
 
 const NOW = new Date('2024-03-13T12:00:00Z');
@@ -39,14 +49,18 @@ function version(date: Date, tags: string[], over: Partial<Version> = {}): Versi
 const daily: Scheduler = { name: 'daily', intervalSeconds: 86_400, keep: 3, slaSeconds: 6 * 3600 };
 const hourly: Scheduler = { name: 'hourly', intervalSeconds: 3600, keep: 2, slaSeconds: 600 };
 
-
 describe('scheduler config', () => {
   it('parses N s/m/h/d as backy2', () => {
-    expect([parseDuration('30s'), parseDuration('5m'), parseDuration('6h'), parseDuration('7d'), parseDuration(' 2 d ')]).toEqual([30, 300, 21_600, 604_800, 172_800]);
+    expect([parseDuration('30s'), parseDuration('5m'), parseDuration('6h'), parseDuration('7d'), parseDuration(' 2 d ')]).toEqual([
+      30, 300, 21_600, 604_800, 172_800,
+    ]);
     expect([parseDuration('1w'), parseDuration('h'), parseDuration('1.5h'), parseDuration('')]).toEqual([null, null, null, null]);
   });
   it('reads scheduler sections and [retention] from the config', () => {
-    const c = parseConfig('[daily]\ninterval: 1d\nkeep: 8\nsla: 6h\n[hourly]\ninterval: 1h\nkeep: 0\nsla: 0s\n[retention]\nvm1: latest3,days7\n*: latest7\n', 'x.cfg');
+    const c = parseConfig(
+      '[daily]\ninterval: 1d\nkeep: 8\nsla: 6h\n[hourly]\ninterval: 1h\nkeep: 0\nsla: 0s\n[retention]\nvm1: latest3,days7\n*: latest7\n',
+      'x.cfg',
+    );
     expect(c.schedulers).toEqual([
       { name: 'daily', intervalSeconds: 86_400, keep: 8, slaSeconds: 21_600 },
       { name: 'hourly', intervalSeconds: 3600, keep: 0, slaSeconds: 0 },
@@ -55,12 +69,16 @@ describe('scheduler config', () => {
     expect(parseConfig('', 'x.cfg')).toMatchObject({ schedulers: [], retention: {} });
   });
   it('a malformed scheduler or retention entry is one line naming the section and key', () => {
-    expect(usageRefusal(() => parseConfig('[daily]\ninterval: 1w\nkeep: 8\nsla: 6h\n', 'x.cfg'))).toBe('Malformed config x.cfg: [daily] interval: interval must be N followed by s, m, h or d (e.g. 6h), more than 0, got "1w"');
+    expect(usageRefusal(() => parseConfig('[daily]\ninterval: 1w\nkeep: 8\nsla: 6h\n', 'x.cfg'))).toBe(
+      'Malformed config x.cfg: [daily] interval: interval must be N followed by s, m, h or d (e.g. 6h), more than 0, got "1w"',
+    );
     expect(usageRefusal(() => parseConfig('[daily]\ninterval: 0d\nkeep: 8\nsla: 6h\n', 'x.cfg'))).toMatch(/\[daily\] interval: .*more than 0/);
     expect(usageRefusal(() => parseConfig('[daily]\ninterval: 1d\nsla: 6h\n', 'x.cfg'))).toMatch(/^Malformed config x\.cfg: \[daily\] keep: keep is missing/);
     expect(usageRefusal(() => parseConfig('[weekly]\ninterval: 7d\nkeep: -1\nsla: 1d\n', 'x.cfg'))).toMatch(/\[weekly\] keep: keep must be an integer >= 0/);
     expect(usageRefusal(() => parseConfig('[weekly]\ninterval: 7d\nkeep: 2\n', 'x.cfg'))).toMatch(/\[weekly\] sla: sla is missing/);
-    expect(usageRefusal(() => parseConfig('[retention]\nvm1: latest3,days\n', 'x.cfg'))).toMatch(/^Malformed config x\.cfg: \[retention\] vm1: Invalid retention rules "latest3,days"/);
+    expect(usageRefusal(() => parseConfig('[retention]\nvm1: latest3,days\n', 'x.cfg'))).toMatch(
+      /^Malformed config x\.cfg: \[retention\] vm1: Invalid retention rules "latest3,days"/,
+    );
   });
   it('-s picks configured sections first, then the built-in daily/weekly/monthly; an unknown name is a usage error', () => {
     expect(resolveSchedulers(undefined, []).map((s) => s.name)).toEqual(['daily', 'weekly', 'monthly']);
@@ -121,9 +139,15 @@ describe('sla', () => {
     const vs = at([150, 98, 60, 31]);
     const b = slaBreaches('vm1', daily, vs, NOW);
     expect(b).toContain(`daily: Latest backup is too old. Version ${vs[3]!.uid} has date 2024-03-12 05:00:00, new backup due since 2024-03-13 11:00:00.`);
-    expect(b).toContain(`daily: Version ${vs[1]!.uid} is not in SLA range. It was created at 2024-03-09 10:00:00 and should be between 2024-03-08 00:00:00 and 2024-03-08 12:00:00.`);
-    expect(b).toContain(`daily: Version ${vs[2]!.uid} is not in SLA range. It was created at 2024-03-11 00:00:00 and should be between 2024-03-10 04:00:00 and 2024-03-10 16:00:00.`);
-    expect(b).toContain(`daily: Backup too old. Found version_uid ${vs[0]!.uid} with backup date 2024-03-07 06:00:00. Oldest allowed date is 2024-03-09 06:00:00.`);
+    expect(b).toContain(
+      `daily: Version ${vs[1]!.uid} is not in SLA range. It was created at 2024-03-09 10:00:00 and should be between 2024-03-08 00:00:00 and 2024-03-08 12:00:00.`,
+    );
+    expect(b).toContain(
+      `daily: Version ${vs[2]!.uid} is not in SLA range. It was created at 2024-03-11 00:00:00 and should be between 2024-03-10 04:00:00 and 2024-03-10 16:00:00.`,
+    );
+    expect(b).toContain(
+      `daily: Backup too old. Found version_uid ${vs[0]!.uid} with backup date 2024-03-07 06:00:00. Oldest allowed date is 2024-03-09 06:00:00.`,
+    );
     expect(b).toHaveLength(4); // the 03-12 version is 29 h after the previous one: within 24 h ± 6 h
   });
 });

@@ -30,11 +30,15 @@ async function exportText(r: TestRepo, uid: string): Promise<string> {
   for await (const piece of exportVersion(r.store, (await r.store.getVersion(uid))!)) text += piece;
   return text;
 }
-const linesOf = (text: string) => async function* () {
-  for (const l of text.split('\n')) yield l;
-};
+const linesOf = (text: string) =>
+  async function* () {
+    for (const l of text.split('\n')) yield l;
+  };
 const edit = (text: string, fn: (lines: Record<string, unknown>[]) => void) => {
-  const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = text
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   fn(lines);
   return lines.map((l) => JSON.stringify(l)).join('\n') + '\n';
 };
@@ -59,7 +63,11 @@ function copyOf(source: TestRepo, o: Parameters<typeof makeRepo>[0] = {}): TestR
 }
 
 // 2.5 chunks of 1024 blocks: random-ish, sparse and repeated blocks, and a short tail.
-const IMAGE = patternImage(Array.from({ length: 2600 }, (_, i) => (i % 11 === 3 ? 0 : i % 13 === 7 ? 5 : i + 1)), BS, 777);
+const IMAGE = patternImage(
+  Array.from({ length: 2600 }, (_, i) => (i % 11 === 3 ? 0 : i % 13 === 7 ? 5 : i + 1)),
+  BS,
+  777,
+);
 
 describe('import checks the whole file before changing anything', { timeout: 120_000 }, () => {
   it('accepts its own export and refuses every malformed variant with importFormat (23)', async () => {
@@ -79,13 +87,24 @@ describe('import checks the whole file before changing anything', { timeout: 120
       truncated: text.split('\n').slice(0, 3).join('\n'),
       cutMidLine: text.slice(0, text.length - 40),
       chunkOutOfOrder: edit(text, (l) => ([l[1], l[2]] = [l[2]!, l[1]!])),
-      chunkTooShort: edit(text, (l) => (l[1]!['entries'] = Buffer.from(l[1]!['entries'] as string, 'base64').subarray(36).toString('base64'))),
+      chunkTooShort: edit(
+        text,
+        (l) =>
+          (l[1]!['entries'] = Buffer.from(l[1]!['entries'] as string, 'base64')
+            .subarray(36)
+            .toString('base64')),
+      ),
       wrongEntryLength: edit(text, (l) => {
         const packed = Buffer.from(l[1]!['entries'] as string, 'base64');
         packed.writeUInt32BE(100, 32);
         l[1]!['entries'] = packed.toString('base64');
       }),
-      missingBlockLine: edit(text, (l) => l.splice(l.findIndex((x) => x['kind'] === 'block'), 1)),
+      missingBlockLine: edit(text, (l) =>
+        l.splice(
+          l.findIndex((x) => x['kind'] === 'block'),
+          1,
+        ),
+      ),
       duplicateBlockLine: edit(text, (l) => l.splice(-1, 0, l.find((x) => x['kind'] === 'block')!)),
       wrongEndCounts: edit(text, (l) => (l.at(-1)!['blocks'] = 1)),
       afterEnd: text + JSON.stringify({ kind: 'end', chunks: 3, blocks: 0 }) + '\n',
@@ -117,7 +136,8 @@ describe('export → import round trip', { timeout: 120_000 }, () => {
     const ids = await referenced(a, uid);
     const [inA, inB] = await Promise.all([a.store.getBlocks(ids), b.store.getBlocks(ids)]);
     expect(inB.size).toBe(ids.length);
-    for (const id of ids) expect({ size: inB.get(id)!.storedSize, sum: inB.get(id)!.checksum }).toEqual({ size: inA.get(id)!.storedSize, sum: inA.get(id)!.checksum });
+    for (const id of ids)
+      expect({ size: inB.get(id)!.storedSize, sum: inB.get(id)!.checksum }).toEqual({ size: inA.get(id)!.storedSize, sum: inA.get(id)!.checksum });
 
     const before = dumpTables(b.store, ['versions', 'map_chunks', 'blocks']);
     b.store.rebuildProjections();

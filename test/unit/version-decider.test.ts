@@ -103,37 +103,66 @@ const startCmd = (over: Partial<Extract<VersionCommand, { type: 'StartVersion' }
   host: 'host1',
   ...over,
 });
-const baseVersion = (over: Partial<Version> = {}): Version => ({ ...fold([started({ uid: BASE }), ...[0, 1, 2].map((c) => recorded(c, BASE))])!, status: 'committed', valid: true, ...over });
+const baseVersion = (over: Partial<Version> = {}): Version => ({
+  ...fold([started({ uid: BASE }), ...[0, 1, 2].map((c) => recorded(c, BASE))])!,
+  status: 'committed',
+  valid: true,
+  ...over,
+});
 
 describe('decideVersion: StartVersion', () => {
   it('starts a new version with the time of the decision', () => {
-    scenario([]).when(startCmd()).then([{ type: 'VersionStarted', uid: UID, name: 'vm1', at: T0.toISOString(), baseUid: null }]);
+    scenario([])
+      .when(startCmd())
+      .then([{ type: 'VersionStarted', uid: UID, name: 'vm1', at: T0.toISOString(), baseUid: null }]);
   });
   it('refuses a uid that already exists (4)', () => {
-    scenario([started()]).when(startCmd()).thenRefused(ExitCode.refused, /already exists/);
+    scenario([started()])
+      .when(startCmd())
+      .thenRefused(ExitCode.refused, /already exists/);
   });
   it('starts an incremental backup from a committed, valid base of the same block size', () => {
-    scenario([], { base: baseVersion() }).when(startCmd({ baseUid: BASE })).then([{ type: 'VersionStarted', baseUid: BASE }]);
+    scenario([], { base: baseVersion() })
+      .when(startCmd({ baseUid: BASE }))
+      .then([{ type: 'VersionStarted', baseUid: BASE }]);
   });
   it('refuses a base that is missing (3), not committed (3), invalid (4) or of another block size (4)', () => {
-    scenario([]).when(startCmd({ baseUid: BASE })).thenRefused(ExitCode.notFound, /not found or not committed/);
-    scenario([], { base: baseVersion({ status: 'pending' }) }).when(startCmd({ baseUid: BASE })).thenRefused(ExitCode.notFound, /not committed/);
-    scenario([], { base: baseVersion({ status: 'removed' }) }).when(startCmd({ baseUid: BASE })).thenRefused(ExitCode.notFound, /not committed/);
-    scenario([], { base: baseVersion({ valid: false }) }).when(startCmd({ baseUid: BASE })).thenRefused(ExitCode.refused, /invalid/);
-    scenario([], { base: baseVersion({ blockSize: 8192 }) }).when(startCmd({ baseUid: BASE })).thenRefused(ExitCode.refused, /block size 8192/);
+    scenario([])
+      .when(startCmd({ baseUid: BASE }))
+      .thenRefused(ExitCode.notFound, /not found or not committed/);
+    scenario([], { base: baseVersion({ status: 'pending' }) })
+      .when(startCmd({ baseUid: BASE }))
+      .thenRefused(ExitCode.notFound, /not committed/);
+    scenario([], { base: baseVersion({ status: 'removed' }) })
+      .when(startCmd({ baseUid: BASE }))
+      .thenRefused(ExitCode.notFound, /not committed/);
+    scenario([], { base: baseVersion({ valid: false }) })
+      .when(startCmd({ baseUid: BASE }))
+      .thenRefused(ExitCode.refused, /invalid/);
+    scenario([], { base: baseVersion({ blockSize: 8192 }) })
+      .when(startCmd({ baseUid: BASE }))
+      .thenRefused(ExitCode.refused, /block size 8192/);
   });
 });
 
 describe('decideVersion: CommitVersion', () => {
   it('is refused (4) until every block-map chunk is recorded', () => {
-    scenario([started()]).when({ type: 'CommitVersion', uid: UID, stats }).thenRefused(ExitCode.refused, /0\/3 block map chunks/);
-    scenario([started(), recorded(0), recorded(2)]).when({ type: 'CommitVersion', uid: UID, stats }).thenRefused(ExitCode.refused, /2\/3 block map chunks/);
+    scenario([started()])
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .thenRefused(ExitCode.refused, /0\/3 block map chunks/);
+    scenario([started(), recorded(0), recorded(2)])
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .thenRefused(ExitCode.refused, /2\/3 block map chunks/);
   });
   it('is accepted once every chunk is recorded, in any order', () => {
-    scenario([started(), recorded(2), recorded(0), recorded(1)]).when({ type: 'CommitVersion', uid: UID, stats }).then([{ type: 'VersionCommitted', uid: UID, stats }]);
+    scenario([started(), recorded(2), recorded(0), recorded(1)])
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .then([{ type: 'VersionCommitted', uid: UID, stats }]);
   });
   it('an empty source (no blocks) commits at once', () => {
-    scenario([started({ sizeBytes: 0 })]).when({ type: 'CommitVersion', uid: UID, stats }).then([{ type: 'VersionCommitted' }]);
+    scenario([started({ sizeBytes: 0 })])
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .then([{ type: 'VersionCommitted' }]);
   });
   it('a retried commit of a committed version is a no-op', () => {
     scenario(aCommittedVersion).when({ type: 'CommitVersion', uid: UID, stats }).then([]);
@@ -142,13 +171,19 @@ describe('decideVersion: CommitVersion', () => {
     const given = scenario([started(), ...allRecorded], { now: later(policy.maxBackupAgeSeconds * 1000 + 1) });
     given.when({ type: 'CommitVersion', uid: UID, stats }).thenRefused(ExitCode.refused, /started more than 86400 s ago; its commit is refused/);
     // Just inside the limit it is still accepted.
-    scenario([started(), ...allRecorded], { now: later(policy.maxBackupAgeSeconds * 1000) }).when({ type: 'CommitVersion', uid: UID, stats }).then([{ type: 'VersionCommitted' }]);
+    scenario([started(), ...allRecorded], { now: later(policy.maxBackupAgeSeconds * 1000) })
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .then([{ type: 'VersionCommitted' }]);
   });
   it('a failed or removed version cannot be committed (4)', () => {
     const failed: EventOf<'VersionFailed'> = { type: 'VersionFailed', v: 1, uid: UID, reason: 'too old', at: T0.toISOString() };
-    scenario([started(), ...allRecorded, failed]).when({ type: 'CommitVersion', uid: UID, stats }).thenRefused(ExitCode.refused, /is failed; its commit is refused/);
+    scenario([started(), ...allRecorded, failed])
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .thenRefused(ExitCode.refused, /is failed; its commit is refused/);
     const removed: EventOf<'VersionRemoved'> = { type: 'VersionRemoved', v: 1, uid: UID, forced: true, at: T0.toISOString() };
-    scenario([started(), removed]).when({ type: 'CommitVersion', uid: UID, stats }).thenRefused(ExitCode.refused, /is removed/);
+    scenario([started(), removed])
+      .when({ type: 'CommitVersion', uid: UID, stats })
+      .thenRefused(ExitCode.refused, /is removed/);
   });
   it('an unknown version is not found (3) for every command but StartVersion', () => {
     const commands: VersionCommand[] = [
@@ -162,13 +197,18 @@ describe('decideVersion: CommitVersion', () => {
       { type: 'SetExpiry', uid: UID, expire: null },
       { type: 'RecordScrub', uid: UID, verified: [], failed: [], complete: true },
     ];
-    for (const cmd of commands) scenario([]).when(cmd).thenRefused(ExitCode.notFound, /not found/);
+    for (const cmd of commands)
+      scenario([])
+        .when(cmd)
+        .thenRefused(ExitCode.notFound, /not found/);
   });
 });
 
 describe('decideVersion: FailVersion', () => {
   it('fails a pending version and is a no-op otherwise', () => {
-    scenario([started()]).when({ type: 'FailVersion', uid: UID, reason: 'source shrank' }).then([{ type: 'VersionFailed', reason: 'source shrank' }]);
+    scenario([started()])
+      .when({ type: 'FailVersion', uid: UID, reason: 'source shrank' })
+      .then([{ type: 'VersionFailed', reason: 'source shrank' }]);
     scenario(aCommittedVersion).when({ type: 'FailVersion', uid: UID, reason: 'late' }).then([]);
   });
 });
@@ -176,83 +216,145 @@ describe('decideVersion: FailVersion', () => {
 describe('decideVersion: RemoveVersion', () => {
   const old = later(7 * DAY);
   it('removes a committed version older than disallow_rm_when_younger_than_days', () => {
-    scenario(aCommittedVersion, { now: old }).when({ type: 'RemoveVersion', uid: UID, force: false }).then([{ type: 'VersionRemoved', forced: false, at: old.toISOString() }]);
+    scenario(aCommittedVersion, { now: old })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .then([{ type: 'VersionRemoved', forced: false, at: old.toISOString() }]);
   });
   it('refuses a version that is too young (4) unless forced', () => {
-    scenario(aCommittedVersion, { now: later(5 * DAY) }).when({ type: 'RemoveVersion', uid: UID, force: false }).thenRefused(ExitCode.refused, /too young/);
-    scenario(aCommittedVersion, { now: later(5 * DAY) }).when({ type: 'RemoveVersion', uid: UID, force: true }).then([{ type: 'VersionRemoved', forced: true }]);
+    scenario(aCommittedVersion, { now: later(5 * DAY) })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .thenRefused(ExitCode.refused, /too young/);
+    scenario(aCommittedVersion, { now: later(5 * DAY) })
+      .when({ type: 'RemoveVersion', uid: UID, force: true })
+      .then([{ type: 'VersionRemoved', forced: true }]);
     // The boundary: exactly minAgeDaysForRm old is old enough.
-    scenario(aCommittedVersion, { now: later(6 * DAY) }).when({ type: 'RemoveVersion', uid: UID, force: false }).then([{ type: 'VersionRemoved' }]);
+    scenario(aCommittedVersion, { now: later(6 * DAY) })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .then([{ type: 'VersionRemoved' }]);
   });
   it('minAgeDaysForRm 0 allows removing a fresh version', () => {
-    scenario(aCommittedVersion, { policy: { ...policy, minAgeDaysForRm: 0 } }).when({ type: 'RemoveVersion', uid: UID, force: false }).then([{ type: 'VersionRemoved' }]);
+    scenario(aCommittedVersion, { policy: { ...policy, minAgeDaysForRm: 0 } })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .then([{ type: 'VersionRemoved' }]);
   });
   it('refuses a protected version (4), even forced', () => {
     const given = [...aCommittedVersion, simple('VersionProtected')];
-    scenario(given, { now: old }).when({ type: 'RemoveVersion', uid: UID, force: false }).thenRefused(ExitCode.refused, /is protected. Will not delete/);
-    scenario(given, { now: old }).when({ type: 'RemoveVersion', uid: UID, force: true }).thenRefused(ExitCode.refused, /is protected/);
-    scenario([...given, simple('VersionUnprotected')], { now: old }).when({ type: 'RemoveVersion', uid: UID, force: false }).then([{ type: 'VersionRemoved' }]);
+    scenario(given, { now: old })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .thenRefused(ExitCode.refused, /is protected. Will not delete/);
+    scenario(given, { now: old })
+      .when({ type: 'RemoveVersion', uid: UID, force: true })
+      .thenRefused(ExitCode.refused, /is protected/);
+    scenario([...given, simple('VersionUnprotected')], { now: old })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .then([{ type: 'VersionRemoved' }]);
   });
   it('refuses a backup in progress (4) unless forced', () => {
-    scenario([started()], { now: old }).when({ type: 'RemoveVersion', uid: UID, force: false }).thenRefused(ExitCode.refused, /backup in progress/);
-    scenario([started()]).when({ type: 'RemoveVersion', uid: UID, force: true }).then([{ type: 'VersionRemoved', forced: true }]);
+    scenario([started()], { now: old })
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .thenRefused(ExitCode.refused, /backup in progress/);
+    scenario([started()])
+      .when({ type: 'RemoveVersion', uid: UID, force: true })
+      .then([{ type: 'VersionRemoved', forced: true }]);
   });
   it('a removed version is not found (3) the second time', () => {
     const removed: EventOf<'VersionRemoved'> = { type: 'VersionRemoved', v: 1, uid: UID, forced: true, at: T0.toISOString() };
-    scenario([...aCommittedVersion, removed], { now: old }).when({ type: 'RemoveVersion', uid: UID, force: true }).thenRefused(ExitCode.notFound, /not found/);
+    scenario([...aCommittedVersion, removed], { now: old })
+      .when({ type: 'RemoveVersion', uid: UID, force: true })
+      .thenRefused(ExitCode.notFound, /not found/);
   });
   it('a failed version can be removed without force', () => {
     const failed: EventOf<'VersionFailed'> = { type: 'VersionFailed', v: 1, uid: UID, reason: 'x', at: T0.toISOString() };
-    scenario([started(), failed]).when({ type: 'RemoveVersion', uid: UID, force: false }).then([{ type: 'VersionRemoved' }]);
+    scenario([started(), failed])
+      .when({ type: 'RemoveVersion', uid: UID, force: false })
+      .then([{ type: 'VersionRemoved' }]);
   });
 });
 
 describe('decideVersion: protect / unprotect', () => {
   it('protects once; protecting twice is refused (4)', () => {
-    scenario(aCommittedVersion).when({ type: 'ProtectVersion', uid: UID }).then([{ type: 'VersionProtected', uid: UID }]);
-    scenario([...aCommittedVersion, simple('VersionProtected')]).when({ type: 'ProtectVersion', uid: UID }).thenRefused(ExitCode.refused, /already protected/);
+    scenario(aCommittedVersion)
+      .when({ type: 'ProtectVersion', uid: UID })
+      .then([{ type: 'VersionProtected', uid: UID }]);
+    scenario([...aCommittedVersion, simple('VersionProtected')])
+      .when({ type: 'ProtectVersion', uid: UID })
+      .thenRefused(ExitCode.refused, /already protected/);
   });
   it('unprotects a protected version; unprotecting an unprotected one is refused (4)', () => {
-    scenario([...aCommittedVersion, simple('VersionProtected')]).when({ type: 'UnprotectVersion', uid: UID }).then([{ type: 'VersionUnprotected' }]);
-    scenario(aCommittedVersion).when({ type: 'UnprotectVersion', uid: UID }).thenRefused(ExitCode.refused, /not protected/);
+    scenario([...aCommittedVersion, simple('VersionProtected')])
+      .when({ type: 'UnprotectVersion', uid: UID })
+      .then([{ type: 'VersionUnprotected' }]);
+    scenario(aCommittedVersion)
+      .when({ type: 'UnprotectVersion', uid: UID })
+      .thenRefused(ExitCode.refused, /not protected/);
   });
 });
 
 describe('decideVersion: tags and expiry', () => {
   it('adds only tags the version does not have, each once', () => {
-    scenario(aCommittedVersion).when({ type: 'AddTags', uid: UID, tags: ['alpha', 'beta', 'beta', 'gamma'] }).then([{ type: 'TagsAdded', tags: ['beta', 'gamma'] }]);
+    scenario(aCommittedVersion)
+      .when({ type: 'AddTags', uid: UID, tags: ['alpha', 'beta', 'beta', 'gamma'] })
+      .then([{ type: 'TagsAdded', tags: ['beta', 'gamma'] }]);
   });
   it('adding tags the version already has emits nothing (idempotent)', () => {
-    scenario(aCommittedVersion).when({ type: 'AddTags', uid: UID, tags: ['alpha', 'zeta'] }).then([]);
+    scenario(aCommittedVersion)
+      .when({ type: 'AddTags', uid: UID, tags: ['alpha', 'zeta'] })
+      .then([]);
     const given = scenario(aCommittedVersion);
     const events = given.when({ type: 'AddTags', uid: UID, tags: ['beta'] }).then([{ type: 'TagsAdded' }]);
-    scenario([...aCommittedVersion, ...events]).when({ type: 'AddTags', uid: UID, tags: ['beta'] }).then([]);
+    scenario([...aCommittedVersion, ...events])
+      .when({ type: 'AddTags', uid: UID, tags: ['beta'] })
+      .then([]);
   });
   it('removes only tags the version has; removing absent tags emits nothing', () => {
-    scenario(aCommittedVersion).when({ type: 'RemoveTags', uid: UID, tags: ['alpha', 'nope', 'alpha'] }).then([{ type: 'TagsRemoved', tags: ['alpha'] }]);
-    scenario(aCommittedVersion).when({ type: 'RemoveTags', uid: UID, tags: ['nope'] }).then([]);
+    scenario(aCommittedVersion)
+      .when({ type: 'RemoveTags', uid: UID, tags: ['alpha', 'nope', 'alpha'] })
+      .then([{ type: 'TagsRemoved', tags: ['alpha'] }]);
+    scenario(aCommittedVersion)
+      .when({ type: 'RemoveTags', uid: UID, tags: ['nope'] })
+      .then([]);
   });
   it('sets and clears the expiry; a malformed one is a usage error (1)', () => {
-    scenario(aCommittedVersion).when({ type: 'SetExpiry', uid: UID, expire: '2026-04-01T00:00:00.000Z' }).then([{ type: 'ExpirySet', expire: '2026-04-01T00:00:00.000Z' }]);
-    scenario(aCommittedVersion).when({ type: 'SetExpiry', uid: UID, expire: null }).then([{ type: 'ExpirySet', expire: null }]);
-    scenario(aCommittedVersion).when({ type: 'SetExpiry', uid: UID, expire: 'next tuesday' }).thenRefused(ExitCode.usage, /Invalid expiry/);
+    scenario(aCommittedVersion)
+      .when({ type: 'SetExpiry', uid: UID, expire: '2026-04-01T00:00:00.000Z' })
+      .then([{ type: 'ExpirySet', expire: '2026-04-01T00:00:00.000Z' }]);
+    scenario(aCommittedVersion)
+      .when({ type: 'SetExpiry', uid: UID, expire: null })
+      .then([{ type: 'ExpirySet', expire: null }]);
+    scenario(aCommittedVersion)
+      .when({ type: 'SetExpiry', uid: UID, expire: 'next tuesday' })
+      .thenRefused(ExitCode.usage, /Invalid expiry/);
   });
 });
 
 describe('decideVersion: RecordScrub', () => {
-  const failedScrub: EventOf<'ScrubCompleted'> = { type: 'ScrubCompleted', v: 1, uid: UID, verified: [ID_A], failed: [{ id: ID_B, reason: 'Blob not found' }], complete: true, at: T0.toISOString() };
+  const failedScrub: EventOf<'ScrubCompleted'> = {
+    type: 'ScrubCompleted',
+    v: 1,
+    uid: UID,
+    verified: [ID_A],
+    failed: [{ id: ID_B, reason: 'Blob not found' }],
+    complete: true,
+    at: T0.toISOString(),
+  };
   it('a scrub with failures makes the version invalid', () => {
-    const events = scenario(aCommittedVersion).when({ type: 'RecordScrub', uid: UID, verified: [ID_A], failed: [{ id: ID_B, reason: 'Blob not found' }], complete: true }).then([{ type: 'ScrubCompleted', failed: [{ id: ID_B, reason: 'Blob not found' }] }]);
+    const events = scenario(aCommittedVersion)
+      .when({ type: 'RecordScrub', uid: UID, verified: [ID_A], failed: [{ id: ID_B, reason: 'Blob not found' }], complete: true })
+      .then([{ type: 'ScrubCompleted', failed: [{ id: ID_B, reason: 'Blob not found' }] }]);
     expect(fold(events, fold(aCommittedVersion))?.valid).toBe(false);
   });
   it('a later clean scrub (even a partial one) makes it valid again', () => {
     const given = [...aCommittedVersion, failedScrub];
     expect(fold(given)?.valid).toBe(false);
-    const events = scenario(given).when({ type: 'RecordScrub', uid: UID, verified: [ID_B], failed: [], complete: false }).then([{ type: 'ScrubCompleted', complete: false }]);
+    const events = scenario(given)
+      .when({ type: 'RecordScrub', uid: UID, verified: [ID_B], failed: [], complete: false })
+      .then([{ type: 'ScrubCompleted', complete: false }]);
     expect(fold(events, fold(given))?.valid).toBe(true);
   });
   it('only committed versions are scrubbed (4)', () => {
-    scenario([started()]).when({ type: 'RecordScrub', uid: UID, verified: [], failed: [], complete: true }).thenRefused(ExitCode.refused, /only committed versions are scrubbed/);
+    scenario([started()])
+      .when({ type: 'RecordScrub', uid: UID, verified: [], failed: [], complete: true })
+      .thenRefused(ExitCode.refused, /only committed versions are scrubbed/);
   });
 });
 
@@ -279,7 +381,11 @@ describe('evolveVersion', () => {
   });
   it('a pending version is not valid; a failed one stays invalid', () => {
     expect(fold([started()])).toMatchObject({ status: 'pending', valid: false, seq: 1, recordedChunks: 0 });
-    expect(fold([started(), { type: 'VersionFailed', v: 1, uid: UID, reason: 'x', at: T0.toISOString() }])).toMatchObject({ status: 'failed', valid: false, seq: 2 });
+    expect(fold([started(), { type: 'VersionFailed', v: 1, uid: UID, reason: 'x', at: T0.toISOString() }])).toMatchObject({
+      status: 'failed',
+      valid: false,
+      seq: 2,
+    });
   });
   it('a second VersionStarted for the same uid changes nothing', () => {
     const v = fold([started()]);
@@ -321,7 +427,9 @@ describe('decide ∘ evolve, property-based', () => {
     fc.constant<VersionCommand>({ type: 'UnprotectVersion', uid: UID }),
     fc.array(fc.constantFrom('a', 'b', 'c'), { maxLength: 3 }).map<VersionCommand>((tags) => ({ type: 'AddTags', uid: UID, tags })),
     fc.array(fc.constantFrom('a', 'b', 'c'), { maxLength: 3 }).map<VersionCommand>((tags) => ({ type: 'RemoveTags', uid: UID, tags })),
-    fc.boolean().map<VersionCommand>((fail) => ({ type: 'RecordScrub', uid: UID, verified: [ID_A], failed: fail ? [{ id: ID_B, reason: 'bad' }] : [], complete: true })),
+    fc
+      .boolean()
+      .map<VersionCommand>((fail) => ({ type: 'RecordScrub', uid: UID, verified: [ID_A], failed: fail ? [{ id: ID_B, reason: 'bad' }] : [], complete: true })),
   );
   const stepArb = fc.oneof(
     { weight: 3, arbitrary: fc.record({ kind: fc.constant('cmd' as const), cmd: cmdArb, afterMs: fc.integer({ min: 0, max: 8 * DAY }) }) },

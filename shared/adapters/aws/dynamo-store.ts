@@ -72,7 +72,9 @@ export class DynamoMetadataStore implements MetadataStore {
     for (;;) {
       const seq = Date.now() * 1000 + randomInt(1000);
       try {
-        await this.db.send(new PutCommand({ TableName: this.events, Item: this.eventItem(streams.blockIndex, seq, event), ConditionExpression: 'attribute_not_exists(seq)' }));
+        await this.db.send(
+          new PutCommand({ TableName: this.events, Item: this.eventItem(streams.blockIndex, seq, event), ConditionExpression: 'attribute_not_exists(seq)' }),
+        );
         return;
       } catch (e) {
         if (!isConditionFailure(e)) throw e;
@@ -83,7 +85,11 @@ export class DynamoMetadataStore implements MetadataStore {
   async appendVersionEvents(expectedSeq: number, events: VersionEvent[], next: Version): Promise<void> {
     const { recordedChunks: _ignored, ...data } = next;
     const items = events.map((event, i) => ({
-      Put: { TableName: this.events, Item: this.eventItem(streams.version(next.uid), expectedSeq + i + 1, event), ConditionExpression: 'attribute_not_exists(seq)' },
+      Put: {
+        TableName: this.events,
+        Item: this.eventItem(streams.version(next.uid), expectedSeq + i + 1, event),
+        ConditionExpression: 'attribute_not_exists(seq)',
+      },
     }));
     try {
       await this.db.send(
@@ -97,7 +103,12 @@ export class DynamoMetadataStore implements MetadataStore {
                 UpdateExpression: 'SET #data = :data, #seq = :seq, recordedChunks = if_not_exists(recordedChunks, :zero)',
                 ConditionExpression: expectedSeq === 0 ? 'attribute_not_exists(#seq)' : '#seq = :expected',
                 ExpressionAttributeNames: { '#data': 'data', '#seq': 'seq' },
-                ExpressionAttributeValues: { ':data': JSON.stringify(data), ':seq': next.seq, ':zero': 0, ...(expectedSeq === 0 ? {} : { ':expected': expectedSeq }) },
+                ExpressionAttributeValues: {
+                  ':data': JSON.stringify(data),
+                  ':seq': next.seq,
+                  ':zero': 0,
+                  ...(expectedSeq === 0 ? {} : { ':expected': expectedSeq }),
+                },
               },
             },
           ],
@@ -120,7 +131,9 @@ export class DynamoMetadataStore implements MetadataStore {
     //    but only while the backup is in progress: the late record of a removed or failed one may
     //    arrive after a cleanup deleted its objects, and must not make them look live,
     // 2. the chunk itself (idempotent), written meanwhile: neither needs the other;
-    const indexed = event.newBlocks.length ? this.getVersion(event.uid).then((v) => this.applyChanges(changesOf(event, vouchesForUploads(v)))) : Promise.resolve();
+    const indexed = event.newBlocks.length
+      ? this.getVersion(event.uid).then((v) => this.applyChanges(changesOf(event, vouchesForUploads(v))))
+      : Promise.resolve();
     const chunk = this.db.send(
       new PutCommand({
         TableName: this.projections,
@@ -138,7 +151,13 @@ export class DynamoMetadataStore implements MetadataStore {
       await this.db.send(
         new TransactWriteCommand({
           TransactItems: [
-            { Put: { TableName: this.events, Item: this.eventItem(streams.blockRecords(event.uid), event.chunk, event), ConditionExpression: 'attribute_not_exists(seq)' } },
+            {
+              Put: {
+                TableName: this.events,
+                Item: this.eventItem(streams.blockRecords(event.uid), event.chunk, event),
+                ConditionExpression: 'attribute_not_exists(seq)',
+              },
+            },
             {
               Update: {
                 TableName: this.projections,
@@ -254,7 +273,13 @@ export class DynamoMetadataStore implements MetadataStore {
     let start: Record<string, unknown> | undefined;
     do {
       const page = await this.db.send(
-        new QueryCommand({ TableName: this.projections, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': VERSION_PK }, ExclusiveStartKey: start, ConsistentRead: true }),
+        new QueryCommand({
+          TableName: this.projections,
+          KeyConditionExpression: 'pk = :pk',
+          ExpressionAttributeValues: { ':pk': VERSION_PK },
+          ExclusiveStartKey: start,
+          ConsistentRead: true,
+        }),
       );
       for (const item of page.Items ?? []) if (item['data']) versions.push(toVersion(item));
       start = page.LastEvaluatedKey;
@@ -292,7 +317,13 @@ export class DynamoMetadataStore implements MetadataStore {
       let start: Record<string, unknown> | undefined;
       do {
         const page = await this.db.send(
-          new QueryCommand({ TableName: this.projections, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': pk }, ExclusiveStartKey: start, ConsistentRead: true }),
+          new QueryCommand({
+            TableName: this.projections,
+            KeyConditionExpression: 'pk = :pk',
+            ExpressionAttributeValues: { ':pk': pk },
+            ExclusiveStartKey: start,
+            ConsistentRead: true,
+          }),
         );
         if (page.Items?.length) yield page.Items.map(toEntry);
         start = page.LastEvaluatedKey;
@@ -315,9 +346,16 @@ export class DynamoMetadataStore implements MetadataStore {
     let start: Record<string, unknown> | undefined;
     do {
       const page = await this.db.send(
-        new QueryCommand({ TableName: this.projections, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': LEASE_PK }, ExclusiveStartKey: start, ConsistentRead: true }),
+        new QueryCommand({
+          TableName: this.projections,
+          KeyConditionExpression: 'pk = :pk',
+          ExpressionAttributeValues: { ':pk': LEASE_PK },
+          ExclusiveStartKey: start,
+          ConsistentRead: true,
+        }),
       );
-      for (const item of page.Items ?? []) leases.push({ uid: item['uid'] as string, holder: item['holder'] as string, expiresAt: item['expiresAt'] as string });
+      for (const item of page.Items ?? [])
+        leases.push({ uid: item['uid'] as string, holder: item['holder'] as string, expiresAt: item['expiresAt'] as string });
       start = page.LastEvaluatedKey;
     } while (start);
     return leases;
@@ -328,7 +366,8 @@ export class DynamoMetadataStore implements MetadataStore {
     let start: Record<string, unknown> | undefined;
     do {
       const page = await this.db.send(new ScanCommand({ TableName: this.events, ExclusiveStartKey: start, ConsistentRead: true }));
-      for (const item of page.Items ?? []) if (typeof item['data'] === 'string' && typeof item['at'] === 'string') all.push(item as { at: string; stream: string; seq: number; data: string });
+      for (const item of page.Items ?? [])
+        if (typeof item['data'] === 'string' && typeof item['at'] === 'string') all.push(item as { at: string; stream: string; seq: number; data: string });
       start = page.LastEvaluatedKey;
     } while (start);
     all.sort((a, b) => a.at.localeCompare(b.at) || a.stream.localeCompare(b.stream) || a.seq - b.seq);

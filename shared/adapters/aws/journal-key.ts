@@ -13,7 +13,11 @@ export const JOURNAL_KEY_OBJECT = 'keys/journal';
 const CONTEXT = { purpose: 'backy2-journal-key' };
 
 export const kmsClient = (target: AwsTarget = {}) =>
-  new KMSClient({ ...(target.region ? { region: target.region } : {}), ...(target.endpointUrl ? { endpoint: target.endpointUrl } : {}), ...(target.profile ? { profile: target.profile } : {}) });
+  new KMSClient({
+    ...(target.region ? { region: target.region } : {}),
+    ...(target.endpointUrl ? { endpoint: target.endpointUrl } : {}),
+    ...(target.profile ? { profile: target.profile } : {}),
+  });
 
 /** The enrolled journal key, or null when none is (or it does not open with this stack's KMS key). */
 export async function loadJournalKey(blocks: BlockStore, kms: KMSClient, keyArn: string): Promise<Buffer | null> {

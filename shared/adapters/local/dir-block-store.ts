@@ -12,7 +12,10 @@ export const TEMP_DIR = '.tmp';
 export const STALE_TEMP_AGE_MS = 3_600_000;
 
 /** `<host>-<pid>-<random>`: who writes the file, so a later process can tell whether its writer is gone. */
-const HOST = hostname().replace(/[^A-Za-z0-9.]/g, '_').slice(0, 64) || 'host';
+const HOST =
+  hostname()
+    .replace(/[^A-Za-z0-9.]/g, '_')
+    .slice(0, 64) || 'host';
 const TEMP_NAME = /^(.+)-(\d+)-[0-9a-f]{12}$/;
 
 /**

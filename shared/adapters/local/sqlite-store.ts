@@ -313,7 +313,9 @@ export class SqliteMetadataStore implements MetadataStore {
         | undefined;
       if (row && !(row.host === hostName() && !processAlive(row.pid)))
         throw new Backy2Error(ExitCode.locked, `Repository is locked by ${row.holder} (pid ${row.pid} on ${row.host} since ${row.at})`);
-      this.db.prepare('INSERT OR REPLACE INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)').run(name, holder, process.pid, hostName(), new Date().toISOString());
+      this.db
+        .prepare('INSERT OR REPLACE INTO locks (name, holder, pid, host, at) VALUES (?, ?, ?, ?, ?)')
+        .run(name, holder, process.pid, hostName(), new Date().toISOString());
     });
   }
 
@@ -451,7 +453,16 @@ function guardedDatabase(path: string): DatabaseSync {
         if (prop === 'iterate')
           return (...args: unknown[]) => {
             const it = guard(bound, () => false)(...(args as never[])) as Iterator<unknown>;
-            return { [Symbol.iterator]() { return this; }, next: guard(() => it.next(), () => false), return: () => it.return?.() ?? { done: true, value: undefined } };
+            return {
+              [Symbol.iterator]() {
+                return this;
+              },
+              next: guard(
+                () => it.next(),
+                () => false,
+              ),
+              return: () => it.return?.() ?? { done: true, value: undefined },
+            };
           };
         return guard(bound, () => writes && (prop === 'run' || prop === 'get' || prop === 'all'));
       },
@@ -462,7 +473,11 @@ function guardedDatabase(path: string): DatabaseSync {
       const value = Reflect.get(target, prop, target) as unknown;
       if (typeof value !== 'function') return value;
       const bound = (value as (...a: unknown[]) => unknown).bind(target);
-      if (prop === 'prepare') return guard((sql: string) => statement(sql, bound(sql) as StatementSync), () => false);
+      if (prop === 'prepare')
+        return guard(
+          (sql: string) => statement(sql, bound(sql) as StatementSync),
+          () => false,
+        );
       if (prop === 'exec') return guard(bound as (sql: string) => unknown, ([sql]) => WRITE_SQL.test(String(sql)));
       return bound;
     },

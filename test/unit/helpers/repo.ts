@@ -69,7 +69,12 @@ export function makeRepo(opts: { blockSize?: number; graceSeconds?: number; minA
     },
     async backup(data, name, extra = {}) {
       const path = repo.image(`src-${n++}.img`, data);
-      const { version } = await runBackup(backend, { sourceUrl: `file://${path}`, name, snapshotName: '', tags: [], expire: null, baseUid: null, ...extra }, log, false);
+      const { version } = await runBackup(
+        backend,
+        { sourceUrl: `file://${path}`, name, snapshotName: '', tags: [], expire: null, baseUid: null, ...extra },
+        log,
+        false,
+      );
       rmSync(path);
       return version.uid;
     },
