@@ -3,7 +3,7 @@ import { Backy2Error, ExitCode } from '../domain/errors.ts';
 import type { Policy } from '../domain/version.ts';
 import { BlocksRecorded, StoredBlockSchema } from '../domain/events.ts';
 import { VersionCommandSchema } from '../domain/commands.ts';
-import { uid } from '../domain/schema.ts';
+import { label, uid } from '../domain/schema.ts';
 import type { Version } from '../domain/types.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
@@ -18,8 +18,8 @@ export const ApiRequestSchema = z.discriminatedUnion('kind', [
   // `record`: the last block-map chunk of the version, projected before its CommitVersion is decided.
   z.object({ kind: z.literal('command'), command: VersionCommandSchema, record: BlocksRecorded.optional() }),
   z.object({ kind: z.literal('touch'), blocks: z.array(StoredBlockSchema).max(1000) }),
-  z.object({ kind: z.literal('lease'), uid, holder: z.string().min(1).max(255), seconds: z.number().int().positive().max(MAX_LEASE_SECONDS) }),
-  z.object({ kind: z.literal('release'), uid, holder: z.string().min(1).max(255) }),
+  z.object({ kind: z.literal('lease'), uid, holder: label, seconds: z.number().int().positive().max(MAX_LEASE_SECONDS) }),
+  z.object({ kind: z.literal('release'), uid, holder: label }),
 ]);
 
 export type ApiResponse = { ok: true; version?: Version; touched?: Record<string, string> } | { ok: false; exitCode: number; message: string };

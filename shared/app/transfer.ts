@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { instant, tags, uid } from '../domain/schema.ts';
+import { instant, label, tags, uid } from '../domain/schema.ts';
 import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
 import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
@@ -26,7 +26,7 @@ export const EXPORT_FORMAT_VERSION = 1;
 
 export const ExportedVersionSchema = z.strictObject({
   uid,
-  name: z.string().min(1).max(255),
+  name: label,
   snapshotName: z.string().max(255),
   date: instant,
   sizeBytes: z.number().int().nonnegative(),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { blockId, instant, tags, uid } from './schema.ts';
+import { blockId, instant, label, sha256Hex, tags, uid } from './schema.ts';
 
 /**
  * The event log is the source of truth; every event is validated with these schemas
@@ -10,7 +10,7 @@ import { blockId, instant, tags, uid } from './schema.ts';
 export const StoredBlockSchema = z.object({
   id: blockId,
   storedSize: z.number().int().nonnegative(),
-  checksum: z.string().regex(/^[0-9a-f]{64}$/),
+  checksum: sha256Hex,
 });
 
 export const VersionStatsSchema = z.object({
@@ -26,7 +26,7 @@ export const VersionStarted = z.object({
   type: z.literal('VersionStarted'),
   v: z.literal(1),
   uid,
-  name: z.string().min(1).max(255),
+  name: label,
   snapshotName: z.string().max(255),
   sizeBytes: z.number().int().nonnegative(),
   blockSize: z.number().int().positive(),
