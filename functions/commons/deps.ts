@@ -30,18 +30,20 @@ export const cleanupGraceSeconds = intEnv('CLEANUP_GRACE_SECONDS', 3600);
 
 /**
  * The store every handler that changes versions writes through: journaled (recover) once an admin
- * has enrolled the journal key for this stack. Without it the functions work as before and warn;
- * the answer "none" is asked again after a minute, so an enrollment is picked up by warm containers.
+ * has enrolled the journal key for this stack. Without it the functions work as before and warn.
+ * Only a key found is kept: the answer "none" is asked again on every invocation (one S3 GET, on
+ * a stack nobody ran initdb on), because a change a warm container made after an enrollment
+ * without journaling it would be missing from every later recover.
  */
-let writer: { store: Promise<MetadataStore>; journaled: boolean; at: number } | undefined;
+let writer: { store: Promise<MetadataStore>; journaled: boolean } | undefined;
 export async function writerStore(): Promise<MetadataStore> {
-  if (writer && (writer.journaled || Date.now() - writer.at < 60_000)) return writer.store;
+  if (writer?.journaled) return writer.store;
   const keyArn = process.env['JOURNAL_KEY_ARN'];
   const key = keyArn
     ? await loadJournalKey(blocks, kmsClient({ region: process.env['AWS_REGION'], endpointUrl: process.env['AWS_ENDPOINT_URL'] }), keyArn)
     : null;
   if (!key) logger.warn('No journal key is enrolled for this stack (keys/journal): changes are not journaled; run "backy2 initdb" with AdminPolicy');
-  writer = { store: Promise.resolve(key ? journaled(store, new Journal(blocks, key)) : store), journaled: !!key, at: Date.now() };
+  writer = { store: Promise.resolve(key ? journaled(store, new Journal(blocks, key)) : store), journaled: !!key };
   return writer.store;
 }
 
