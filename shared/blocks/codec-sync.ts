@@ -89,6 +89,17 @@ function scratchFor(inputLength: number): Buffer {
 }
 
 /**
+ * `source` copied into `target` from `at` on. Buffer#copy (TypedArray#set) copies into memory of
+ * a SharedArrayBuffer with relaxed atomics, and byte by byte when the offsets are not 8-aligned,
+ * as a stored object's body is (it starts 26 bytes in): 0.9-1.3 GB/s here, against 7-16 GB/s for
+ * fill(), whose native memcpy does not care what kind of memory it is (a random block's encode:
+ * 7.3 → 3.6-4.9 ms). With a range exactly as long as `source`, fill() copies it once.
+ */
+export function copyInto(source: Buffer, target: Buffer, at: number): void {
+  if (source.length > 0) target.fill(source, at, at + source.length);
+}
+
+/**
  * AES-GCM in pieces this small, each piece's output copied to where the block is going: one
  * update() over a whole block returns a fresh 4 MiB buffer, and its pages are faulted in and
  * unmapped again for every block (here 5 ms of system time per 4 MiB, against 1.5 ms for the
@@ -109,15 +120,15 @@ function sealInto(cipher: Cipheriv, body: Buffer, out: Buffer, at: number, heade
   for (let offset = 0; offset < body.length; offset += GCM_PIECE) {
     const piece = cipher.update(body.subarray(offset, offset + GCM_PIECE));
     if (!headerWritten) {
-      header.copy(out, 0);
+      copyInto(header, out, 0);
       headerWritten = true;
     }
-    if (pending) pending.copy(out, pendingAt);
+    if (pending) copyInto(pending, out, pendingAt);
     pending = piece;
     pendingAt = at + offset;
   }
-  if (pending) pending.copy(out, pendingAt);
-  if (!headerWritten) header.copy(out, 0);
+  if (pending) copyInto(pending, out, pendingAt);
+  if (!headerWritten) copyInto(header, out, 0);
 }
 
 /**
@@ -126,7 +137,7 @@ function sealInto(cipher: Cipheriv, body: Buffer, out: Buffer, at: number, heade
  * and the piece before it were, both read already.
  */
 function openInto(decipher: Decipheriv, sealed: Buffer, out: Buffer): Buffer {
-  for (let offset = 0; offset < sealed.length; offset += GCM_PIECE) decipher.update(sealed.subarray(offset, offset + GCM_PIECE)).copy(out, offset);
+  for (let offset = 0; offset < sealed.length; offset += GCM_PIECE) copyInto(decipher.update(sealed.subarray(offset, offset + GCM_PIECE)), out, offset);
   return out.subarray(0, sealed.length);
 }
 
@@ -213,7 +224,7 @@ export function encodeSync(keys: SyncKeys, plaintext: Buffer, id: BlockId, into?
   const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafeSlow(length);
   sealInto(cipher, body, out, HEADER_BYTES, header);
   cipher.final();
-  cipher.getAuthTag().copy(out, length - 16);
+  copyInto(cipher.getAuthTag(), out, length - 16);
   return out;
 }
 

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { youngCollector } from './young-gc.ts';
-import { blockIdSync, checksumSync, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD, type SyncKeys } from './codec-sync.ts';
+import { blockIdSync, checksumSync, copyInto, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD, type SyncKeys } from './codec-sync.ts';
 
 /**
  * A thread of the codec's pool (codec-pool.ts): takes one block at a time and does all of its
@@ -88,7 +88,7 @@ function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res:
   if (!Buffer.isBuffer(out)) return { res: { seq, ok: false, failure: out, ...checksum }, transfer: [] };
   // A block larger than the shared memory (a version of larger blocks) goes back as its own buffer.
   if (!slot || out.length > slot.length) return { res: { seq, ok: true, data: out, ...checksum }, transfer: transferable(out) };
-  if (!isViewOf(out, slot)) out.copy(slot, 0);
+  if (!isViewOf(out, slot)) copyInto(out, slot, 0);
   return { res: { seq, ok: true, length: out.length, ...checksum }, transfer: [] };
 }
 
