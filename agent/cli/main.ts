@@ -2,29 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import { classifyLastResort } from '../../shared/adapters/faults.ts';
 import { globals, logFor } from './context.ts';
-import * as initdb from './cmd_initdb.ts';
-import * as backup from './cmd_backup.ts';
-import * as restore from './cmd_restore.ts';
-import * as ls from './cmd_ls.ts';
-import * as scrub from './cmd_scrub.ts';
-import * as rm from './cmd_rm.ts';
-import * as cleanup from './cmd_cleanup.ts';
-import * as protect from './cmd_protect.ts';
-import * as tags from './cmd_tags.ts';
-import * as expire from './cmd_expire.ts';
-import * as rebuild from './cmd_rebuild.ts';
-import * as stats from './cmd_stats.ts';
-import * as du from './cmd_du.ts';
-import * as diffMeta from './cmd_diff_meta.ts';
-import * as due from './cmd_due.ts';
-import * as sla from './cmd_sla.ts';
-import * as enforce from './cmd_enforce.ts';
-import * as exportCmd from './cmd_export.ts';
-import * as importCmd from './cmd_import.ts';
-import * as addKey from './cmd_add_key.ts';
-import * as rekey from './cmd_rekey.ts';
-import * as nbd from './cmd_nbd.ts';
-import * as recover from './cmd_recover.ts';
+import { registerCommands } from './commands.ts';
 
 const VERSION = '0.1.0';
 
@@ -42,32 +20,7 @@ const program = new Command('backy2')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-const commands = [
-  initdb,
-  backup,
-  restore,
-  ls,
-  scrub,
-  rm,
-  cleanup,
-  protect,
-  tags,
-  expire,
-  rebuild,
-  stats,
-  du,
-  diffMeta,
-  due,
-  sla,
-  enforce,
-  exportCmd,
-  importCmd,
-  addKey,
-  rekey,
-  nbd,
-  recover,
-];
-for (const command of commands) command.register(program);
+await registerCommands(program, process.argv.slice(2));
 
 try {
   await program.parseAsync(process.argv);

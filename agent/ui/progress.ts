@@ -1,4 +1,4 @@
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import type { Log } from './log.ts';
 
 /**
@@ -20,6 +20,9 @@ export interface ProgressOptions {
 }
 
 const MiB = 1024 * 1024;
+
+/** cli-progress (18 modules) only when a bar is drawn: scripts, cron and the bench never draw one. */
+const loadCliProgress = (): typeof import('cli-progress') => createRequire(import.meta.url)('cli-progress');
 
 /** Seconds as m:ss or h:mm:ss. */
 export function formatDuration(seconds: number): string {
@@ -47,6 +50,7 @@ export function startProgress(verb: string, total: number, log: Log, opts: Progr
     if (lastBytes > 0) log.info(`${(lastBytes / MiB).toFixed(1)} MiB in ${elapsed().toFixed(1)} s (${(lastBytes / MiB / elapsed()).toFixed(1)} MiB/s)`);
   };
   if (opts.bar && process.stderr.isTTY && log.level !== 'error') {
+    const cliProgress = loadCliProgress();
     const bar = new cliProgress.SingleBar(
       { format: `${verb} [{bar}] {percentage}% | {value}/{total} blocks | {speed} MiB/s | ETA {remaining}`, stream: process.stderr, hideCursor: true },
       cliProgress.Presets.shades_classic,
