@@ -86,6 +86,12 @@ export function cloudError(e: unknown, where: string): Backy2Error {
       `AWS throttled ${where}${attempts} (${name || `HTTP ${status}`}): lower simultaneous_writes, raise the service limit, or run the command again later`,
     );
   const code = err.code ?? (e as { cause?: { code?: string } }).cause?.code ?? '';
+  // A stalled request: the connection was made, the answer (or the rest of its body) never came.
+  if (name === 'TimeoutError' && !/establish(ing)? a connection/.test(err.message ?? ''))
+    return new Backy2Error(
+      ExitCode.cloud,
+      `The AWS endpoint for ${where} stopped answering${attempts} (no answer within ${/(\d+ ms)/.exec(err.message ?? '')?.[1] ?? 'the timeout'}): check the network and the endpoint, then run the command again (BACKY2_S3_TIMEOUT_SECONDS sets the S3 request timeout)`,
+    );
   if (NETWORK_ERRORS.includes(code) || name === 'TimeoutError')
     return new Backy2Error(ExitCode.cloud, `Cannot reach the AWS endpoint for ${where}: ${code || name}`);
   if (name === 'AccessDeniedException' || name === 'AccessDenied' || err.$metadata?.httpStatusCode === 403)
@@ -346,7 +352,9 @@ export class CloudBackend implements Backend {
 
   /** SDK errors that reached the command (S3 reads and writes, DynamoDB reads) as one line naming the stack. */
   explain(e: unknown): unknown {
-    return isSdkError(e) || NETWORK_ERRORS.includes(errnoOf(e) ?? '') ? cloudError(e, `stack ${this.stackName} (bucket ${this.outputs.BucketName})`) : e;
+    return isSdkError(e) || NETWORK_ERRORS.includes(errnoOf(e) ?? '') || (e as { name?: unknown })?.name === 'TimeoutError'
+      ? cloudError(e, `stack ${this.stackName} (bucket ${this.outputs.BucketName})`)
+      : e;
   }
 
   /** A key-less scrub by the scrub functions; waits for its verdict. */

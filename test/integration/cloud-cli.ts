@@ -42,6 +42,8 @@ export class CloudCli {
   readonly config: string;
   /** The AWS endpoint this CLI talks to: the emulator's, or a proxy's in front of it. */
   readonly endpoint: string;
+  /** Further environment of every run (e.g. BACKY2_S3_TIMEOUT_SECONDS). */
+  readonly env: NodeJS.ProcessEnv = {};
 
   /** A scratch directory with a cloud config; `defaults` are extra [DEFAULTS] lines. */
   constructor(defaults: string[] = [], key = randomBytes(32).toString('hex'), endpoint = testStack().endpoint) {
@@ -71,7 +73,11 @@ export class CloudCli {
 
   /** `backy2 -c CONFIG ARGS…` (global flags such as --json may lead ARGS). */
   start(...args: string[]): { child: ChildProcess; result: Promise<CloudRun> } {
-    return startCloudCli(['-c', this.config, ...args], this.dir, cliEnv({ AWS_ENDPOINT_URL: this.endpoint, BACKY2_RECORD_TIMEOUT_SECONDS: '240' }));
+    return startCloudCli(
+      ['-c', this.config, ...args],
+      this.dir,
+      cliEnv({ AWS_ENDPOINT_URL: this.endpoint, BACKY2_RECORD_TIMEOUT_SECONDS: '240', ...this.env }),
+    );
   }
 
   run(...args: string[]): Promise<CloudRun> {

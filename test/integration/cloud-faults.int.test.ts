@@ -4,6 +4,9 @@
  * InternalError, DynamoDB InternalServerError, a throttled Lambda invoke, an expired session token). The SDK does its real
  * retries. Each case asserts the README's exit code, one ERROR line and no stack trace, a version
  * that is not committed, and that `backup -c` with the fault gone completes it bit-exact.
+ * Stalled requests (the proxy never answers, or stops after the first bytes of a body) with the
+ * S3 timeout set to 2 s: a stall once ends in a retry shown as a warning and a complete backup or
+ * restore; a stall on every attempt ends the restore with one line, never a hang.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -14,12 +17,14 @@ import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import type { Version } from '../../shared/domain/types.ts';
 import { CloudCli, type CloudRun } from './cloud-cli.ts';
 import { clientConfig, testStack } from './context.ts';
-import { afterSuccesses, FaultProxy, isBlockObject, isLambdaInvoke, type Fault } from './fault-proxy.ts';
+import { afterSuccesses, FaultProxy, isBlockObject, isLambdaInvoke, onceAfter, type Fault, type FaultRule } from './fault-proxy.ts';
 
 const BS = 64 * 1024;
 const BLOCKS = 32; // one block-map chunk, 32 uploads
 const IN_FLIGHT = 4; // simultaneous_reads + simultaneous_writes: blocks the backup has in flight
 const SDK_ATTEMPTS = 8; // the agent's S3 client: the first attempt and 7 retries
+const S3_TIMEOUT_SECONDS = '2'; // BACKY2_S3_TIMEOUT_SECONDS of the stall cases (request and idle timeout)
+const RETRY_WARNING = /^ {2}WARNING: S3 request failed, TimeoutError: .*; retry \d of 7 after \d+\.\d s$/gm;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 const SLOW_DOWN: Fault = { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' };
@@ -47,6 +52,8 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
   });
   let proxy: FaultProxy;
   let cloud: CloudCli;
+  /** The same repository through the same proxy, with short S3 timeouts (the stall cases). */
+  let stalling: CloudCli;
   const cli = (...args: string[]) => cloud.run(...args);
   const byName = async (name: string): Promise<Version | undefined> => (await store.listVersions()).find((v) => v.name === name);
 
@@ -57,6 +64,8 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
       undefined,
       proxy.url,
     );
+    stalling = new CloudCli([`block_size: ${BS}`, 'simultaneous_writes: 2', 'simultaneous_reads: 2'], undefined, proxy.url);
+    stalling.env['BACKY2_S3_TIMEOUT_SECONDS'] = S3_TIMEOUT_SECONDS;
   });
   beforeEach(() => proxy.heal());
   afterAll(async () => {
@@ -65,9 +74,9 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
   });
 
   /** A fresh random image (no block dedups against another case's). */
-  const image = (file: string): Buffer => {
+  const image = (file: string, into = cloud): Buffer => {
     const data = randomBytes(BLOCKS * BS);
-    writeFileSync(cloud.path(file), data);
+    writeFileSync(into.path(file), data);
     return data;
   };
 
@@ -183,5 +192,53 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     const resumed = await cli('restore', '-c', from![1]!, uid, 'file://target.img');
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(sha(readFileSync(cloud.path('target.img')))).toBe(sha(data));
+  });
+  it('an S3 PutObject that never answers is abandoned after the timeout and retried: the backup completes, the retry a warning', async () => {
+    const name = `fault-stall-put-${randomBytes(3).toString('hex')}`;
+    const data = image('stall-put.img', stalling);
+    proxy.inject(onceAfter(4, (req) => isBlockObject(req, bucket, 'PUT'), { stall: 'answer' }));
+    const r = await stalling.run('backup', 'file://stall-put.img', name); // not -m/--json: they show errors only
+    expect(r.code, r.stderr).toBe(0);
+    expect(proxy.count('stall-answer')).toBe(1);
+    expect(r.stderr.match(RETRY_WARNING), r.stderr).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/ERROR:/);
+    const { uid, status } = (await byName(name))!;
+    expect(status).toBe('committed');
+    proxy.heal();
+    const restored = await stalling.run('restore', uid, 'file://stall-put.out');
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(sha(readFileSync(stalling.path('stall-put.out')))).toBe(sha(data));
+  });
+
+  it('restore: a GetObject body that stops after its first bytes, and a GetObject never answered, are read again: bit-exact, each retry a warning', async () => {
+    const name = `fault-stall-get-${randomBytes(3).toString('hex')}`;
+    const data = image('stall-get.img', stalling);
+    const uid = await stalling.backup('file://stall-get.img', name);
+    const blockGet = (req: Parameters<FaultRule>[0]) => isBlockObject(req, bucket, 'GET');
+    const body = onceAfter(4, blockGet, { stall: 'body' });
+    const answer = onceAfter(8, blockGet, { stall: 'answer' });
+    proxy.inject((req) => body(req) ?? answer(req));
+    const r = await stalling.run('restore', uid, 'file://stall-get.out');
+    expect(r.code, r.stderr).toBe(0);
+    expect(proxy.count('stall-body')).toBe(1);
+    expect(proxy.count('stall-answer')).toBe(1);
+    expect(r.stderr.match(RETRY_WARNING), r.stderr).toHaveLength(2);
+    expect(r.stderr).not.toMatch(/ERROR:/);
+    expect(sha(readFileSync(stalling.path('stall-get.out')))).toBe(sha(data));
+  });
+
+  it('restore while every S3 GetObject of a block stalls (after 8): it ends, exit 9, one line naming the stalled endpoint, no complete-looking target', async () => {
+    const name = `fault-stall-all-${randomBytes(3).toString('hex')}`;
+    image('stall-all.img', stalling);
+    const uid = await stalling.backup('file://stall-all.img', name);
+    proxy.inject(afterSuccesses(8, (req) => isBlockObject(req, bucket, 'GET'), { stall: 'answer' }));
+    const r = await stalling.run('restore', uid, 'file://stall-all.out');
+    const line = failedCleanly(r, 9);
+    expect(line).toMatch(new RegExp(`stopped answering after ${SDK_ATTEMPTS} attempts \\(no answer within 2000 ms\\)`));
+    expect(line).toMatch(/resume with -c \d+/);
+    // Each retry was a warning; no block read past its attempts, none started after the failure.
+    expect(r.stderr.match(RETRY_WARNING)!.length).toBeGreaterThanOrEqual(SDK_ATTEMPTS - 1);
+    expect(proxy.count('stall-answer')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
+    expect(existsSync(stalling.path('stall-all.out'))).toBe(false);
   });
 });

@@ -25,8 +25,17 @@ export interface Fault {
   message: string;
 }
 
-/** Decides per request: a fault to answer with, or undefined to forward it. */
-export type FaultRule = (req: ProxiedRequest) => Fault | undefined;
+/**
+ * Instead of an answer, a stalled request: `answer` holds it and never answers (the connection
+ * stays open and silent); `body` forwards it and passes on the answer's headers and first bytes,
+ * then nothing more. Counted as injected under `stall-answer` / `stall-body`.
+ */
+export interface Stall {
+  stall: 'answer' | 'body';
+}
+
+/** Decides per request: a fault to answer with, a stall, or undefined to forward it. */
+export type FaultRule = (req: ProxiedRequest) => Fault | Stall | undefined;
 
 export const isLambdaInvoke = (req: ProxiedRequest): boolean => req.method === 'POST' && /^\/2015-03-31\/functions\/[^/]+\/invocations/.test(req.path);
 /** An S3 request for a block object of `bucket` (PUT: upload, GET: read). */
@@ -58,7 +67,10 @@ export class FaultProxy {
         const target = String(req.headers['x-amz-target'] ?? '');
         const seen: ProxiedRequest = { method: req.method ?? 'GET', path: req.url ?? '/', target, body };
         const fault = proxy!.rule(seen);
-        if (fault) {
+        const stall = fault && 'stall' in fault ? fault.stall : undefined;
+        if (stall) proxy!.injected.set(`stall-${stall}`, (proxy!.injected.get(`stall-${stall}`) ?? 0) + 1);
+        if (stall === 'answer') return; // silence until the client gives up (or the proxy closes)
+        if (fault && !('stall' in fault)) {
           proxy!.injected.set(fault.code, (proxy!.injected.get(fault.code) ?? 0) + 1);
           const answer = errorAnswer(seen, fault);
           res.writeHead(fault.status, { ...answer.headers, 'content-length': Buffer.byteLength(answer.body) });
@@ -70,6 +82,14 @@ export class FaultProxy {
         delete headers['expect'];
         const upstreamReq = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers }, (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers);
+          if (stall === 'body') {
+            // The headers and the first chunk of the body, then silence (the rest is read and dropped).
+            up.once('data', (first: Buffer) => {
+              res.write(first.subarray(0, Math.max(1, first.length >> 1)));
+              up.resume();
+            });
+            return;
+          }
           up.pipe(res);
         });
         upstreamReq.on('error', () => res.destroy());
@@ -105,7 +125,7 @@ export class FaultProxy {
  * A rule that forwards the first `healthy` requests `matches` picks, then answers every later one
  * with `fault` (a fault that persists past the SDK's retries).
  */
-export function afterSuccesses(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault): FaultRule {
+export function afterSuccesses(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall): FaultRule {
   let passed = 0;
   return (req) => {
     if (!matches(req)) return undefined;
@@ -128,4 +148,14 @@ function errorAnswer(req: ProxiedRequest, fault: Fault): { headers: Record<strin
     };
   const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code}</Code><Message>${fault.message}</Message><RequestId>fault-proxy</RequestId></Error>`;
   return { headers: { 'content-type': 'application/xml' }, body: xml };
+}
+
+/** A rule that answers only the `times` requests `matches` picks after the first `healthy` with `fault` (then heals itself). */
+export function onceAfter(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall, times = 1): FaultRule {
+  let seen = 0;
+  return (req) => {
+    if (!matches(req)) return undefined;
+    seen++;
+    return seen > healthy && seen <= healthy + times ? fault : undefined;
+  };
 }

@@ -93,6 +93,27 @@ describe('AWS errors after the SDK retries', () => {
     });
   });
 
+  test('a stalled request (no answer within the timeout) and a connection never made: one line each, exit 9', () => {
+    const stalled = Object.assign(
+      new Error('@smithy/node-http-handler - the request socket timed out after 2000 ms of inactivity (configured by client requestHandler).'),
+      {
+        name: 'TimeoutError',
+        $metadata: { attempts: 8 },
+      },
+    );
+    expect(cloudError(stalled, 'stack S (bucket b)')).toMatchObject({
+      exitCode: ExitCode.cloud,
+      message: expect.stringMatching(
+        /^The AWS endpoint for stack S \(bucket b\) stopped answering after 8 attempts \(no answer within 2000 ms\): check the network/,
+      ),
+    });
+    const noConnection = Object.assign(
+      new Error('@smithy/node-http-handler - the request socket did not establish a connection with the server within the configured timeout of 10000 ms.'),
+      { name: 'TimeoutError' },
+    );
+    expect(cloudError(noConnection, 'stack S')).toMatchObject({ exitCode: ExitCode.cloud, message: 'Cannot reach the AWS endpoint for stack S: TimeoutError' });
+  });
+
   describe('a cloud failure in the middle of a backup', () => {
     let repo: TestRepo;
     afterEach(() => repo.close());

@@ -15,7 +15,8 @@ import { makeClients, type S3Tuning } from '../../shared/adapters/aws/clients.ts
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
 import { deriveJournalKey, Journal, journalKeys } from '../../shared/app/journal.ts';
 
-type Behaviour = 'ok' | 'stall' | 'fail503' | 'exists412';
+/** stallBody: the headers and half the body, then silence; breakBody: the same, then the connection is cut. */
+type Behaviour = 'ok' | 'stall' | 'stallBody' | 'breakBody' | 'fail503' | 'exists412';
 
 let server: Server;
 let endpoint: string;
@@ -34,6 +35,12 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   req.resume();
   req.on('end', () => {
     if (behaviour === 'stall') return; // never answers: the client's timeout must fire
+    if (behaviour === 'stallBody' || behaviour === 'breakBody') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BODY.length });
+      res.write(BODY.subarray(0, BODY.length / 2));
+      if (behaviour === 'breakBody') setTimeout(() => res.socket?.destroy(), 20);
+      return;
+    }
     if (behaviour === 'fail503') {
       res.writeHead(503, { 'content-type': 'application/xml' });
       res.end('<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
@@ -93,7 +100,45 @@ describe('S3 client: timeouts, retries, connections', () => {
     expect(got?.equals(BODY)).toBe(true);
     expect(requests).toBe(2);
     expect(retries).toHaveLength(1);
-    expect(retries[0]).toMatch(/^S3 request failed, .*Timeout.*; retry 1 of 7 in \d+\.\d s$/);
+    expect(retries[0]).toMatch(/^S3 request failed, .*Timeout.*; retry 1 of 7 after \d+\.\d s$/);
+  });
+
+  test('a stalled upload (the body sent, no answer) is abandoned and retried; the retry is reported', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 300, idleTimeoutMs: 300 });
+    script = ['stall'];
+    expect(await blocks.putIfAbsent('blocks/ab/cd/abcd', BODY)).toBe(true);
+    expect(requests).toBe(2);
+    expect(retries).toHaveLength(1);
+    expect(retries[0]).toMatch(/^S3 request failed, .*Timeout.*; retry 1 of 7 after \d+\.\d s$/);
+  });
+
+  test('a body that stalls after the headers (outside the SDK retries) is read again; the retry is reported', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 2000, idleTimeoutMs: 300 });
+    script = ['stallBody'];
+    expect((await blocks.get('blocks/ab/cd/abcd'))?.equals(BODY)).toBe(true);
+    script = ['stallBody'];
+    const into = Buffer.alloc(64);
+    expect((await blocks.getInto('blocks/ab/cd/abcd', into))?.equals(BODY)).toBe(true);
+    expect(requests).toBe(4);
+    expect(retries).toHaveLength(2);
+    for (const line of retries) expect(line).toMatch(/^S3 request failed, TimeoutError: .*; retry 1 of 7 after \d+\.\d s$/);
+  });
+
+  test('a body cut off after the headers is read again', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 2000, idleTimeoutMs: 2000 });
+    script = ['breakBody'];
+    expect((await blocks.getInto('blocks/ab/cd/abcd', Buffer.alloc(64)))?.equals(BODY)).toBe(true);
+    expect(requests).toBe(2);
+    expect(retries).toHaveLength(1);
+    expect(retries[0]).toMatch(/; retry 1 of 7 after \d+\.\d s$/);
+  });
+
+  test('a body that stalls on every attempt fails with the timeout after the last one instead of hanging', async () => {
+    const { blocks, retries } = store({ requestTimeoutMs: 2000, idleTimeoutMs: 200, maxAttempts: 3 });
+    script = ['stallBody', 'stallBody', 'stallBody'];
+    await expect(blocks.getInto('blocks/ab/cd/abcd', Buffer.alloc(64))).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(requests).toBe(3);
+    expect(retries).toHaveLength(2);
   });
 
   test('a 503 (SlowDown) is retried with backoff and reported each time', async () => {
@@ -101,9 +146,9 @@ describe('S3 client: timeouts, retries, connections', () => {
     script = ['fail503', 'fail503'];
     expect(await blocks.putIfAbsent('blocks/ab/cd/abcd', BODY)).toBe(true);
     expect(requests).toBe(3);
-    expect(retries.map((l) => l.replace(/in \d+\.\d s/, 'in T'))).toEqual([
-      expect.stringMatching(/HTTP 503.*; retry 1 of 7 in T$/),
-      expect.stringMatching(/HTTP 503.*; retry 2 of 7 in T$/),
+    expect(retries.map((l) => l.replace(/after \d+\.\d s/, 'after T'))).toEqual([
+      expect.stringMatching(/HTTP 503.*; retry 1 of 7 after T$/),
+      expect.stringMatching(/HTTP 503.*; retry 2 of 7 after T$/),
     ]);
   });
 

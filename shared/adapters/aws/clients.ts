@@ -68,13 +68,14 @@ export class ReportedRetryStrategy implements RetryStrategyV2 {
     return this.inner.acquireInitialRetryToken(scope);
   }
   async refreshRetryTokenForRetry(token: StandardRetryToken, info: RetryErrorInfo): Promise<StandardRetryToken> {
+    // The standard strategy waits its backoff before it answers (older ones hand the wait to the caller in the token): both are the delay.
+    const asked = performance.now();
     const next = await this.inner.refreshRetryTokenForRetry(token, info);
+    const delayMs = performance.now() - asked + next.getRetryDelay();
     const e = info.error as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } } | undefined;
     const status = e?.$metadata?.httpStatusCode ? ` (HTTP ${e.$metadata.httpStatusCode})` : '';
     const reason = `${e?.name ?? info.errorType}${status}${e?.message && e.message !== e.name ? `: ${e.message.split('\n')[0]!.slice(0, 160)}` : ''}`;
-    this.onRetry(
-      `${this.what} request failed, ${reason}; retry ${next.getRetryCount()} of ${this.maxAttempts - 1} in ${(next.getRetryDelay() / 1000).toFixed(1)} s`,
-    );
+    this.onRetry(`${this.what} request failed, ${reason}; retry ${next.getRetryCount()} of ${this.maxAttempts - 1} after ${(delayMs / 1000).toFixed(1)} s`);
     return next;
   }
   recordSuccess(token: StandardRetryToken): void {

@@ -1,4 +1,14 @@
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { RetryStrategyV2, RetryToken, SdkError } from '@smithy/types';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockStore } from '../../ports/block-store.ts';
 
 /**
@@ -33,18 +43,11 @@ export class S3BlockStore implements BlockStore {
   }
 
   async get(key: string): Promise<Buffer | null> {
-    try {
-      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-      return Buffer.from(await out.Body!.transformToByteArray());
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
-    }
+    return this.getObject(key, async (out) => Buffer.from(await out.Body!.transformToByteArray()));
   }
 
   async getInto(key: string, into: Buffer): Promise<Buffer | null> {
-    try {
-      const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    return this.getObject(key, async (out) => {
       if ((out.ContentLength ?? 0) > into.length) return Buffer.from(await out.Body!.transformToByteArray());
       let got = 0;
       const chunks: Buffer[] = [];
@@ -57,10 +60,53 @@ export class S3BlockStore implements BlockStore {
         }
       }
       return chunks.length ? Buffer.concat([into.subarray(0, got), ...chunks]) : into.subarray(0, got);
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
+    });
+  }
+
+  /**
+   * A GetObject, its body consumed by `read`. The SDK retries a request until its answer's headers
+   * arrive; a body that then stalls (the client's idle timeout fires) or breaks off is outside
+   * those retries, so it is asked for again here through the client's own retry strategy: the same
+   * backoff with jitter, attempts, retry quota and warning.
+   */
+  private async getObject<T>(key: string, read: (out: GetObjectCommandOutput) => Promise<T>): Promise<T | null> {
+    let strategy: RetryStrategyV2 | undefined;
+    let token: RetryToken | undefined;
+    for (;;) {
+      let out: GetObjectCommandOutput;
+      try {
+        out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      } catch (e) {
+        if (isNotFound(e)) return null;
+        throw e;
+      }
+      try {
+        const result = await read(out);
+        if (token) strategy!.recordSuccess(token);
+        return result;
+      } catch (e) {
+        if (!isBrokenBody(e)) throw e;
+        strategy ??= await this.retryStrategy();
+        if (!strategy) throw e;
+        try {
+          token = await strategy.refreshRetryTokenForRetry(token ?? (await strategy.acquireInitialRetryToken('s3-body')), {
+            errorType: 'TRANSIENT',
+            error: e as SdkError,
+          });
+        } catch {
+          // Out of attempts (or of the retry quota): the body's own error, with the attempts made, as the SDK's errors carry them.
+          throw Object.assign(e as object, { $metadata: { attempts: (token?.getRetryCount() ?? 0) + 1 } });
+        }
+        // Strategies that leave the wait to their caller give it in the token (the standard one has waited).
+        await sleep(token.getRetryDelay());
+      }
     }
+  }
+
+  /** The client's retry strategy, if it is one that hands out retry tokens. */
+  private async retryStrategy(): Promise<RetryStrategyV2 | undefined> {
+    const strategy = await (this.s3.config.retryStrategy as () => Promise<unknown>)();
+    return strategy && typeof strategy === 'object' && 'refreshRetryTokenForRetry' in strategy ? (strategy as RetryStrategyV2) : undefined;
   }
 
   async head(key: string): Promise<number | null> {
@@ -86,6 +132,13 @@ export class S3BlockStore implements BlockStore {
     } while (token);
   }
 }
+
+/** Errors of a body that stalled (the idle timeout) or broke off after the answer's headers. */
+const BROKEN_BODY_CODES = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_PREMATURE_CLOSE'];
+const isBrokenBody = (e: unknown) => {
+  const err = e as { name?: string; code?: string; message?: string };
+  return err.name === 'TimeoutError' || BROKEN_BODY_CODES.includes(err.code ?? '') || err.message === 'aborted';
+};
 
 const isNotFound = (e: unknown) => {
   const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
