@@ -4,7 +4,10 @@
  * BENCH_CLOUD_MIB, default 256) beside a baseline in the same run: plain parallel PutObject and
  * GetObject through the SDK of as many 4 MiB objects as the backup stored, at the same
  * concurrency (simultaneous_writes / simultaneous_reads, 4 each by default). The emulator's S3 is
- * slow, so only the ratio to the baseline means something.
+ * slow, so only the ratio to the baseline means something. The baseline runs twice per round: in
+ * the bench's own process (SDK loaded, connections open), and as a fresh `node` process
+ * (cloud-baseline.js), which pays Node's start-up and the SDK's load as each run of ours does.
+ * BENCH_CLOUD_MIB may list several sizes (256,1024): one deploy, a table each.
  */
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
@@ -18,18 +21,22 @@ import { BIN, BLOCK, dir, kindOf, loadAverage, log, markdownTable, median, MiB, 
 import type { Context, Step } from './bench.ts';
 
 const CONCURRENCY = 4;
+/** The baseline as a fresh process (plain JavaScript, only the SDK's S3 client loaded). */
+const BASELINE = join(import.meta.dirname, 'cloud-baseline.js');
 
 export const cloudStep: Step = {
   name: 'cloud',
   skip: () => (process.env['BENCH_CLOUD'] === '1' ? null : 'BENCH_CLOUD=1 not set'),
   async run(ctx: Context) {
-    const sizeMiB = Number(process.env['BENCH_CLOUD_MIB'] ?? 256);
+    const sizes = (process.env['BENCH_CLOUD_MIB'] ?? '256').split(',').map(Number);
     log(`cloud: starting MiniStack and deploying the stack (load ${loadAverage()})`);
     const { default: setup } = await import('../integration/global-setup.ts');
     let stack: Backy2TestStack | undefined;
     const stop = await setup({ provide: (_key: string, value: Backy2TestStack) => (stack = value) } as unknown as TestProject);
     try {
-      return await measure(ctx, stack!, sizeMiB);
+      const sections: string[] = [];
+      for (const sizeMiB of sizes) sections.push(...(sections.length ? [''] : []), ...(await measure(ctx, stack!, sizeMiB)));
+      return sections;
     } finally {
       await stop();
     }
@@ -46,9 +53,12 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
     BACKY2_RECORD_TIMEOUT_SECONDS: '600',
   };
   Object.assign(process.env, env);
+  log(`cloud: ${sizeMiB} MiB image`);
   const image = join(dir, 'cloud.img');
   const bytes = sizeMiB * MiB;
-  const counts = writeImage(image, bytes);
+  // Each round of each size its own text blocks (another variant): no backup dedups against an earlier one, as the baseline's puts do not.
+  const variantOf = (round: number) => sizeMiB * 100 + round;
+  const counts = writeImage(image, bytes, variantOf(1));
   const hash = await sha256(image);
   const home = join(dir, 'cloud-home');
   mkdirSync(home, { recursive: true });
@@ -112,13 +122,27 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
     return Number(process.hrtime.bigint() - started) / 1e9;
   };
 
-  const r: Record<'put' | 'get' | 'backup' | 'restore', number[]> = { put: [], get: [], backup: [], restore: [] };
+  const baselineProcess = async (op: 'put' | 'get', prefix: string) => {
+    const args = [BASELINE, op, stack.endpoint, stack.region, bucket, prefix, String(objects), String(CONCURRENCY)];
+    return (await run(process.execPath, args, { env })).seconds;
+  };
+
+  const r: Record<'put' | 'get' | 'putProcess' | 'getProcess' | 'backup' | 'restore', number[]> = {
+    put: [],
+    get: [],
+    putProcess: [],
+    getProcess: [],
+    backup: [],
+    restore: [],
+  };
   for (let round = 1; round <= ctx.rounds; round++) {
     log(`cloud round ${round}: baseline and ours (load ${loadAverage()})`);
     r.put.push(await putAll(round));
+    r.putProcess.push(await baselineProcess('put', `p${sizeMiB}-${round}`));
     r.get.push(await getAll(round));
+    r.getProcess.push(await baselineProcess('get', `p${sizeMiB}-${round}`));
     // A fresh image per round (other random and text blocks): every backup uploads all its blocks, as the baseline does.
-    if (round > 1) writeImage(image, bytes, round);
+    if (round > 1) writeImage(image, bytes, variantOf(round));
     const roundHash = round > 1 ? await sha256(image) : hash;
     const b = await cli('-m', 'backup', `file://${image}`, `bench-${round}`);
     r.backup.push(b.seconds);
@@ -130,19 +154,28 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
   }
   rmSync(image, { force: true });
   s3.destroy();
-  ctx.json['cloud'] = { sizeMiB, objects, concurrency: CONCURRENCY, seconds: r };
-  const line = (name: string, s: number[], base: number[]) => [name, spread(s), (bytes / MiB / median(s)).toFixed(1), (median(base) / median(s)).toFixed(2)];
+  ctx.json[`cloud-${sizeMiB}`] = { sizeMiB, objects, concurrency: CONCURRENCY, seconds: r };
+  const ratio = (base: number[], s: number[]) => (median(base) / median(s)).toFixed(2);
+  const line = (name: string, s: number[], inProcess: number[], fresh: number[]) => [
+    name,
+    spread(s),
+    (bytes / MiB / median(s)).toFixed(1),
+    ratio(inProcess, s),
+    ratio(fresh, s),
+  ];
   if (kindOf(0) !== 'zero') throw new Error('bench image layout changed');
   return [
     `## Cloud mode against MiniStack (${sizeMiB} MiB image: ${objects} stored blocks; concurrency ${CONCURRENCY}; ${ctx.rounds} rounds)`,
     '',
     markdownTable(
-      ['step', 'seconds', 'MiB/s (of the image)', 'baseline s / ours s'],
+      ['step', 'seconds', 'MiB/s (of the image)', 'in-process baseline s / s', 'fresh-process baseline s / s'],
       [
-        [`baseline: PutObject ×${objects} (4 MiB)`, spread(r.put), (bytes / MiB / median(r.put)).toFixed(1), '1.00'],
-        line('ours: backup', r.backup, r.put),
-        [`baseline: GetObject ×${objects} (4 MiB)`, spread(r.get), (bytes / MiB / median(r.get)).toFixed(1), '1.00'],
-        line('ours: restore', r.restore, r.get),
+        line(`baseline in the bench's process: PutObject ×${objects} (4 MiB)`, r.put, r.put, r.putProcess),
+        line(`baseline, a fresh node process: PutObject ×${objects}`, r.putProcess, r.put, r.putProcess),
+        line('ours: backup', r.backup, r.put, r.putProcess),
+        line(`baseline in the bench's process: GetObject ×${objects} (4 MiB)`, r.get, r.get, r.getProcess),
+        line(`baseline, a fresh node process: GetObject ×${objects}`, r.getProcess, r.get, r.getProcess),
+        line('ours: restore', r.restore, r.get, r.getProcess),
       ],
       1,
     ),
