@@ -45,7 +45,7 @@ import {
   writeImage,
   bytesUnder,
 } from './harness.ts';
-import { computeBound, measurePrimitives, type Bound, type Primitives } from './primitives.ts';
+import { computeBound, fasterOf, measurePrimitives, type Bound, type Primitives } from './primitives.ts';
 import { borg, ours, OURS, restic, type Ours, type Tool } from './tools.ts';
 import { cloudStep } from './cloud.ts';
 import { nbdStep } from './nbd.ts';
@@ -110,6 +110,18 @@ async function sequential<T>(n: number, f: () => Promise<T>): Promise<T[]> {
 // ---------------------------------------------------------------------------------------------
 // Steps
 
+const PRIMITIVE_NAMES: [keyof Primitives, string][] = [
+  ['hmacSha256', 'HMAC-SHA256 (block id)'],
+  ['sha256', 'SHA-256 (stored checksum)'],
+  ['aesGcmEncrypt', 'AES-256-GCM encrypt'],
+  ['aesGcmDecrypt', 'AES-256-GCM decrypt'],
+  ['zstdCompressText', 'zstd -1 compress, text block'],
+  ['zstdCompressSample', 'zstd -1 compress, 64 KiB sample of a random block'],
+  ['zstdDecompressText', 'zstd decompress, text block (output)'],
+  ['memcpy', 'memcpy'],
+  ['zeroCheck', 'zero check (Buffer.equals)'],
+];
+
 const primitivesStep: Step = {
   name: 'primitives',
   async run(ctx) {
@@ -119,17 +131,7 @@ const primitivesStep: Step = {
     ctx.json['primitives'] = ctx.primitives;
     ctx.json['bound'] = ctx.bound;
     const p = ctx.primitives;
-    const rows = [
-      ['HMAC-SHA256 (block id)', p.hmacSha256],
-      ['SHA-256 (stored checksum)', p.sha256],
-      ['AES-256-GCM encrypt', p.aesGcmEncrypt],
-      ['AES-256-GCM decrypt', p.aesGcmDecrypt],
-      ['zstd -1 compress, text block', p.zstdCompressText],
-      ['zstd -1 compress, 64 KiB sample of a random block', p.zstdCompressSample],
-      ['zstd decompress, text block (output)', p.zstdDecompressText],
-      ['memcpy', p.memcpy],
-      ['zero check (Buffer.equals)', p.zeroCheck],
-    ].map(([name, rate]) => [String(name), (rate as number).toFixed(0)]);
+    const rows = PRIMITIVE_NAMES.map(([key, name]) => [name, p[key].toFixed(0)]);
     return [
       `## Primitives (one core, node:crypto / node:zlib, on the image's blocks; text compresses ${p.textRatio.toFixed(2)}x)`,
       '',
@@ -137,6 +139,27 @@ const primitivesStep: Step = {
     ];
   },
 };
+
+/**
+ * The primitives measured again once the tools have run, and the bound recomputed from each
+ * one's faster rate: one measurement at a slow moment of the host made the bound too easy.
+ */
+function remeasurePrimitives(ctx: Context): string[] {
+  log('measuring primitives again');
+  const first = ctx.primitives!;
+  const again = measurePrimitives(ctx.image);
+  ctx.primitives = fasterOf(first, again);
+  ctx.bound = computeBound(ctx.primitives, ctx.counts);
+  ctx.json['primitivesAgain'] = again;
+  ctx.json['bound'] = ctx.bound;
+  const rows = PRIMITIVE_NAMES.map(([key, name]) => [name, first[key].toFixed(0), again[key].toFixed(0), ctx.primitives![key].toFixed(0)]);
+  return [
+    '### Primitives measured again after the tools step (MiB/s); the bound below uses the faster',
+    '',
+    markdownTable(['primitive', 'before', 'after', 'bound uses'], rows, 1),
+    '',
+  ];
+}
 
 /** Backup, re-backup and restore by every tool, `rounds` times, interleaved; every restore checked by SHA-256. */
 const toolsStep: Step = {
@@ -243,6 +266,7 @@ const boundStep: Step = {
   name: 'bound',
   skip: (ctx) => (ctx.bound && ctx.rows.length ? null : 'needs the primitives and tools steps'),
   async run(ctx) {
+    const remeasured = remeasurePrimitives(ctx);
     const b = ctx.bound!;
     // What any command of ours costs before its first block: Node, our modules, the argument parser.
     const startUp = ctx.ours ? median(await sequential(3, async () => (await ctx.ours!.cli('--version')).seconds)) : null;
@@ -255,6 +279,7 @@ const boundStep: Step = {
     return [
       `## Bound from the primitives (${b.cores} cores; start-up, metadata and disk flush not included)`,
       '',
+      ...remeasured,
       markdownTable(['step', 'CPU s of primitives', 'bound s', 'ours s (median)', 'ours / bound', 'ours / (bound + start-up)'], body, 1),
       '',
       `start-up: \`backy2 --version\` takes ${startUp === null ? '?' : startUp.toFixed(2)} s (median of 3, this run)`,
