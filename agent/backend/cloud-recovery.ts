@@ -23,7 +23,7 @@ export async function openCloudRecovery(config: Config, log: Log): Promise<Recov
   const clients = makeClients(target, { sockets: config.simultaneousReads + 2, onRetry: (line) => log.warn(line) });
   const where = `region ${aws.region ?? process.env['AWS_REGION'] ?? '(default)'}${aws.endpointUrl ? ` at ${aws.endpointUrl}` : ''}`;
   const master = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
-  const outputs = await describeOutputs(clients, aws.stackName, where);
+  const outputs = await describeOutputs(clients.cloudformation, aws.stackName, where);
   const blocks = new S3BlockStore(clients.s3, outputs.BucketName);
   const keys = await loadRepositoryKeys(blocks, master, oldMasterKeys(config)).catch((e) => {
     throw cloudError(e, 'the key ring');

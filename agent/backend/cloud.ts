@@ -1,9 +1,8 @@
-import { DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
-import { InvokeCommand, type InvokeCommandOutput } from '@aws-sdk/client-lambda';
-import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import type { CloudFormationClient } from '@aws-sdk/client-cloudformation';
+import type { InvokeCommandOutput } from '@aws-sdk/client-lambda';
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeClients, type AwsClients } from '../../shared/adapters/aws/clients.ts';
+import { makeLazyClients, type LazyAwsClients } from '../../shared/adapters/aws/clients-core.ts';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
@@ -24,7 +23,6 @@ import type { Log } from '../ui/log.ts';
 import { policyOf, type Backend } from './backend.ts';
 import { deriveJournalKey, Journal, journalKeys } from '../../shared/app/journal.ts';
 import { journaled } from '../../shared/app/journaled-store.ts';
-import { enrollJournalKey, kmsClient } from '../../shared/adapters/aws/journal-key.ts';
 
 /** Stack outputs the agent needs; it learns every resource from them. */
 const REQUIRED_OUTPUTS = [
@@ -107,10 +105,11 @@ export function cloudError(e: unknown, where: string): Backy2Error {
 /** An error thrown by the AWS SDK (it carries the request's metadata), as opposed to one of ours or a bug. */
 const isSdkError = (e: unknown): boolean => typeof e === 'object' && e !== null && '$metadata' in e;
 
-export async function describeOutputs(clients: AwsClients, stackName: string, where: string): Promise<Outputs> {
+export async function describeOutputs(cloudformation: CloudFormationClient, stackName: string, where: string): Promise<Outputs> {
   let outputs: { OutputKey?: string; OutputValue?: string }[];
   try {
-    const out = await clients.cloudformation.send(new DescribeStacksCommand({ StackName: stackName }));
+    const { DescribeStacksCommand } = await import('@aws-sdk/client-cloudformation');
+    const out = await cloudformation.send(new DescribeStacksCommand({ StackName: stackName }));
     outputs = out.Stacks?.[0]?.Outputs ?? [];
   } catch (e) {
     if (/does not exist/i.test((e as Error).message ?? ''))
@@ -132,10 +131,11 @@ export const recordPollDelayMs = (polls: number): number => Math.min(500, 25 * 2
 const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(3);
 
 /** Calls one of the stack's functions and unwraps its { ok, … } answer into a result or the same error as embedded mode. */
-async function invoke<T>(clients: AwsClients, functionName: string, payload: unknown): Promise<T> {
+async function invoke<T>(clients: LazyAwsClients, functionName: string, payload: unknown): Promise<T> {
   let out: InvokeCommandOutput;
   try {
-    out = await clients.lambda.send(
+    const [lambda, { InvokeCommand }] = await Promise.all([clients.lambda(), import('@aws-sdk/client-lambda')]);
+    out = await lambda.send(
       new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: Buffer.from(JSON.stringify(payload)) }),
     );
   } catch (e) {
@@ -155,13 +155,13 @@ async function invoke<T>(clients: AwsClients, functionName: string, payload: unk
 /** The cloud catalog: commands through the api function, block records through SQS, reads from DynamoDB. */
 export class CloudCatalog implements Catalog {
   readonly reader: DynamoMetadataStore;
-  private readonly clients: AwsClients;
+  private readonly clients: LazyAwsClients;
   private readonly outputs: Outputs;
   private readonly log: Log;
   /** Chunk records are journaled here before they are sent (recover). */
   private readonly journal: Journal | undefined;
 
-  constructor(clients: AwsClients, outputs: Outputs, log: Log, journal?: Journal) {
+  constructor(clients: LazyAwsClients, outputs: Outputs, log: Log, journal?: Journal) {
     this.clients = clients;
     this.outputs = outputs;
     this.log = log;
@@ -190,7 +190,8 @@ export class CloudCatalog implements Catalog {
     const record = await this.journaled(event);
     const journaledAt = Date.now();
     try {
-      await this.clients.sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(record) }));
+      const [sqs, { SendMessageCommand }] = await Promise.all([this.clients.sqs(), import('@aws-sdk/client-sqs')]);
+      await sqs.send(new SendMessageCommand({ QueueUrl: this.outputs.BlockQueueUrl, MessageBody: JSON.stringify(record) }));
     } catch (e) {
       throw cloudError(e, 'the block record queue');
     }
@@ -264,12 +265,12 @@ export class CloudBackend implements Backend {
   readonly catalog: CloudCatalog;
   readonly blocks: S3BlockStore;
   readonly codec: BlockCodec;
-  private readonly clients: AwsClients;
+  private readonly clients: LazyAwsClients;
   private readonly outputs: Outputs;
   private readonly stackName: string;
   readonly journal: Journal;
 
-  constructor(config: Config, clients: AwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log) {
+  constructor(config: Config, clients: LazyAwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log) {
     this.config = config;
     this.stackName = config.aws?.stackName ?? '(unnamed)';
     this.policy = policyOf(config);
@@ -312,8 +313,10 @@ export class CloudBackend implements Backend {
   async enrollJournal(log: Log): Promise<void> {
     const keyArn = this.outputs.JournalKeyArn;
     if (!keyArn) throw new Backy2Error(ExitCode.cloud, `Stack ${this.stackName} has no JournalKeyArn output; update it with "npx cdk deploy"`);
-    let result: Awaited<ReturnType<typeof enrollJournalKey>>;
+    let result: 'enrolled' | 'kept' | 'foreign';
     try {
+      // Only initdb enrolls: the KMS package of the SDK is loaded here, not by every command.
+      const { enrollJournalKey, kmsClient } = await import('../../shared/adapters/aws/journal-key.ts');
       result = await enrollJournalKey(
         this.blocks,
         kmsClient({ region: this.config.aws?.region, endpointUrl: this.config.aws?.endpointUrl, profile: this.config.aws?.profile }),
@@ -382,14 +385,14 @@ export class CloudBackend implements Backend {
 export async function openCloudBackend(config: Config, log: Log, opts: { initdb?: boolean }): Promise<Backend> {
   const aws = config.aws!;
   // One keep-alive connection per block in flight (reads and writes), retries shown as warnings.
-  const clients = makeClients(
+  const clients = makeLazyClients(
     { region: aws.region, endpointUrl: aws.endpointUrl, profile: aws.profile },
     { sockets: config.simultaneousReads + config.simultaneousWrites, onRetry: (line) => log.warn(line) },
   );
   const where = `region ${aws.region ?? process.env['AWS_REGION'] ?? '(default)'}${aws.endpointUrl ? ` at ${aws.endpointUrl}` : ''}`;
   const masterKey = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
   const asked = Date.now();
-  const outputs = await describeOutputs(clients, aws.stackName, where);
+  const outputs = await describeOutputs(await clients.cloudformation(), aws.stackName, where);
   log.debug(`Using stack ${aws.stackName}: bucket ${outputs.BucketName} (outputs read in ${seconds(asked)} s)`);
   // Key rotation: the key ring in the bucket gives the repository's dedup key.
   let keys: RepositoryKeys;
