@@ -54,19 +54,7 @@ export async function readAt(fh: FileHandle, position: number, length: number, i
   return got === length ? buf : buf.subarray(0, got);
 }
 
-/**
- * Writes all of `data` at `position`. A write may return fewer bytes than asked (the OS does so on
- * a nearly full disk); the rest is written by further calls, and a call that writes nothing is an
- * error (ENOSPC), never a silent success that leaves a hole in the target.
- */
-export async function writeAt(fh: FileHandle, data: Uint8Array, length: number, position: number): Promise<void> {
-  let written = 0;
-  while (written < length) {
-    const { bytesWritten } = await fh.write(data, written, length - written, position + written);
-    if (bytesWritten <= 0) throw Object.assign(new Error(`ENOSPC: no space left on device, write returned 0 of ${length - written} bytes`), { code: 'ENOSPC' });
-    written += bytesWritten;
-  }
-}
+export { writeAt } from '../../shared/adapters/local/write-at.ts';
 
 export async function pathExists(path: string): Promise<boolean> {
   try {

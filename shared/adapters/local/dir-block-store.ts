@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import type { BlockStore } from '../../ports/block-store.ts';
 import { osFault } from '../faults.ts';
 import { processAlive } from './processes.ts';
+import { writeAt } from './write-at.ts';
 
 /** Temporary files live in one directory of the data directory, so finding stale ones is one readdir. */
 export const TEMP_DIR = '.tmp';
@@ -56,8 +57,7 @@ export class DirBlockStore implements BlockStore {
     const temp = join(this.root, TEMP_DIR, `${HOST}-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fh = await open(temp, 'wx', 0o600);
     try {
-      // writeFile completes short writes itself (it loops until every byte is written or throws).
-      await fh.writeFile(body);
+      await writeAt(fh, body, body.length, 0);
       await fh.sync();
       await fh.close();
     } catch (e) {
