@@ -1,8 +1,8 @@
 /**
  * The S3 and DynamoDB clients every user of the stack needs, and how each client is configured.
  * The agent loads only this module: the Lambda, SQS and CloudFormation packages of the SDK are
- * loaded when first used (`makeLazyClients`; a restore uses neither Lambda nor SQS, ~60 ms of
- * start-up). clients.ts adds them eagerly for the functions.
+ * loaded when first used (`makeLazyClients`; a restore uses neither Lambda nor SQS). clients.ts
+ * adds them eagerly for the functions.
  */
 import { S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
