@@ -39,7 +39,7 @@ export async function withBackend<T>(cmd: Command, fn: (backend: Backend, g: Glo
   const log = logFor(g);
   log.debug(`${cmd.name()}: command line parsed`);
   const backend = await openBackend(g.configfile, log, opts);
-  log.debug(`${backend.kind} repository open`);
+  log.debug(`${backend.kind} repository open (codec: ${backend.codec.workers} worker threads)`);
   try {
     return await fn(backend, g, log);
   } catch (e) {

@@ -10,6 +10,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -218,8 +219,10 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     const body = onceAfter(4, blockGet, { stall: 'body' });
     const answer = onceAfter(8, blockGet, { stall: 'answer' });
     proxy.inject((req) => body(req) ?? answer(req));
-    const r = await stalling.run('restore', uid, 'file://stall-get.out');
+    const r = await stalling.run('-d', 'restore', uid, 'file://stall-get.out');
     expect(r.code, r.stderr).toBe(0);
+    // The same multi-core codec as embedded mode: a worker thread per core.
+    expect(r.stderr).toContain(`cloud repository open (codec: ${availableParallelism()} worker threads)`);
     expect(proxy.count('stall-body')).toBe(1);
     expect(proxy.count('stall-answer')).toBe(1);
     expect(r.stderr.match(RETRY_WARNING), r.stderr).toHaveLength(2);
