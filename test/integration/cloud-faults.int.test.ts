@@ -244,4 +244,23 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     expect(proxy.count('stall-answer')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
     expect(existsSync(stalling.path('stall-all.out'))).toBe(false);
   });
+  it('S3 connections are kept alive and reused: the 32 uploads of a backup and the 32 reads of a restore each travel on at most simultaneous_reads + simultaneous_writes connections', async () => {
+    const name = `pool-${randomBytes(3).toString('hex')}`;
+    const data = image('pool.img');
+    proxy.heal();
+    const uid = await cloud.backup('file://pool.img', name);
+    const puts = proxy.requests.filter((r) => isBlockObject(r.req, bucket, 'PUT')).length;
+    expect(puts).toBe(BLOCKS);
+    const putConnections = proxy.connectionsFor((req) => isBlockObject(req, bucket, 'PUT'));
+    expect(putConnections).toBeGreaterThanOrEqual(1);
+    expect(putConnections).toBeLessThanOrEqual(IN_FLIGHT);
+    proxy.heal();
+    const restored = await cli('restore', uid, 'file://pool.out');
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(sha(readFileSync(cloud.path('pool.out')))).toBe(sha(data));
+    expect(proxy.requests.filter((r) => isBlockObject(r.req, bucket, 'GET')).length).toBe(BLOCKS);
+    const getConnections = proxy.connectionsFor((req) => isBlockObject(req, bucket, 'GET'));
+    expect(getConnections).toBeLessThanOrEqual(IN_FLIGHT);
+    console.log(`S3 connections: ${putConnections} for ${BLOCKS} uploads, ${getConnections} for ${BLOCKS} reads`);
+  });
 });

@@ -46,6 +46,10 @@ export class FaultProxy {
   readonly url: string;
   /** Requests answered with a fault, by error code. */
   readonly injected = new Map<string, number>();
+  /** Every request since the last `inject`/`heal`, with the number of the client connection it came on. */
+  readonly requests: { req: ProxiedRequest; connection: number }[] = [];
+  private readonly connections = new WeakMap<object, number>();
+  private connectionCount = 0;
   private rule: FaultRule = () => undefined;
   private readonly server: Server;
 
@@ -66,6 +70,7 @@ export class FaultProxy {
         const body = Buffer.concat(chunks);
         const target = String(req.headers['x-amz-target'] ?? '');
         const seen: ProxiedRequest = { method: req.method ?? 'GET', path: req.url ?? '/', target, body };
+        proxy!.requests.push({ req: seen, connection: proxy!.connectionOf(req.socket) });
         const fault = proxy!.rule(seen);
         const stall = fault && 'stall' in fault ? fault.stall : undefined;
         if (stall) proxy!.injected.set(`stall-${stall}`, (proxy!.injected.get(`stall-${stall}`) ?? 0) + 1);
@@ -101,14 +106,29 @@ export class FaultProxy {
     return proxy;
   }
 
-  /** From now on, requests go through `rule`; the counts of injected faults start again. */
+  /** From now on, requests go through `rule`; the counts of injected faults (and the requests seen) start again. */
   inject(rule: FaultRule): void {
     this.injected.clear();
+    this.requests.length = 0;
     this.rule = rule;
   }
 
   heal(): void {
     this.rule = () => undefined;
+    this.requests.length = 0;
+  }
+
+  /** How many client connections carried the requests `matches` picks (since the last inject/heal). */
+  connectionsFor(matches: (req: ProxiedRequest) => boolean): number {
+    return new Set(this.requests.filter((r) => matches(r.req)).map((r) => r.connection)).size;
+  }
+
+  private connectionOf(socket: object): number {
+    const known = this.connections.get(socket);
+    if (known !== undefined) return known;
+    this.connectionCount++;
+    this.connections.set(socket, this.connectionCount);
+    return this.connectionCount;
   }
 
   count(code: string): number {
