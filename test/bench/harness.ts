@@ -4,10 +4,12 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { zstdCompressSync } from 'node:zlib';
+import { compressionSample, sampleSaysCompress, zstdOptions } from '../../shared/blocks/codec-sync.ts';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** What users run (`npx backy2`): the launcher, with Node's compile cache. */
@@ -88,6 +90,37 @@ export function writeImage(path: string, bytes: number, variant = 0): Record<Blo
     closeSync(fd);
   }
   return counts;
+}
+
+/**
+ * The kinds of an existing image's blocks (BENCH_IMAGE), judged as the codec judges them: all
+ * zeros; "text" when zstd shrinks the block's sample (encodeSync then compresses it); otherwise
+ * "random" (stored as it is). The bound is then computed for this image as for the generated one.
+ */
+export function classifyImage(path: string): { counts: Record<BlockKind, number>; kinds: BlockKind[] } {
+  const fd = openSync(path, 'r');
+  const counts = { zero: 0, random: 0, text: 0 };
+  const kinds: BlockKind[] = [];
+  const buf = Buffer.alloc(BLOCK);
+  const zeros = Buffer.alloc(BLOCK);
+  try {
+    for (let at = 0; ; at += BLOCK) {
+      const got = readSync(fd, buf, 0, BLOCK, at);
+      if (got === 0) break;
+      const block = buf.subarray(0, got);
+      const sample = compressionSample(block) ?? block;
+      const kind: BlockKind = block.equals(zeros.subarray(0, got))
+        ? 'zero'
+        : sampleSaysCompress(sample, zstdCompressSync(sample, zstdOptions(sample.length)))
+          ? 'text'
+          : 'random';
+      counts[kind]++;
+      kinds.push(kind);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { counts, kinds };
 }
 
 // ---------------------------------------------------------------------------------------------
