@@ -24,7 +24,7 @@ describe('writeAt', () => {
   const dir = mkdtempSync(join(tmpdir(), 'backy2-write-at-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('writes a whole block to a real file in one call, at its position', async () => {
+  it('writes a whole block to a real file at its position', async () => {
     const data = randomBytes(4 * 1024 * 1024 + 42);
     const fh = await open(join(dir, 'f'), 'w');
     try {
