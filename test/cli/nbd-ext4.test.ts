@@ -17,6 +17,24 @@ async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): 
   }
 }
 
+/**
+ * fusermount3 -u, tried again while the mount is busy: right after the last read the kernel can
+ * still hold the FUSE file system for a moment (exit 1, "Device or resource busy" under load).
+ */
+async function unmount(dir: string, timeoutMs = 10_000): Promise<{ code: number; stderr: string }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await tool('fusermount3', ['-u', dir]);
+    if (r.code === 0 || Date.now() > deadline) return r;
+    await sleep(200);
+  }
+}
+
+const mounted = (dir: string) =>
+  readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[1] === dir);
+
 describe('backy2 nbd + nbdfuse + e2fsck + fuse2fs: files out of a backed-up ext4 image', { timeout: 180_000 }, () => {
   let repo: Repo;
   let uid: string;
@@ -38,7 +56,7 @@ describe('backy2 nbd + nbdfuse + e2fsck + fuse2fs: files out of a backed-up ext4
   }, HOOK_TIMEOUT);
 
   afterAll(async () => {
-    for (const dir of ['fs-mnt', 'nbd-mnt']) if (existsSync(repo.path(dir))) await tool('fusermount3', ['-u', repo.path(dir)]);
+    for (const dir of ['fs-mnt', 'nbd-mnt']) if (mounted(repo.path(dir))) await unmount(repo.path(dir));
     nbdfuse?.kill();
     if (nbd?.cli.child.exitCode === null) await nbd.stop();
     repo.remove();
@@ -62,8 +80,10 @@ describe('backy2 nbd + nbdfuse + e2fsck + fuse2fs: files out of a backed-up ext4
     await waitFor('fuse2fs to mount', () => existsSync(`${fsMnt}/etc/hello.txt`));
     expect(readFileSync(`${fsMnt}/etc/hello.txt`, 'utf8')).toBe(hello);
     expect(readFileSync(`${fsMnt}/big.bin`).equals(big)).toBe(true);
-    expect((await tool('fusermount3', ['-u', fsMnt])).code).toBe(0);
-    expect((await tool('fusermount3', ['-u', nbdMnt])).code).toBe(0);
+    const fsUnmounted = await unmount(fsMnt);
+    expect(fsUnmounted.code, fsUnmounted.stderr).toBe(0);
+    const nbdUnmounted = await unmount(nbdMnt);
+    expect(nbdUnmounted.code, nbdUnmounted.stderr).toBe(0);
     expect(nbd.cli.stderrSoFar()).toMatch(new RegExp(`serving ${uid} read-only`));
   });
 });
