@@ -181,6 +181,16 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
   });
 }
 
+/**
+ * Seconds a `sync` takes: run right after a command, what it left for the kernel to write. Our
+ * restore syncs its target before it exits; restic and borg leave their writes in the page cache.
+ */
+export function syncSeconds(): number {
+  const started = process.hrtime.bigint();
+  spawnSync('sync');
+  return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
 export function bytesUnder(path: string): number {
   if (!existsSync(path)) return 0;
   const st = statSync(path);

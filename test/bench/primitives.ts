@@ -4,11 +4,13 @@
  * the CPU seconds the image's blocks need at those rates, spread over all cores. No tool can
  * do the same work faster; our ratio to the bound says how much the pipeline adds.
  *
- * Left out of the bound: process start-up, the metadata store, and the disk (restore's fsync).
+ * Left out of the bound: process start-up and the metadata store. The disk (restore's fsync) is
+ * bounded apart (diskFlushRate), as the time the data needs to reach it.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { BLOCK, type BlockKind, median, MiB, textBlock } from './harness.ts';
 
@@ -123,6 +125,30 @@ export function fasterOf(a: Primitives, b: Primitives): Primitives {
   return Object.fromEntries(
     Object.keys(a).map((k) => [k, k === 'textRatio' ? a.textRatio : Math.max(a[k as keyof Primitives], b[k as keyof Primitives])]),
   ) as unknown as Primitives;
+}
+
+/**
+ * MiB/s at which `directory`'s disk takes new data for good: `mib` MiB of random bytes written in
+ * 4 MiB blocks to a new file, then fdatasync, as a restore writes its target (the faster of two).
+ */
+export function diskFlushRate(directory: string, mib = 256): number {
+  const block = Buffer.alloc(BLOCK);
+  randomFillSync(block);
+  const path = join(directory, '.disk-flush-probe');
+  const rates = [0, 1].map(() => {
+    const fd = openSync(path, 'w');
+    const started = process.hrtime.bigint();
+    try {
+      for (let at = 0; at < mib * MiB; at += BLOCK) writeSync(fd, block, 0, BLOCK, at);
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    rmSync(path, { force: true });
+    return mib / seconds;
+  });
+  return Math.max(...rates);
 }
 
 export interface Bound {
