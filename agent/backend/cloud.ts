@@ -22,6 +22,9 @@ import type { TouchResult } from '../../shared/ports/metadata-store.ts';
 import type { Log } from '../ui/log.ts';
 import { policyOf, type Backend } from './backend.ts';
 import { deriveJournalKey, Journal, journalKeys } from '../../shared/app/journal.ts';
+import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
+import { dropCachedOutputs, outputsCacheEnabled, outputsCachePath, readCachedOutputs, writeCachedOutputs, type StackTarget } from './outputs-cache.ts';
+import { defaultHome } from './open.ts';
 import { journaled } from '../../shared/app/journaled-store.ts';
 
 /** Stack outputs the agent needs; it learns every resource from them. */
@@ -269,9 +272,12 @@ export class CloudBackend implements Backend {
   private readonly outputs: Outputs;
   private readonly stackName: string;
   readonly journal: Journal;
+  /** Reads the stack's outputs again when they came from the cache: the writes that no function call precedes check them first. */
+  private readonly confirmOutputs: () => Promise<void>;
 
-  constructor(config: Config, clients: LazyAwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log) {
+  constructor(config: Config, clients: LazyAwsClients, outputs: Outputs, keys: RepositoryKeys, log: Log, confirmOutputs: () => Promise<void> = async () => {}) {
     this.config = config;
+    this.confirmOutputs = confirmOutputs;
     this.stackName = config.aws?.stackName ?? '(unnamed)';
     this.policy = policyOf(config);
     this.clients = clients;
@@ -286,6 +292,7 @@ export class CloudBackend implements Backend {
   /** Cleanup runs in the cloud (only the cleanup function may delete objects), or locally with admin rights. */
   async cleanup(force: boolean, log: (line: string) => void, local = false): Promise<CleanupReport> {
     if (local) {
+      await this.confirmOutputs();
       const store = new DynamoMetadataStore(this.clients.dynamo, {
         eventsTable: this.outputs.EventsTableName,
         projectionsTable: this.outputs.ProjectionsTableName,
@@ -333,6 +340,7 @@ export class CloudBackend implements Backend {
 
   /** Writes to `keys/`, which only AdminPolicy may. */
   async addKey(newMaster: Buffer): Promise<AddKeyResult> {
+    await this.confirmOutputs();
     try {
       return await addKeyToRing(this.blocks, this.codec.keys, newMaster);
     } catch (e) {
@@ -342,6 +350,7 @@ export class CloudBackend implements Backend {
 
   /** Runs on this host with the keys (the functions have none), writing the index as `cleanup --local` does (AdminPolicy). */
   async rekey(opts: RekeyOptions): Promise<RekeyReport> {
+    await this.confirmOutputs();
     const store = new DynamoMetadataStore(this.clients.dynamo, {
       eventsTable: this.outputs.EventsTableName,
       projectionsTable: this.outputs.ProjectionsTableName,
@@ -382,18 +391,155 @@ export class CloudBackend implements Backend {
   }
 }
 
+/** Error names of a request that named a resource (bucket, table, queue, function) that does not exist. */
+const MISSING_RESOURCE = ['NoSuchBucket', 'ResourceNotFoundException', 'QueueDoesNotExist', 'AWS.SimpleQueueService.NonExistentQueue', 'NonExistentQueue'];
+export const isMissingResource = (e: unknown): boolean => {
+  const err = e as { name?: string; Code?: string; code?: string } | null;
+  return !!err && [err.name, err.Code, err.code].some((n) => n !== undefined && MISSING_RESOURCE.includes(n));
+};
+
+/** S3 requests that change the bucket (any but Get, Head and List). */
+const isS3Write = (commandName: string | undefined): boolean => !!commandName && !/^(Get|Head|List)/.test(commandName);
+
+/** Replaces, in a request's input, every resource name of stale outputs by the fresh one (values and keys, e.g. BatchGetItem's RequestItems). */
+function renamed(input: unknown, renames: ReadonlyMap<string, string>): unknown {
+  if (typeof input === 'string') return renames.get(input) ?? input;
+  if (Array.isArray(input)) return input.map((v) => renamed(v, renames));
+  if (input === null || typeof input !== 'object') return input;
+  const proto = Object.getPrototypeOf(input);
+  if (proto !== Object.prototype && proto !== null) return input; // bodies, buffers, streams: untouched
+  return Object.fromEntries(Object.entries(input).map(([k, v]) => [renames.get(k) ?? k, renamed(v, renames)]));
+}
+
+/**
+ * The stack's outputs as this command uses them. Taken from the cache file, they may be stale
+ * (the stack was redeployed): the first request that fails because a resource they name does not
+ * exist makes them be read again (DescribeStacks), the cache rewritten, and the request retried
+ * once with the fresh names; later requests are renamed the same way. One place for every
+ * client: an SDK middleware (`follow`).
+ */
+class StackOutputs {
+  readonly current: Outputs;
+  private readonly renames = new Map<string, string>();
+  /** Buckets this command wrote to: a write to a bucket the stack no longer names must not be taken for a backup. */
+  private readonly written = new Set<string>();
+  private refreshing: Promise<boolean> | undefined;
+
+  private readonly fromCache: boolean;
+  private readonly describe: () => Promise<Outputs>;
+  private readonly stackName: string;
+  private readonly log: Log;
+
+  constructor(outputs: Outputs, fromCache: boolean, describe: () => Promise<Outputs>, stackName: string, log: Log) {
+    this.current = { ...outputs };
+    this.fromCache = fromCache;
+    this.describe = describe;
+    this.stackName = stackName;
+    this.log = log;
+  }
+
+  /** Cached outputs are read again (before a write that no function call precedes: a stale bucket would take it silently). */
+  async confirm(): Promise<void> {
+    if (this.fromCache) await this.refresh();
+  }
+
+  /** Outputs read again at most once per command; true when they changed. */
+  private refresh(): Promise<boolean> {
+    return (this.refreshing ??= (async () => {
+      const fresh = await this.describe();
+      const changed = REQUIRED_OUTPUTS.filter((k) => fresh[k] !== this.current[k]);
+      if (!changed.length) return false;
+      if (changed.includes('BucketName') && this.written.has(this.current.BucketName))
+        throw new Backy2Error(
+          ExitCode.cloud,
+          `Stack ${this.stackName} was redeployed during this command: its bucket is now ${fresh.BucketName}, this command wrote to ${this.current.BucketName}; the cached outputs are updated, run the command again`,
+        );
+      for (const k of changed) this.renames.set(this.current[k], fresh[k]);
+      this.log.info(`The cached outputs of stack ${this.stackName} were stale (${changed.join(', ')} changed): read them again`);
+      Object.assign(this.current, fresh);
+      return true;
+    })());
+  }
+
+  /** The middleware every client of the command gets (added at its first step, above the SDK's retries). */
+  follow<C extends { middlewareStack: { add: (mw: InitializeMiddleware<object, MetadataBearer>, opts: { step: 'initialize'; name: string }) => void } }>(client: C): C {
+    const middleware: InitializeMiddleware<object, MetadataBearer> = (next, context) => async (args) => {
+      const send = () => next(this.renames.size ? { ...args, input: renamed(args.input, this.renames) as object } : args);
+      let out;
+      try {
+        out = await send();
+      } catch (e) {
+        if (!this.fromCache || !isMissingResource(e) || !(await this.refresh())) throw e;
+        out = await send();
+      }
+      const bucket = (args.input as { Bucket?: unknown }).Bucket;
+      if (typeof bucket === 'string' && context.clientName === 'S3Client' && isS3Write(context.commandName)) this.written.add(renamed(bucket, this.renames) as string);
+      return out;
+    };
+    client.middlewareStack.add(middleware, { step: 'initialize', name: 'backy2StackOutputs' });
+    return client;
+  }
+}
+
+const once = <T>(make: () => Promise<T>): (() => Promise<T>) => {
+  let made: Promise<T> | undefined;
+  return () => (made ??= make());
+};
+
+/** Where the cached outputs of this config's stack live, or undefined when the cache is off. */
+function outputsCache(aws: NonNullable<Config['aws']>): { file: string; target: StackTarget } | undefined {
+  if (!outputsCacheEnabled()) return undefined;
+  const target: StackTarget = {
+    stackName: aws.stackName,
+    region: aws.region ?? process.env['AWS_REGION'] ?? process.env['AWS_DEFAULT_REGION'],
+    endpoint: aws.endpointUrl ?? process.env['AWS_ENDPOINT_URL'],
+    profile: aws.profile ?? process.env['AWS_PROFILE'],
+  };
+  return { file: outputsCachePath(defaultHome(), target), target };
+}
+
 export async function openCloudBackend(config: Config, log: Log, opts: { initdb?: boolean }): Promise<Backend> {
   const aws = config.aws!;
   // One keep-alive connection per block in flight (reads and writes), retries shown as warnings.
-  const clients = makeLazyClients(
+  const lazy = makeLazyClients(
     { region: aws.region, endpointUrl: aws.endpointUrl, profile: aws.profile },
     { sockets: config.simultaneousReads + config.simultaneousWrites, onRetry: (line) => log.warn(line) },
   );
   const where = `region ${aws.region ?? process.env['AWS_REGION'] ?? '(default)'}${aws.endpointUrl ? ` at ${aws.endpointUrl}` : ''}`;
   const masterKey = parseMasterKey(config.encryptionKeyHex, `[DEFAULTS] encryption_key in ${config.source}`);
   const asked = Date.now();
-  const outputs = await describeOutputs(await clients.cloudformation(), aws.stackName, where);
-  log.debug(`Using stack ${aws.stackName}: bucket ${outputs.BucketName} (outputs read in ${seconds(asked)} s)`);
+  const cache = outputsCache(aws);
+  const describe = async (): Promise<Outputs> => {
+    let outputs: Outputs;
+    try {
+      outputs = await describeOutputs(await lazy.cloudformation(), aws.stackName, where);
+    } catch (e) {
+      if (cache) dropCachedOutputs(cache.file);
+      throw e;
+    }
+    if (cache) {
+      try {
+        writeCachedOutputs(cache.file, cache.target, outputs);
+      } catch (e) {
+        log.debug(`Stack outputs not cached in ${cache.file}: ${(e as Error).message}`);
+      }
+    }
+    return outputs;
+  };
+  // initdb writes to the bucket before any function call: it asks CloudFormation.
+  const cached = cache && !opts.initdb ? (readCachedOutputs(cache.file, cache.target, REQUIRED_OUTPUTS) as Outputs | undefined) : undefined;
+  const stack = new StackOutputs(cached ?? (await describe()), !!cached, describe, aws.stackName, log);
+  const outputs = stack.current;
+  log.debug(
+    `Using stack ${aws.stackName}: bucket ${outputs.BucketName} (${cached ? `outputs from the cache ${cache!.file}` : `outputs read in ${seconds(asked)} s`})`,
+  );
+  const clients: LazyAwsClients = {
+    ...lazy,
+    s3: stack.follow(lazy.s3),
+    dynamo: stack.follow(lazy.dynamo),
+    sqs: once(async () => stack.follow(await lazy.sqs())),
+    lambda: once(async () => stack.follow(await lazy.lambda())),
+  };
   // Key rotation: the key ring in the bucket gives the repository's dedup key.
   let keys: RepositoryKeys;
   try {
@@ -402,7 +548,7 @@ export async function openCloudBackend(config: Config, log: Log, opts: { initdb?
     throw cloudError(e, 'the key ring');
   }
   log.debug('Key ring read');
-  const backend = new CloudBackend(config, clients, outputs, keys, log);
+  const backend = new CloudBackend(config, clients, outputs, keys, log, () => stack.confirm());
   if (opts.initdb) {
     try {
       await backend.enrollJournal(log);

@@ -9,13 +9,15 @@
  * restore; a stall on every attempt ends the restore with one line, never a hang.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import type { Version } from '../../shared/domain/types.ts';
+import { outputsCachePath, type StackTarget } from '../../agent/backend/outputs-cache.ts';
 import { CloudCli, type CloudRun } from './cloud-cli.ts';
 import { clientConfig, testStack } from './context.ts';
 import { afterSuccesses, FaultProxy, isBlockObject, isLambdaInvoke, onceAfter, type Fault, type FaultRule } from './fault-proxy.ts';
@@ -262,5 +264,100 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     const getConnections = proxy.connectionsFor((req) => isBlockObject(req, bucket, 'GET'));
     expect(getConnections).toBeLessThanOrEqual(IN_FLIGHT);
     console.log(`S3 connections: ${putConnections} for ${BLOCKS} uploads, ${getConnections} for ${BLOCKS} reads`);
+  });
+  describe('the stack outputs cached in BACKY2_HOME', () => {
+    let cached: CloudCli;
+    const describes = () => proxy.requests.filter((r) => r.req.body.includes('DescribeStacks') || r.req.target.includes('DescribeStacks')).length;
+    const cacheFile = (): string => {
+      const dir = cached.path('home', 'stack-outputs');
+      const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+      expect(files, `files in ${dir}`).toHaveLength(1);
+      return join(dir, files[0]!);
+    };
+    const cachedOutputs = () => (JSON.parse(readFileSync(cacheFile(), 'utf8')) as { outputs: Record<string, string> }).outputs;
+    beforeAll(() => {
+      cached = new CloudCli([`block_size: ${BS}`, 'simultaneous_writes: 2', 'simultaneous_reads: 2'], undefined, proxy.url);
+      cached.env['BACKY2_HOME'] = cached.path('home');
+    });
+
+    it('the first command reads the outputs (DescribeStacks) and caches them; the next ones ask CloudFormation nothing', async () => {
+      const first = await cached.run('ls');
+      expect(first.code, first.stderr).toBe(0);
+      expect(describes()).toBe(1);
+      expect(cachedOutputs()['BucketName']).toBe(bucket);
+      proxy.heal();
+      const name = `cached-${randomBytes(3).toString('hex')}`;
+      const data = image('cached.img', cached);
+      const uid = await cached.backup('file://cached.img', name);
+      const restored = await cached.run('-d', 'restore', uid, 'file://cached.out');
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(sha(readFileSync(cached.path('cached.out')))).toBe(sha(data));
+      expect(restored.stderr).toMatch(/outputs from the cache .*stack-outputs/);
+      expect(describes()).toBe(0);
+      // Off by the switch: asked again, and still right.
+      cached.env['BACKY2_STACK_OUTPUTS_CACHE'] = '0';
+      proxy.heal();
+      const off = await cached.run('ls', name);
+      delete cached.env['BACKY2_STACK_OUTPUTS_CACHE'];
+      expect(off.code, off.stderr).toBe(0);
+      expect(describes()).toBe(1);
+    });
+
+    it('a garbled cache file is ignored and rewritten', async () => {
+      writeFileSync(cacheFile(), '{"format": 1, "outputs": {"BucketName": ');
+      proxy.heal();
+      const r = await cached.run('ls');
+      expect(r.code, r.stderr).toBe(0);
+      expect(describes()).toBe(1);
+      expect(cachedOutputs()).toEqual(expect.objectContaining({ BucketName: bucket, EventsTableName: stack.outputs.EventsTableName }));
+    });
+
+    it('stale outputs (a bucket, tables, a queue and functions that do not exist): the command reads them again, succeeds, and the cache is rewritten', async () => {
+      const real = cachedOutputs();
+      const staleAll = Object.fromEntries(Object.entries(real).map(([k, v]) => [k, k === 'BlockQueueUrl' ? `${v}-gone` : `gone-${randomBytes(3).toString('hex')}-${k.toLowerCase()}`]));
+      const file = cacheFile();
+      const rewrite = (outputs: Record<string, string>) => writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), outputs }));
+      rewrite(staleAll);
+      proxy.heal();
+      const name = `stale-${randomBytes(3).toString('hex')}`;
+      const data = image('stale.img', cached);
+      const backup = await cached.run('-d', '-m', 'backup', 'file://stale.img', name);
+      expect(backup.code, backup.stderr).toBe(0);
+      expect(backup.stderr).toMatch(/cached outputs of stack .* were stale/);
+      expect(describes()).toBe(1);
+      expect(cachedOutputs()).toEqual(real);
+      const uid = backup.stdout.trim().split('\n').pop()!;
+      // The blocks are in the stack's bucket (not a stale one): the right store has the version.
+      expect((await store.getVersion(uid))?.status).toBe('committed');
+      expect(proxy.requests.some((r) => isBlockObject(r.req, bucket, 'PUT'))).toBe(true);
+
+      // Only the tables stale (the bucket right): the first DynamoDB read finds none, the restore still succeeds.
+      rewrite({ ...real, EventsTableName: 'gone-events', ProjectionsTableName: 'gone-projections' });
+      proxy.heal();
+      const restored = await cached.run('restore', uid, 'file://stale.out');
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(sha(readFileSync(cached.path('stale.out')))).toBe(sha(data));
+      expect(describes()).toBe(1);
+      expect(cachedOutputs()).toEqual(real);
+    });
+
+    it('cached outputs of a stack that is gone: the usual "Stack ... does not exist" line and exit code', async () => {
+      const gone = new CloudCli([`block_size: ${BS}`], undefined, proxy.url);
+      gone.env['BACKY2_HOME'] = cached.path('home');
+      const goneConfig = readFileSync(gone.config, 'utf8').replace(/stack_name: .*/, 'stack_name: NoSuchCachedStack');
+      writeFileSync(gone.config, goneConfig);
+      const target = cacheFile();
+      // The real stack's outputs, but their names stale, filed under the gone stack's name (as a deleted stack's would be).
+      const body = JSON.parse(readFileSync(target, 'utf8')) as { target: StackTarget; outputs: Record<string, string> };
+      const first = await gone.run('ls');
+      expect(first.code).toBe(9);
+      expect(first.stderr).toMatch(/Stack NoSuchCachedStack does not exist/);
+      const goneFile = outputsCachePath(cached.path('home'), { ...body.target, stackName: 'NoSuchCachedStack' });
+      writeFileSync(goneFile, JSON.stringify({ ...body, target: { ...body.target, stackName: 'NoSuchCachedStack' }, outputs: { ...body.outputs, BucketName: 'gone-bucket-of-a-deleted-stack' } }));
+      const r = await gone.run('ls');
+      failedCleanly(r, 9);
+      expect(r.stderr).toMatch(/Stack NoSuchCachedStack does not exist/);
+      expect(existsSync(goneFile)).toBe(false);
+    });
   });
 });
