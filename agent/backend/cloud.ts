@@ -445,7 +445,7 @@ class StackOutputs {
 
   /** Outputs read again at most once per command; true when they changed. */
   private refresh(): Promise<boolean> {
-    return (this.refreshing ??= (async () => {
+    this.refreshing ??= (async () => {
       const fresh = await this.describe();
       const changed = REQUIRED_OUTPUTS.filter((k) => fresh[k] !== this.current[k]);
       if (!changed.length) return false;
@@ -458,14 +458,17 @@ class StackOutputs {
       this.log.info(`The cached outputs of stack ${this.stackName} were stale (${changed.join(', ')} changed): read them again`);
       Object.assign(this.current, fresh);
       return true;
-    })());
+    })();
+    return this.refreshing;
   }
 
   /** The middleware every client of the command gets (added at its first step, above the SDK's retries). */
-  follow<C extends { middlewareStack: { add: (mw: InitializeMiddleware<object, MetadataBearer>, opts: { step: 'initialize'; name: string }) => void } }>(client: C): C {
+  follow<C extends { middlewareStack: { add: (mw: InitializeMiddleware<object, MetadataBearer>, opts: { step: 'initialize'; name: string }) => void } }>(
+    client: C,
+  ): C {
     const middleware: InitializeMiddleware<object, MetadataBearer> = (next, context) => async (args) => {
       const send = () => next(this.renames.size ? { ...args, input: renamed(args.input, this.renames) as object } : args);
-      let out;
+      let out: Awaited<ReturnType<typeof send>>;
       try {
         out = await send();
       } catch (e) {
@@ -473,7 +476,8 @@ class StackOutputs {
         out = await send();
       }
       const bucket = (args.input as { Bucket?: unknown }).Bucket;
-      if (typeof bucket === 'string' && context.clientName === 'S3Client' && isS3Write(context.commandName)) this.written.add(renamed(bucket, this.renames) as string);
+      if (typeof bucket === 'string' && context.clientName === 'S3Client' && isS3Write(context.commandName))
+        this.written.add(renamed(bucket, this.renames) as string);
       return out;
     };
     client.middlewareStack.add(middleware, { step: 'initialize', name: 'backy2StackOutputs' });

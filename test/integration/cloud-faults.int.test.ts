@@ -314,7 +314,9 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
 
     it('stale outputs (a bucket, tables, a queue and functions that do not exist): the command reads them again, succeeds, and the cache is rewritten', async () => {
       const real = cachedOutputs();
-      const staleAll = Object.fromEntries(Object.entries(real).map(([k, v]) => [k, k === 'BlockQueueUrl' ? `${v}-gone` : `gone-${randomBytes(3).toString('hex')}-${k.toLowerCase()}`]));
+      const staleAll = Object.fromEntries(
+        Object.entries(real).map(([k, v]) => [k, k === 'BlockQueueUrl' ? `${v}-gone` : `gone-${randomBytes(3).toString('hex')}-${k.toLowerCase()}`]),
+      );
       const file = cacheFile();
       const rewrite = (outputs: Record<string, string>) => writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), outputs }));
       rewrite(staleAll);
@@ -353,7 +355,14 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
       expect(first.code).toBe(9);
       expect(first.stderr).toMatch(/Stack NoSuchCachedStack does not exist/);
       const goneFile = outputsCachePath(cached.path('home'), { ...body.target, stackName: 'NoSuchCachedStack' });
-      writeFileSync(goneFile, JSON.stringify({ ...body, target: { ...body.target, stackName: 'NoSuchCachedStack' }, outputs: { ...body.outputs, BucketName: 'gone-bucket-of-a-deleted-stack' } }));
+      writeFileSync(
+        goneFile,
+        JSON.stringify({
+          ...body,
+          target: { ...body.target, stackName: 'NoSuchCachedStack' },
+          outputs: { ...body.outputs, BucketName: 'gone-bucket-of-a-deleted-stack' },
+        }),
+      );
       const r = await gone.run('ls');
       failedCleanly(r, 9);
       expect(r.stderr).toMatch(/Stack NoSuchCachedStack does not exist/);

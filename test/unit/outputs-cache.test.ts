@@ -43,8 +43,8 @@ describe('stack outputs cache file', () => {
   it('one file per endpoint, region, profile and stack name', () => {
     const h = home();
     const paths = new Set(
-      [target, { ...target, endpoint: undefined }, { ...target, region: 'us-east-1' }, { ...target, profile: 'prod' }, { ...target, stackName: 'Other' }].map((t) =>
-        outputsCachePath(h, t),
+      [target, { ...target, endpoint: undefined }, { ...target, region: 'us-east-1' }, { ...target, profile: 'prod' }, { ...target, stackName: 'Other' }].map(
+        (t) => outputsCachePath(h, t),
       ),
     );
     expect(paths.size).toBe(5);
@@ -103,7 +103,8 @@ describe('stack outputs cache file', () => {
     for (const name of ['NoSuchBucket', 'ResourceNotFoundException', 'QueueDoesNotExist', 'AWS.SimpleQueueService.NonExistentQueue'])
       expect(isMissingResource(Object.assign(new Error('gone'), { name }))).toBe(true);
     expect(isMissingResource({ name: 'Error', Code: 'AWS.SimpleQueueService.NonExistentQueue' })).toBe(true);
-    for (const name of ['NoSuchKey', 'AccessDenied', 'SlowDown', 'ValidationException']) expect(isMissingResource(Object.assign(new Error('x'), { name }))).toBe(false);
+    for (const name of ['NoSuchKey', 'AccessDenied', 'SlowDown', 'ValidationException'])
+      expect(isMissingResource(Object.assign(new Error('x'), { name }))).toBe(false);
     expect(isMissingResource(null)).toBe(false);
   });
 });
