@@ -1,16 +1,17 @@
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
-import { z } from 'zod';
+import * as v from 'valibot';
 import { runCleanup } from '../shared/app/cleanup.ts';
 import { Backy2Error, ExitCode } from '../shared/domain/errors.ts';
+import { parse, record } from '../shared/domain/schema.ts';
 import { blocks, cleanupGraceSeconds, logger, policy, recoverInProgress, writerStore } from './commons/deps.ts';
 
 /** Two-phase cleanup on schedule; invoked with { force: true } (admin) it ignores the grace period. */
-const CleanupRequest = z.object({ force: z.boolean().default(false) });
+const CleanupRequest = record({ force: v.optional(v.boolean(), false) });
 
 export const handler = middy(async (event: unknown) => {
   const isScheduled = typeof event === 'object' && event !== null && 'source' in event;
-  const { force } = CleanupRequest.parse(isScheduled ? {} : (event ?? {}));
+  const { force } = parse(CleanupRequest, isScheduled ? {} : (event ?? {}));
   if (await recoverInProgress()) {
     // An incomplete metadata store does not know every block a version needs yet.
     logger.info('a recover is rebuilding the metadata: no cleanup until it is done');

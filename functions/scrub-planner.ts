@@ -2,6 +2,7 @@ import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { planCloudScrub, ScrubRequestSchema, type ScrubBatch } from '../shared/app/cloud-scrub.ts';
+import { parse } from '../shared/domain/schema.ts';
 import { clients, logger, resources, scrubLedger, store } from './commons/deps.ts';
 
 /** Plans a scrub (invoked for one version, or on schedule for all) and fans its batches out to the scrub queue. */
@@ -15,7 +16,7 @@ const send = async (batches: ScrubBatch[]) => {
 export const handler = middy(async (event: unknown) => {
   // A scheduled invocation carries an EventBridge envelope: scrub every version at the scheduled percentage.
   const isScheduled = typeof event === 'object' && event !== null && 'source' in event;
-  const request = ScrubRequestSchema.parse(isScheduled ? { percent: Number(process.env['SCRUB_PERCENT'] ?? 100) } : event);
+  const request = parse(ScrubRequestSchema, isScheduled ? { percent: Number(process.env['SCRUB_PERCENT'] ?? 100) } : event);
   const planned = await planCloudScrub(store, scrubLedger, send, request);
   logger.info('scrub planned', { planned });
   return { planned };

@@ -1,9 +1,9 @@
-import { z } from 'zod';
+import * as v from 'valibot';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
 import type { Policy } from '../domain/version.ts';
 import { BlocksRecorded, StoredBlockSchema } from '../domain/events.ts';
 import { VersionCommandSchema } from '../domain/commands.ts';
-import { label, uid } from '../domain/schema.ts';
+import { boundedArray, check, label, positiveInt, uid, variant } from '../domain/schema.ts';
 import type { Version } from '../domain/types.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 import { executeVersionCommand } from './execute.ts';
@@ -14,12 +14,12 @@ import { leaseExpiry, MAX_LEASE_SECONDS } from '../domain/cleanup.ts';
  * validated here, at the boundary; domain refusals travel back as { ok: false, exitCode, message }
  * so the agent prints the same error and exits with the same code as in embedded mode.
  */
-export const ApiRequestSchema = z.discriminatedUnion('kind', [
+export const ApiRequestSchema = variant('kind', [
   // `record`: the last block-map chunk of the version, projected before its CommitVersion is decided.
-  z.object({ kind: z.literal('command'), command: VersionCommandSchema, record: BlocksRecorded.optional() }),
-  z.object({ kind: z.literal('touch'), blocks: z.array(StoredBlockSchema).max(1000) }),
-  z.object({ kind: z.literal('lease'), uid, holder: label, seconds: z.number().int().positive().max(MAX_LEASE_SECONDS) }),
-  z.object({ kind: z.literal('release'), uid, holder: label }),
+  v.object({ kind: v.literal('command'), command: VersionCommandSchema, record: v.optional(BlocksRecorded) }),
+  v.object({ kind: v.literal('touch'), blocks: boundedArray(StoredBlockSchema, 1000) }),
+  v.object({ kind: v.literal('lease'), uid, holder: label, seconds: v.pipe(positiveInt(), v.maxValue(MAX_LEASE_SECONDS)) }),
+  v.object({ kind: v.literal('release'), uid, holder: label }),
 ]);
 
 export type ApiResponse = { ok: true; version?: Version; touched?: Record<string, string> } | { ok: false; exitCode: number; message: string };
@@ -38,9 +38,9 @@ export async function handleApiRequest(
   role: ApiRole = 'admin',
   recorder: Pick<MetadataStore, 'recordChunk'> = store,
 ): Promise<ApiResponse> {
-  const parsed = ApiRequestSchema.safeParse(raw);
-  if (!parsed.success)
-    return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}` };
+  const checked = check(ApiRequestSchema, raw);
+  if (!checked.success) return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: ${checked.issue.path.join('.')} ${checked.issue.message}` };
+  const parsed = { data: checked.output };
   try {
     if (parsed.data.kind === 'touch') {
       const results = await store.touchBlocks(parsed.data.blocks, new Date().toISOString());

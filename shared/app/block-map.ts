@@ -1,5 +1,6 @@
 import { chunkLength, unpackChunk } from '../domain/blockmap.ts';
 import { BlocksRecorded, type EventOf } from '../domain/events.ts';
+import { parse } from '../domain/schema.ts';
 import type { BlockId, BlockRef, StoredBlock, Version } from '../domain/types.ts';
 import type { MetadataReader } from '../ports/catalog.ts';
 import { Backy2Error, ExitCode } from '../domain/errors.ts';
@@ -65,5 +66,5 @@ export function chunkRecorded(
 ): EventOf<'BlocksRecorded'> {
   const entries = 'entries' in content ? (typeof content.entries === 'string' ? content.entries : content.entries.toString('base64')) : null;
   const sameAs = 'sameAs' in content ? content.sameAs : null;
-  return BlocksRecorded.parse({ type: 'BlocksRecorded', v: 1, uid, chunk, entries, sameAs, newBlocks, at: new Date().toISOString() });
+  return parse(BlocksRecorded, { type: 'BlocksRecorded', v: 1, uid, chunk, entries, sameAs, newBlocks, at: new Date().toISOString() });
 }

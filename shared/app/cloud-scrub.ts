@@ -1,5 +1,5 @@
-import { z } from 'zod';
-import { blockId, uid } from '../domain/schema.ts';
+import * as v from 'valibot';
+import { blockId, boundedArray, nonNegativeInt, num, record, uid } from '../domain/schema.ts';
 import { randomUUID } from 'node:crypto';
 import type { Policy } from '../domain/version.ts';
 import type { BlockStore } from '../ports/block-store.ts';
@@ -18,24 +18,24 @@ import { sampleBlocks, type BlockFailure } from '../domain/scrub.ts';
  */
 export const SCRUB_BATCH = 100;
 
-export const ScrubBatchSchema = z.object({
+export const ScrubBatchSchema = v.object({
   scrubId: uid,
   uid,
-  batch: z.number().int().nonnegative(),
-  ids: z.array(blockId).max(SCRUB_BATCH),
+  batch: nonNegativeInt(),
+  ids: boundedArray(blockId, SCRUB_BATCH),
 });
-export type ScrubBatch = z.infer<typeof ScrubBatchSchema>;
+export type ScrubBatch = v.InferOutput<typeof ScrubBatchSchema>;
 
-export const ScrubRequestSchema = z.object({
-  uid: uid.optional(),
-  percent: z.number().gt(0).max(100).default(100),
+export const ScrubRequestSchema = record({
+  uid: v.optional(uid),
+  percent: v.optional(v.pipe(num(), v.gtValue(0), v.maxValue(100)), 100),
 });
 
 export async function planCloudScrub(
   store: MetadataStore,
   ledger: ScrubLedger,
   send: (batches: ScrubBatch[]) => Promise<void>,
-  request: z.infer<typeof ScrubRequestSchema>,
+  request: v.InferOutput<typeof ScrubRequestSchema>,
 ): Promise<{ scrubId: string; uid: string; batches: number }[]> {
   const versions = (await store.listVersions()).filter((v) => v.status === 'committed' && (!request.uid || v.uid === request.uid));
   const planned: { scrubId: string; uid: string; batches: number }[] = [];

@@ -1,6 +1,7 @@
 import { decideVersion, evolveVersion, type Policy, type VersionCommand } from '../domain/version.ts';
 import { Backy2Error, ExitCode, usageError } from '../domain/errors.ts';
 import { DomainEventSchema, type VersionEvent } from '../domain/events.ts';
+import { check } from '../domain/schema.ts';
 import type { Version } from '../domain/types.ts';
 import { ConcurrencyError, type MetadataStore } from '../ports/metadata-store.ts';
 
@@ -31,9 +32,9 @@ export async function executeVersionCommand(store: MetadataStore, cmd: VersionCo
  * name, a tag too long, …) would otherwise sit in the log and make every later replay fail.
  */
 function validated(event: VersionEvent): VersionEvent {
-  const result = DomainEventSchema.safeParse(event);
+  const result = check(DomainEventSchema, event);
   if (result.success) return event;
-  const issue = result.error.issues[0]!;
+  const { issue } = result;
   const field = issue.path.join('.');
   throw usageError(`Invalid ${event.type}${field ? ` ${field}` : ''}: ${issue.message}`);
 }

@@ -1,4 +1,5 @@
 import { BlocksRecorded } from '../domain/events.ts';
+import { parse } from '../domain/schema.ts';
 import type { MetadataStore } from '../ports/metadata-store.ts';
 
 /**
@@ -7,6 +8,6 @@ import type { MetadataStore } from '../ports/metadata-store.ts';
  * throws, so the queue retries it and finally moves it to the dead-letter queue.
  */
 export async function ingestBlockRecord(body: string, store: MetadataStore): Promise<boolean> {
-  const event = BlocksRecorded.parse(JSON.parse(body));
+  const event = parse(BlocksRecorded, JSON.parse(body));
   return store.recordChunk(event);
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
-import { instant, label, tags, uid } from '../domain/schema.ts';
+import * as v from 'valibot';
+import { check, instant, label, nonNegativeInt, parse, positiveInt, tags, uid, variant } from '../domain/schema.ts';
 import pLimit from 'p-limit';
 import { blockKey, WrongKeyError, type BlockCodec } from '../blocks/codec.ts';
 import { blockLength, chunkLength, packChunk, unpackChunk } from '../domain/blockmap.ts';
@@ -24,36 +24,36 @@ import { writeManifest } from './manifest.ts';
 export const EXPORT_FORMAT = 'backy2-serverless-export';
 export const EXPORT_FORMAT_VERSION = 1;
 
-export const ExportedVersionSchema = z.strictObject({
+export const ExportedVersionSchema = v.strictObject({
   uid,
   name: label,
-  snapshotName: z.string().max(255),
+  snapshotName: v.pipe(v.string(), v.maxLength(255)),
   date: instant,
-  sizeBytes: z.number().int().nonnegative(),
-  blockSize: z.number().int().positive(),
-  chunkEntries: z.number().int().positive(),
+  sizeBytes: nonNegativeInt(),
+  blockSize: positiveInt(),
+  chunkEntries: positiveInt(),
   tags,
-  expire: instant.nullable(),
-  protected: z.boolean(),
-  valid: z.boolean(),
+  expire: v.nullable(instant),
+  protected: v.boolean(),
+  valid: v.boolean(),
   stats: VersionStatsSchema,
-  baseUid: uid.nullable(),
-  host: z.string(),
+  baseUid: v.nullable(uid),
+  host: v.string(),
 });
-export type ExportedVersion = z.infer<typeof ExportedVersionSchema>;
+export type ExportedVersion = v.InferOutput<typeof ExportedVersionSchema>;
 
-export const ExportHeaderSchema = z.strictObject({
-  format: z.literal(EXPORT_FORMAT),
-  formatVersion: z.literal(EXPORT_FORMAT_VERSION),
-  kind: z.literal('version'),
+export const ExportHeaderSchema = v.strictObject({
+  format: v.literal(EXPORT_FORMAT),
+  formatVersion: v.literal(EXPORT_FORMAT_VERSION),
+  kind: v.literal('version'),
   version: ExportedVersionSchema,
 });
-const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64');
-export const ExportChunkSchema = z.strictObject({ kind: z.literal('chunk'), chunk: z.number().int().nonnegative(), entries: base64 });
-export const ExportBlockSchema = StoredBlockSchema.extend({ kind: z.literal('block'), valid: z.boolean() }).strict();
-export const ExportEndSchema = z.strictObject({ kind: z.literal('end'), chunks: z.number().int().nonnegative(), blocks: z.number().int().nonnegative() });
-const ExportLineSchema = z.discriminatedUnion('kind', [ExportChunkSchema, ExportBlockSchema, ExportEndSchema]);
-export type ExportBlock = z.infer<typeof ExportBlockSchema>;
+const base64 = v.pipe(v.string(), v.regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64'));
+export const ExportChunkSchema = v.strictObject({ kind: v.literal('chunk'), chunk: nonNegativeInt(), entries: base64 });
+export const ExportBlockSchema = v.strictObject({ ...StoredBlockSchema.entries, kind: v.literal('block'), valid: v.boolean() });
+export const ExportEndSchema = v.strictObject({ kind: v.literal('end'), chunks: nonNegativeInt(), blocks: nonNegativeInt() });
+const ExportLineSchema = variant('kind', [ExportChunkSchema, ExportBlockSchema, ExportEndSchema]);
+export type ExportBlock = v.InferOutput<typeof ExportBlockSchema>;
 
 const formatError = (m: string) => new Backy2Error(ExitCode.importFormat, m);
 const INDEX_BATCH = 500;
@@ -66,7 +66,7 @@ const line = (value: unknown) => JSON.stringify(value) + '\n';
 /** The export of a committed version, line by line; memory stays bounded by one chunk and the id set. */
 export async function* exportVersion(reader: MetadataReader, version: Version): AsyncIterable<string> {
   if (version.status !== 'committed' || !version.stats) throw refused(`Version ${version.uid} is ${version.status}; only committed versions can be exported`);
-  const header: z.infer<typeof ExportHeaderSchema> = {
+  const header: v.InferOutput<typeof ExportHeaderSchema> = {
     format: EXPORT_FORMAT,
     formatVersion: EXPORT_FORMAT_VERSION,
     kind: 'version',
@@ -87,7 +87,7 @@ export async function* exportVersion(reader: MetadataReader, version: Version): 
       host: version.host,
     },
   };
-  yield line(ExportHeaderSchema.parse(header));
+  yield line(parse(ExportHeaderSchema, header));
   const ids = new Set<BlockId>();
   for (let chunk = 0; chunk < version.chunkCount; chunk++) {
     const entries = await readChunk(reader, version, chunk);
@@ -124,16 +124,16 @@ const chunkCountOf = (v: ExportedVersion) => {
 };
 
 /** Parses one JSON line; any failure is a format error naming the line. */
-function parseLine<T>(schema: z.ZodType<T>, text: string, lineNo: number): T {
+function parseLine<T>(schema: v.GenericSchema<unknown, T>, text: string, lineNo: number): T {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch {
     throw formatError(`Line ${lineNo} of the import file is not JSON`);
   }
-  const result = schema.safeParse(raw);
-  if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
+  const result = check(schema, raw);
+  if (result.success) return result.output;
+  const { issue } = result;
   throw formatError(`Line ${lineNo} of the import file is invalid: ${issue.path.join('.') || 'line'}: ${issue.message}`);
 }
 
@@ -212,7 +212,7 @@ export async function checkExport(lines: AsyncIterable<string>): Promise<Checked
 }
 
 /** The lines of an export file again, past the header. */
-async function* itemsOf(lines: AsyncIterable<string>): AsyncIterable<z.infer<typeof ExportLineSchema>> {
+async function* itemsOf(lines: AsyncIterable<string>): AsyncIterable<v.InferOutput<typeof ExportLineSchema>> {
   let lineNo = 0;
   for await (const text of lines) {
     if (++lineNo === 1) continue;

@@ -1,6 +1,7 @@
-import { z } from 'zod';
+import * as v from 'valibot';
 import { parseIni, type IniSections } from './ini.ts';
 import { usageError } from '../domain/errors.ts';
+import { check } from '../domain/schema.ts';
 import { parseDuration, type Scheduler } from '../domain/schedules.ts';
 import { parseRetentionPolicy, type RetentionPolicy } from '../domain/retention-rules.ts';
 
@@ -8,78 +9,96 @@ import { parseRetentionPolicy, type RetentionPolicy } from '../domain/retention-
  * backy2's config keys where they apply, validated with a schema so a malformed config
  * is one clear line naming the key. `[aws]` selects the serverless backend.
  */
+/**
+ * A string key whose pipe also runs when the key is absent (as undefined): valibot skips an absent
+ * optional key unless it has a default, and this default is undefined.
+ */
+const absentOrString = () => v.optional(v.string(), () => undefined);
+
 /** An integer key that may be absent (undefined), for keys read from more than one section. */
 const optionalIntKey = (name: string, min: number) =>
-  z
-    .string()
-    .optional()
-    .transform((s, ctx) => {
+  v.pipe(
+    absentOrString(),
+    v.rawTransform(({ dataset: { value: s }, addIssue, NEVER }) => {
       if (s === undefined || s.trim() === '') return undefined;
       const n = Number(s.trim());
       if (!Number.isInteger(n) || n < min) {
-        ctx.addIssue({ code: 'custom', message: `${name} must be an integer >= ${min}, got "${s}"` });
-        return z.NEVER;
+        addIssue({ message: `${name} must be an integer >= ${min}, got "${s}"` });
+        return NEVER;
       }
       return n;
-    });
+    }),
+  );
 
-const intKey = (name: string, min: number, def: number) => optionalIntKey(name, min).transform((n) => n ?? def);
+const intKey = (name: string, min: number, def: number) =>
+  v.pipe(
+    optionalIntKey(name, min),
+    v.transform((n) => n ?? def),
+  );
 
-const DefaultsSchema = z.object({
-  block_size: intKey('block_size', 4096, 4 * 1024 * 1024).refine((n) => n % 4096 === 0 && n <= 64 * 1024 * 1024, {
-    message: 'block_size must be a multiple of 4096 and at most 64 MiB',
-  }),
-  encryption_key: z.string().optional(),
+const DefaultsSchema = v.object({
+  block_size: v.pipe(
+    intKey('block_size', 4096, 4 * 1024 * 1024),
+    v.check((n) => n % 4096 === 0 && n <= 64 * 1024 * 1024, 'block_size must be a multiple of 4096 and at most 64 MiB'),
+  ),
+  encryption_key: v.optional(v.string()),
   /** Key rotation: older keys (comma-separated hex), read-only until `rekey` moved their blocks. */
-  old_encryption_keys: z.string().optional(),
+  old_encryption_keys: v.optional(v.string()),
   disallow_rm_when_younger_than_days: intKey('disallow_rm_when_younger_than_days', 0, 6),
   simultaneous_reads: optionalIntKey('simultaneous_reads', 1),
   simultaneous_writes: optionalIntKey('simultaneous_writes', 1),
-  lock_dir: z.string().optional(),
+  lock_dir: v.optional(v.string()),
   cleanup_grace_seconds: intKey('cleanup_grace_seconds', 0, 3600),
   max_backup_age_seconds: intKey('max_backup_age_seconds', 60, 86400),
 });
 
-const MetaSchema = z.object({
-  engine: z
-    .string()
-    .regex(/^sqlite:\/\/\/\/?.+/, 'engine must look like sqlite:////absolute/path.sqlite')
-    .optional(),
+const MetaSchema = v.object({
+  engine: v.optional(v.pipe(v.string(), v.regex(/^sqlite:\/\/\/\/?.+/, 'engine must look like sqlite:////absolute/path.sqlite'))),
 });
 
-const DataSchema = z.object({
-  type: z.enum(['file', 'backy2.data_backends.file'], { message: 'type must be "file" (or backy2.data_backends.file)' }).optional(),
-  path: z.string().optional(),
+const DataSchema = v.object({
+  type: v.optional(v.picklist(['file', 'backy2.data_backends.file'], 'type must be "file" (or backy2.data_backends.file)')),
+  path: v.optional(v.string()),
   // backy2's shipped config sets the parallelism here; [DEFAULTS] wins when both do.
   simultaneous_reads: optionalIntKey('simultaneous_reads', 1),
   simultaneous_writes: optionalIntKey('simultaneous_writes', 1),
 });
 
-const AwsSchema = z.object({
-  stack_name: z.string().min(1, 'stack_name must not be empty'),
-  region: z.string().optional(),
-  endpoint_url: z.string().url('endpoint_url must be a URL').optional(),
-  profile: z.string().optional(),
+const AwsSchema = v.object({
+  stack_name: v.pipe(v.string(), v.minLength(1, 'stack_name must not be empty')),
+  region: v.optional(v.string()),
+  // As WHATWG URL parsing accepts it, surrounding blanks trimmed.
+  endpoint_url: v.optional(
+    v.pipe(
+      v.string(),
+      v.check((s) => URL.canParse(s.trim()), 'endpoint_url must be a URL'),
+      v.transform((s) => s.trim().replace(/[\t\n\r]/g, '')),
+    ),
+  ),
+  profile: v.optional(v.string()),
 });
 
 /** `interval`/`sla` as backy2: N followed by s, m, h or d. */
 const durationKey = (name: string, min: number) =>
-  z
-    .string()
-    .optional()
-    .transform((s, ctx) => {
+  v.pipe(
+    absentOrString(),
+    v.rawTransform(({ dataset: { value: s }, addIssue, NEVER }) => {
       const seconds = s === undefined ? null : parseDuration(s);
       if (seconds === null || seconds < min) {
         const shape = `N followed by s, m, h or d (e.g. 6h)${min > 0 ? ', more than 0' : ''}`;
-        ctx.addIssue({ code: 'custom', message: s === undefined ? `${name} is missing: ${shape}` : `${name} must be ${shape}, got "${s}"` });
-        return z.NEVER;
+        addIssue({ message: s === undefined ? `${name} is missing: ${shape}` : `${name} must be ${shape}, got "${s}"` });
+        return NEVER;
       }
       return seconds;
-    });
+    }),
+  );
 
-const SchedulerSchema = z.object({
+const SchedulerSchema = v.object({
   interval: durationKey('interval', 1),
-  keep: optionalIntKey('keep', 0).refine((n) => n !== undefined, { message: 'keep is missing: how many versions to keep (an integer >= 0)' }),
+  keep: v.pipe(
+    optionalIntKey('keep', 0),
+    v.check((n) => n !== undefined, 'keep is missing: how many versions to keep (an integer >= 0)'),
+  ),
   sla: durationKey('sla', 0),
 });
 
@@ -115,14 +134,13 @@ export function parseConfig(text: string, source: string): Config {
   } catch (e) {
     throw usageError(`Malformed config ${(e as Error).message}`);
   }
-  const pick = <T extends z.ZodType>(schema: T, name: string): z.infer<T> => {
-    const result = schema.safeParse(sections[name] ?? {});
+  const pick = <T extends v.GenericSchema>(schema: T, name: string): v.InferOutput<T> => {
+    const result = check(schema, sections[name] ?? {});
     if (!result.success) {
-      const issue = result.error.issues[0]!;
-      const key = issue.path.join('.');
-      throw usageError(`Malformed config ${source}: [${name}] ${key ? key + ': ' : ''}${issue.message}`);
+      const key = result.issue.path.join('.');
+      throw usageError(`Malformed config ${source}: [${name}] ${key ? key + ': ' : ''}${result.issue.message}`);
     }
-    return result.data;
+    return result.output;
   };
   const defaults = pick(DefaultsSchema, 'DEFAULTS');
   const meta = pick(MetaSchema, 'MetaBackend');

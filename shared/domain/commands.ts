@@ -1,6 +1,6 @@
-import { z } from 'zod';
+import * as v from 'valibot';
 import { VersionImported, VersionStarted, VersionStatsSchema } from './events.ts';
-import { instant, tags, uid } from './schema.ts';
+import { instant, nonNegativeInt, positiveInt, tags, uid, variant } from './schema.ts';
 
 /**
  * The command language of versions, defined once: the schema the api validates requests with
@@ -8,29 +8,29 @@ import { instant, tags, uid } from './schema.ts';
  */
 
 /** What a version is started with: by a backup, or (with its original date) by an import. */
-const VersionHeaderSchema = VersionStarted.omit({ type: true, v: true, at: true });
-export type VersionHeader = z.infer<typeof VersionHeaderSchema>;
+const VersionHeaderSchema = v.omit(VersionStarted, ['type', 'v', 'at']);
+export type VersionHeader = v.InferOutput<typeof VersionHeaderSchema>;
 
-export const VersionCommandSchema = z.discriminatedUnion('type', [
-  VersionHeaderSchema.extend({ type: z.literal('StartVersion') }),
+export const VersionCommandSchema = variant('type', [
+  v.object({ ...VersionHeaderSchema.entries, type: v.literal('StartVersion') }),
   /** A version exported elsewhere: same header as StartVersion plus its original date. */
-  VersionImported.omit({ type: true, v: true, at: true }).extend({ type: z.literal('ImportVersion') }),
-  z.object({ type: z.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
-  z.object({ type: z.literal('FailVersion'), uid, reason: z.string() }),
-  z.object({ type: z.literal('ResumeVersion'), uid, sizeBytes: z.number().int().nonnegative(), blockSize: z.number().int().positive(), host: z.string() }),
-  z.object({ type: z.literal('RemoveVersion'), uid, force: z.boolean() }),
-  z.object({ type: z.literal('ProtectVersion'), uid }),
-  z.object({ type: z.literal('UnprotectVersion'), uid }),
-  z.object({ type: z.literal('AddTags'), uid, tags }),
-  z.object({ type: z.literal('RemoveTags'), uid, tags }),
-  z.object({ type: z.literal('SetExpiry'), uid, expire: instant.nullable() }),
-  z.object({
-    type: z.literal('RecordScrub'),
+  v.object({ ...v.omit(VersionImported, ['type', 'v', 'at']).entries, type: v.literal('ImportVersion') }),
+  v.object({ type: v.literal('CommitVersion'), uid, stats: VersionStatsSchema }),
+  v.object({ type: v.literal('FailVersion'), uid, reason: v.string() }),
+  v.object({ type: v.literal('ResumeVersion'), uid, sizeBytes: nonNegativeInt(), blockSize: positiveInt(), host: v.string() }),
+  v.object({ type: v.literal('RemoveVersion'), uid, force: v.boolean() }),
+  v.object({ type: v.literal('ProtectVersion'), uid }),
+  v.object({ type: v.literal('UnprotectVersion'), uid }),
+  v.object({ type: v.literal('AddTags'), uid, tags }),
+  v.object({ type: v.literal('RemoveTags'), uid, tags }),
+  v.object({ type: v.literal('SetExpiry'), uid, expire: v.nullable(instant) }),
+  v.object({
+    type: v.literal('RecordScrub'),
     uid,
-    verified: z.array(z.string()),
-    failed: z.array(z.object({ id: z.string(), reason: z.string() })),
-    complete: z.boolean(),
+    verified: v.array(v.string()),
+    failed: v.array(v.object({ id: v.string(), reason: v.string() })),
+    complete: v.boolean(),
   }),
 ]);
 
-export type VersionCommand = z.infer<typeof VersionCommandSchema>;
+export type VersionCommand = v.InferOutput<typeof VersionCommandSchema>;

@@ -1,5 +1,5 @@
-import { z } from 'zod';
-import { blockId, instant, label, sha256Hex, tags, uid } from './schema.ts';
+import * as v from 'valibot';
+import { blockId, instant, label, nonNegativeInt, num, parse, positiveInt, sha256Hex, tags, uid, variant } from './schema.ts';
 
 /**
  * The event log is the source of truth; every event is validated with these schemas
@@ -7,34 +7,34 @@ import { blockId, instant, label, sha256Hex, tags, uid } from './schema.ts';
  * `v` is the schema version of the event type, so old logs stay readable.
  */
 
-export const StoredBlockSchema = z.object({
+export const StoredBlockSchema = v.object({
   id: blockId,
-  storedSize: z.number().int().nonnegative(),
+  storedSize: nonNegativeInt(),
   checksum: sha256Hex,
 });
 
-export const VersionStatsSchema = z.object({
-  bytesRead: z.number().nonnegative(),
-  bytesWritten: z.number().nonnegative(),
-  blocksWritten: z.number().int().nonnegative(),
-  blocksDedup: z.number().int().nonnegative(),
-  blocksSparse: z.number().int().nonnegative(),
-  durationSeconds: z.number().nonnegative(),
+export const VersionStatsSchema = v.object({
+  bytesRead: v.pipe(num(), v.minValue(0)),
+  bytesWritten: v.pipe(num(), v.minValue(0)),
+  blocksWritten: nonNegativeInt(),
+  blocksDedup: nonNegativeInt(),
+  blocksSparse: nonNegativeInt(),
+  durationSeconds: v.pipe(num(), v.minValue(0)),
 });
 
-export const VersionStarted = z.object({
-  type: z.literal('VersionStarted'),
-  v: z.literal(1),
+export const VersionStarted = v.object({
+  type: v.literal('VersionStarted'),
+  v: v.literal(1),
   uid,
   name: label,
-  snapshotName: z.string().max(255),
-  sizeBytes: z.number().int().nonnegative(),
-  blockSize: z.number().int().positive(),
-  chunkEntries: z.number().int().positive(),
-  baseUid: uid.nullable(),
+  snapshotName: v.pipe(v.string(), v.maxLength(255)),
+  sizeBytes: nonNegativeInt(),
+  blockSize: positiveInt(),
+  chunkEntries: positiveInt(),
+  baseUid: v.nullable(uid),
   tags,
-  expire: instant.nullable(),
-  host: z.string(),
+  expire: v.nullable(instant),
+  host: v.string(),
   at: instant,
 });
 
@@ -43,20 +43,20 @@ export const VersionStarted = z.object({
  * `sameAs` instead points at an identical chunk of an older version, so an unchanged
  * incremental backup writes almost no metadata.
  */
-export const BlocksRecorded = z.object({
-  type: z.literal('BlocksRecorded'),
-  v: z.literal(1),
+export const BlocksRecorded = v.object({
+  type: v.literal('BlocksRecorded'),
+  v: v.literal(1),
   uid,
-  chunk: z.number().int().nonnegative(),
-  entries: z.string().nullable(),
-  sameAs: z.object({ uid, chunk: z.number().int().nonnegative() }).nullable(),
-  newBlocks: z.array(StoredBlockSchema),
+  chunk: nonNegativeInt(),
+  entries: v.nullable(v.string()),
+  sameAs: v.nullable(v.object({ uid, chunk: nonNegativeInt() })),
+  newBlocks: v.array(StoredBlockSchema),
   at: instant,
 });
 
-export const VersionCommitted = z.object({
-  type: z.literal('VersionCommitted'),
-  v: z.literal(1),
+export const VersionCommitted = v.object({
+  type: v.literal('VersionCommitted'),
+  v: v.literal(1),
   uid,
   stats: VersionStatsSchema,
   at: instant,
@@ -65,47 +65,47 @@ export const VersionCommitted = z.object({
  * `import`: a version exported from another repository (or this one) starts pending here. It keeps
  * its original `date` and header; `at` is when this import run started (the version's startedAt).
  */
-export const VersionImported = VersionStarted.extend({ type: z.literal('VersionImported'), date: instant });
+export const VersionImported = v.object({ ...VersionStarted.entries, type: v.literal('VersionImported'), date: instant });
 /** `backup -c`: work on an interrupted (pending or failed) version starts again on `host`. */
-export const VersionResumed = z.object({ type: z.literal('VersionResumed'), v: z.literal(1), uid, host: z.string(), at: instant });
-export const VersionFailed = z.object({ type: z.literal('VersionFailed'), v: z.literal(1), uid, reason: z.string(), at: instant });
-export const VersionRemoved = z.object({ type: z.literal('VersionRemoved'), v: z.literal(1), uid, forced: z.boolean(), at: instant });
-export const VersionProtected = z.object({ type: z.literal('VersionProtected'), v: z.literal(1), uid, at: instant });
-export const VersionUnprotected = z.object({ type: z.literal('VersionUnprotected'), v: z.literal(1), uid, at: instant });
-export const TagsAdded = z.object({ type: z.literal('TagsAdded'), v: z.literal(1), uid, tags, at: instant });
-export const TagsRemoved = z.object({ type: z.literal('TagsRemoved'), v: z.literal(1), uid, tags, at: instant });
-export const ExpirySet = z.object({ type: z.literal('ExpirySet'), v: z.literal(1), uid, expire: instant.nullable(), at: instant });
+export const VersionResumed = v.object({ type: v.literal('VersionResumed'), v: v.literal(1), uid, host: v.string(), at: instant });
+export const VersionFailed = v.object({ type: v.literal('VersionFailed'), v: v.literal(1), uid, reason: v.string(), at: instant });
+export const VersionRemoved = v.object({ type: v.literal('VersionRemoved'), v: v.literal(1), uid, forced: v.boolean(), at: instant });
+export const VersionProtected = v.object({ type: v.literal('VersionProtected'), v: v.literal(1), uid, at: instant });
+export const VersionUnprotected = v.object({ type: v.literal('VersionUnprotected'), v: v.literal(1), uid, at: instant });
+export const TagsAdded = v.object({ type: v.literal('TagsAdded'), v: v.literal(1), uid, tags, at: instant });
+export const TagsRemoved = v.object({ type: v.literal('TagsRemoved'), v: v.literal(1), uid, tags, at: instant });
+export const ExpirySet = v.object({ type: v.literal('ExpirySet'), v: v.literal(1), uid, expire: v.nullable(instant), at: instant });
 
 /**
  * Result of a scrub of one version: which blocks failed, and why; `verified` names only the blocks
  * it found fine that the index held invalid (made valid again), not every block it checked.
  */
-export const ScrubCompleted = z.object({
-  type: z.literal('ScrubCompleted'),
-  v: z.literal(1),
+export const ScrubCompleted = v.object({
+  type: v.literal('ScrubCompleted'),
+  v: v.literal(1),
   uid,
-  verified: z.array(blockId),
-  failed: z.array(z.object({ id: blockId, reason: z.string() })),
-  complete: z.boolean(),
+  verified: v.array(blockId),
+  failed: v.array(v.object({ id: blockId, reason: v.string() })),
+  complete: v.boolean(),
   at: instant,
 });
 
 /** Block-index events (stream `blocks`). */
-export const BlocksMarkedUnreferenced = z.object({ type: z.literal('BlocksMarkedUnreferenced'), v: z.literal(1), ids: z.array(blockId), at: instant });
+export const BlocksMarkedUnreferenced = v.object({ type: v.literal('BlocksMarkedUnreferenced'), v: v.literal(1), ids: v.array(blockId), at: instant });
 /** Touched by a backup that found the object already stored: unmarked, or re-indexed (`created`). */
-export const BlocksReferenced = z.object({
-  type: z.literal('BlocksReferenced'),
-  v: z.literal(1),
-  ids: z.array(blockId),
-  created: z.array(StoredBlockSchema),
+export const BlocksReferenced = v.object({
+  type: v.literal('BlocksReferenced'),
+  v: v.literal(1),
+  ids: v.array(blockId),
+  created: v.array(StoredBlockSchema),
   at: instant,
 });
-export const BlocksDeletionClaimed = z.object({ type: z.literal('BlocksDeletionClaimed'), v: z.literal(1), ids: z.array(blockId), at: instant });
-export const BlocksDeleted = z.object({ type: z.literal('BlocksDeleted'), v: z.literal(1), ids: z.array(blockId), at: instant });
+export const BlocksDeletionClaimed = v.object({ type: v.literal('BlocksDeletionClaimed'), v: v.literal(1), ids: v.array(blockId), at: instant });
+export const BlocksDeleted = v.object({ type: v.literal('BlocksDeleted'), v: v.literal(1), ids: v.array(blockId), at: instant });
 /** `rekey` re-encrypted these blocks' objects under the current key (same ids): their new size and checksum. */
-export const BlocksRekeyed = z.object({ type: z.literal('BlocksRekeyed'), v: z.literal(1), blocks: z.array(StoredBlockSchema), at: instant });
+export const BlocksRekeyed = v.object({ type: v.literal('BlocksRekeyed'), v: v.literal(1), blocks: v.array(StoredBlockSchema), at: instant });
 
-export const DomainEventSchema = z.discriminatedUnion('type', [
+export const DomainEventSchema = variant('type', [
   VersionStarted,
   VersionImported,
   BlocksRecorded,
@@ -126,14 +126,14 @@ export const DomainEventSchema = z.discriminatedUnion('type', [
   BlocksRekeyed,
 ]);
 
-export type DomainEvent = z.infer<typeof DomainEventSchema>;
+export type DomainEvent = v.InferOutput<typeof DomainEventSchema>;
 export type EventOf<T extends DomainEvent['type']> = Extract<DomainEvent, { type: T }>;
 export type VersionEvent = Exclude<
   DomainEvent,
   { type: 'BlocksRecorded' | 'BlocksMarkedUnreferenced' | 'BlocksReferenced' | 'BlocksDeletionClaimed' | 'BlocksDeleted' | 'BlocksRekeyed' }
 >;
 
-export const parseEvent = (raw: unknown): DomainEvent => DomainEventSchema.parse(raw);
+export const parseEvent = (raw: unknown): DomainEvent => parse(DomainEventSchema, raw);
 
 /** Stream names: lifecycle events per version, block records per version (seq = chunk), block index events. */
 export const streams = {

@@ -1,5 +1,6 @@
-import { z } from 'zod';
+import * as v from 'valibot';
 import { Backy2Error, ExitCode, usageError } from './errors.ts';
+import { check, nonNegativeInt } from './schema.ts';
 
 /**
  * `backup -r HINTS.json`: the output of `rbd diff --format=json` (or any tool that writes the
@@ -7,14 +8,20 @@ import { Backy2Error, ExitCode, usageError } from './errors.ts';
  * read; a region hinted `exists: false` was discarded (reads as zeros, recorded sparse without a
  * read); everything else comes from the base version (or is sparse without one).
  */
-const HintSchema = z.object({
-  offset: z.number().int().nonnegative(),
-  length: z.number().int().nonnegative(),
+const HintSchema = v.object({
+  offset: nonNegativeInt(),
+  length: nonNegativeInt(),
   // rbd writes "true"/"false"; other tools write booleans.
-  exists: z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]),
+  exists: v.union([
+    v.boolean(),
+    v.pipe(
+      v.picklist(['true', 'false']),
+      v.transform((s) => s === 'true'),
+    ),
+  ]),
 });
-const HintsSchema = z.array(HintSchema);
-export type Hint = z.infer<typeof HintSchema>;
+const HintsSchema = v.array(HintSchema);
+export type Hint = v.InferOutput<typeof HintSchema>;
 
 export function parseHints(text: string, where: string): Hint[] {
   let raw: unknown;
@@ -23,14 +30,14 @@ export function parseHints(text: string, where: string): Hint[] {
   } catch (e) {
     throw usageError(`Hints file ${where} is not JSON (${(e as Error).message}); expected rbd diff --format=json output`);
   }
-  const parsed = HintsSchema.safeParse(raw);
+  const parsed = check(HintsSchema, raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    const { issue } = parsed;
     throw usageError(
       `Hints file ${where}: ${issue.path.length ? `entry ${issue.path.join('.')}: ` : ''}${issue.message}; expected [{"offset":…,"length":…,"exists":"true"|"false"}]`,
     );
   }
-  return parsed.data;
+  return parsed.output;
 }
 
 /** What a hinted backup does with each block. */

@@ -4,6 +4,7 @@ import { autoTags, decideVersion, evolveVersion, type DecideContext, type Policy
 import { Backy2Error, ExitCode } from '../../shared/domain/errors.ts';
 import type { DomainEvent, EventOf, VersionEvent } from '../../shared/domain/events.ts';
 import { DomainEventSchema } from '../../shared/domain/events.ts';
+import { parse } from '../../shared/domain/schema.ts';
 import type { Version, VersionStats } from '../../shared/domain/types.ts';
 
 /**
@@ -69,7 +70,7 @@ function scenario(given: DomainEvent[], ctx: Partial<DecideContext> = {}) {
           events.forEach((e, i) => {
             expect(e).toMatchObject(expected[i]!);
             // Every emitted event is valid at the boundary (the store parses it again).
-            expect(DomainEventSchema.parse(e)).toEqual(e);
+            expect(parse(DomainEventSchema, e)).toEqual(e);
           });
           return events;
         },
