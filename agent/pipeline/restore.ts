@@ -1,4 +1,4 @@
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import { blockKey } from '../../shared/blocks/codec.ts';
@@ -9,6 +9,7 @@ import { readBlockMap } from '../../shared/app/block-map.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
 import { deviceSize, parseFileUrl, pathExists, writeAt, Writeback } from '../io/device.ts';
+import { DirectProbe, DirectWriter } from '../io/direct.ts';
 import { forEachBounded } from './bounded.ts';
 import { osFault } from '../../shared/adapters/faults.ts';
 import type { Log } from '../ui/log.ts';
@@ -45,6 +46,25 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
   if (exists && !req.force && req.continueFrom === null) throw usageError(`Target already exists: ${req.targetUrl}. You must force the restore (--force).`);
 
   log.debug(`Version ${version.uid} read: ${version.blockCount} blocks in ${version.chunkCount} chunks`);
+  // Before the preflight takes block memory: that memory is then aligned for O_DIRECT writes.
+  const probe = await DirectProbe.open(path, exists && (await stat(path)).isBlockDevice());
+  if (probe) backend.codec.alignBlockBuffers((memory) => probe.alignedOffset(memory));
+  try {
+    return await restoreInto(backend, version, req, { path, exists, partialPath, resumePartial, direct: probe !== null }, log, progressBar);
+  } finally {
+    await probe?.close();
+  }
+}
+
+async function restoreInto(
+  backend: Backend,
+  version: Version,
+  req: RestoreRequest,
+  where: { path: string; exists: boolean; partialPath: string; resumePartial: boolean; direct: boolean },
+  log: Log,
+  progressBar: boolean,
+): Promise<Version> {
+  const { path, exists, partialPath, resumePartial } = where;
   const checked = await preflight(backend, version);
   log.debug('Preflight: the first data block was read and verified');
 
@@ -65,18 +85,25 @@ export async function runRestore(backend: Backend, req: RestoreRequest, log: Log
   // A new file (or the partial one) reads zeros wherever nothing was written: sparse blocks are skipped.
   const fresh = !inPlace;
   let lastContiguous = (req.continueFrom ?? 0) - 1;
+  let direct: DirectWriter | null = null;
   try {
     if (fresh) await target.truncate(version.sizeBytes);
-    await writeBlocks(backend, version, target, { fresh, sparse: req.sparse, from: req.continueFrom ?? 0, checked }, log, progressBar, (idx) => {
+    direct = where.direct ? await DirectWriter.open(writePath) : null;
+    log.debug(direct ? 'Blocks are written with O_DIRECT where aligned' : 'Blocks are written through the page cache');
+    await writeBlocks(backend, version, { target, direct }, { fresh, sparse: req.sparse, from: req.continueFrom ?? 0, checked }, log, progressBar, (idx) => {
       lastContiguous = idx;
     });
     log.debug('Every block is written');
+    await direct?.close();
+    direct = null;
+    // One inode: this also flushes what was written directly (its extents, the device's cache).
     await target.sync();
     await target.close();
     if (!inPlace) await rename(writePath, path);
     log.debug('Target synced and in place');
     return version;
   } catch (e) {
+    await direct?.close().catch(() => {});
     // A resume point is promised only for blocks that are on disk: sync what was written.
     const synced = await target.sync().then(
       () => true,
@@ -224,7 +251,7 @@ const WRITEBACK_BYTES = 64 * 1024 * 1024;
 async function writeBlocks(
   backend: Backend,
   version: Version,
-  target: FileHandle,
+  { target, direct }: { target: FileHandle; direct: DirectWriter | null },
   opts: { fresh: boolean; sparse: boolean; from: number; checked: Preflight },
   log: Log,
   progressBar: boolean,
@@ -243,6 +270,8 @@ async function writeBlocks(
   let bytes = 0;
   const write = (data: Buffer, length: number, position: number) =>
     writes(async () => {
+      // Written directly, a block leaves nothing in the page cache for the writeback to flush.
+      if (direct && backend.codec.isAlignedBlockBuffer(data) && (await direct.write(data, length, position))) return;
       await writeAt(target, data, length, position);
       writeback.wrote(length);
     });

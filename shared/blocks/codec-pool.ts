@@ -22,8 +22,13 @@ export class CodecPool {
   /** Shared block memory (see acquire()): every piece ever made, and those free now. */
   private readonly memory: SharedArrayBuffer[] = [];
   private readonly memoryIndex = new Map<SharedArrayBuffer, number>();
+  /** Where each piece's block memory starts within it (see alignMemory()). */
+  private readonly memoryOffset: number[] = [];
+  /** The pieces whose offset was chosen by the alignment probe. */
+  private readonly alignedMemory = new Set<number>();
   private readonly freeMemory: Buffer[] = [];
   private readonly memoryBytes: number;
+  private alignment: ((memory: SharedArrayBuffer) => number | null) | null = null;
   private readonly workerData: WorkerKeys;
   private readonly wanted: number;
   private seq = 0;
@@ -71,9 +76,7 @@ export class CodecPool {
       };
       worker.on('error', fail);
       worker.on('exit', (code) => fail(new Error(`codec worker exited (${code})`)));
-      this.memory.forEach((memory, register) => {
-        worker.postMessage({ register, memory } satisfies SlotRegistration);
-      });
+      for (let register = 0; register < this.memory.length; register++) worker.postMessage(this.registration(register));
       return slot;
     });
     for (const unused of early) void unused.terminate();
@@ -90,23 +93,66 @@ export class CodecPool {
   acquire(): Buffer {
     const free = this.freeMemory.pop();
     if (free) return free;
-    const memory = new SharedArrayBuffer(this.memoryBytes);
+    const memory = new SharedArrayBuffer(this.memoryBytes + ALIGNMENT_SLACK);
     const register = this.memory.push(memory) - 1;
     this.memoryIndex.set(memory, register);
+    this.memoryOffset[register] = 0;
+    this.align(register);
     // Messages are ordered: every worker knows this memory before any job that uses it.
-    for (const s of this.slots) s.worker.postMessage({ register, memory } satisfies SlotRegistration);
-    return Buffer.from(memory);
+    for (const s of this.slots) s.worker.postMessage(this.registration(register));
+    return this.view(register);
   }
 
   /** Gives block memory from acquire() back (any view of it); nothing may use it afterwards. */
   release(view: Buffer): void {
     const register = this.memoryIndex.get(view.buffer as SharedArrayBuffer);
-    if (register !== undefined) this.freeMemory.push(Buffer.from(this.memory[register]!));
+    if (register === undefined) return;
+    // Memory handed out before alignMemory() was called is aligned now that it is free.
+    if (this.alignment && !this.alignedMemory.has(register) && this.align(register))
+      for (const s of this.slots) s.worker.postMessage(this.registration(register));
+    this.freeMemory.push(this.view(register));
   }
 
-  /** The register of `data` when it is a view from the start of this pool's shared memory. */
+  /**
+   * Makes block memory start where `probe` says (an offset into the piece, or null: no aligned
+   * offset found): a restore asks for the alignment O_DIRECT writes need, which JavaScript cannot
+   * see (a SharedArrayBuffer is as aligned as malloc made it). Free memory is aligned now, memory
+   * in use when it is given back.
+   */
+  alignMemory(probe: (memory: SharedArrayBuffer) => number | null): void {
+    this.alignment = probe;
+    const free = this.freeMemory.splice(0);
+    for (const view of free) this.release(view);
+  }
+
+  /** Whether `data` starts where aligned block memory starts (see alignMemory()). */
+  isAligned(data: Buffer): boolean {
+    const register = this.sharedSlot(data);
+    return register !== undefined && this.alignedMemory.has(register);
+  }
+
+  /** Chooses the piece's offset with the alignment probe; true when it found one. */
+  private align(register: number): boolean {
+    const offset = this.alignment?.(this.memory[register]!) ?? null;
+    if (offset === null || offset < 0 || offset > ALIGNMENT_SLACK) return false;
+    this.memoryOffset[register] = offset;
+    this.alignedMemory.add(register);
+    return true;
+  }
+
+  private view(register: number): Buffer {
+    return Buffer.from(this.memory[register]!, this.memoryOffset[register], this.memoryBytes);
+  }
+
+  private registration(register: number): SlotRegistration {
+    return { register, memory: this.memory[register]!, offset: this.memoryOffset[register]!, length: this.memoryBytes };
+  }
+
+  /** The register of `data` when it is a view from the start of this pool's block memory. */
   private sharedSlot(data: Buffer): number | undefined {
-    return data.byteOffset === 0 && data.buffer instanceof SharedArrayBuffer ? this.memoryIndex.get(data.buffer) : undefined;
+    if (!(data.buffer instanceof SharedArrayBuffer)) return undefined;
+    const register = this.memoryIndex.get(data.buffer);
+    return register !== undefined && data.byteOffset === this.memoryOffset[register] ? register : undefined;
   }
 
   get size(): number {
@@ -157,6 +203,9 @@ export class CodecPool {
     );
   }
 }
+
+/** Room in each piece of block memory to start it on an aligned address (a page; O_DIRECT needs at most the device's logical block size). */
+export const ALIGNMENT_SLACK = 4096;
 
 const CODEC_WORKER = new URL('./codec-worker.ts', import.meta.url);
 const EARLY = Symbol.for('backy2.earlyCodecWorkers');

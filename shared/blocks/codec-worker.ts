@@ -17,10 +17,13 @@ export type CodecRequest =
 /** `check`: decode, and the stored object's checksum too (a scrub compares it with the index). */
 export type CodecOp = 'id' | 'encode' | 'decode' | 'check';
 
-/** Shared block memory, sent once per worker before any request uses it. */
+/** Shared block memory, sent to each worker before any request uses it (again when it moves within its piece). */
 export interface SlotRegistration {
   register: number;
   memory: SharedArrayBuffer;
+  /** Where the block memory starts in `memory`, and its length. */
+  offset: number;
+  length: number;
 }
 
 export type CodecResponse =
@@ -98,7 +101,7 @@ parentPort!.on('message', (msg: CodecRequest | SlotRegistration | KeysMessage) =
     return;
   }
   if ('register' in msg) {
-    slots[msg.register] = Buffer.from(msg.memory);
+    slots[msg.register] = Buffer.from(msg.memory, msg.offset, msg.length);
     return;
   }
   const slot = 'slot' in msg ? slots[msg.slot]! : undefined;

@@ -64,6 +64,16 @@ export class BlockCodec {
     if (memory) this.pool?.release(memory);
   }
 
+  /** Makes block buffers start where `probe` says (see CodecPool.alignMemory); no-op without workers. */
+  alignBlockBuffers(probe: (memory: SharedArrayBuffer) => number | null): void {
+    this.pool?.alignMemory(probe);
+  }
+
+  /** Whether `data` is a view from the start of an aligned block buffer (alignBlockBuffers). */
+  isAlignedBlockBuffer(data: Buffer): boolean {
+    return this.pool?.isAligned(data) ?? false;
+  }
+
   isZero(block: Buffer): boolean {
     return block.length <= this.zeros.length ? block.equals(this.zeros.subarray(0, block.length)) : block.every((b) => b === 0);
   }
@@ -197,7 +207,8 @@ function decoded(res: CodecResponse, stored: Buffer): Buffer {
 }
 
 /** A job's result: its own buffer, or written over the shared memory `given` was in. */
-const resultOf = (res: Extract<CodecResponse, { ok: true }>, given: Buffer) => (res.data ? asBuffer(res.data) : Buffer.from(given.buffer, 0, res.length!));
+const resultOf = (res: Extract<CodecResponse, { ok: true }>, given: Buffer) =>
+  res.data ? asBuffer(res.data) : Buffer.from(given.buffer, given.byteOffset, res.length!);
 
 /** Checksum of the stored object, recorded at upload so scrubs without the key can verify it. */
 export const storedChecksum = (stored: Buffer) => createHash('sha256').update(stored).digest('hex');
