@@ -4,6 +4,9 @@
  * file, and `clientConfig()` / `cliEnv()` to reach it with the AWS SDK or the
  * backy2 CLI.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { inject } from 'vitest';
 
 export interface Backy2StackOutputs {
@@ -63,6 +66,13 @@ export function clientConfig(): { endpoint: string; region: string; credentials:
   return { endpoint: s.endpoint, region: s.region, credentials: s.credentials, forcePathStyle: true };
 }
 
+let home: string | undefined;
+/** One scratch BACKY2_HOME per test process (one cache file per stack endpoint in it). */
+function scratchHome(): string {
+  home ??= mkdtempSync(join(tmpdir(), 'backy2-int-home-'));
+  return home;
+}
+
 /** Environment for running the backy2 CLI (or anything using the default AWS credential chain) against the test stack. */
 export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const s = testStack();
@@ -73,6 +83,8 @@ export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
     AWS_DEFAULT_REGION: s.region,
     AWS_ACCESS_KEY_ID: s.credentials.accessKeyId,
     AWS_SECRET_ACCESS_KEY: s.credentials.secretAccessKey,
+    // Its stack-outputs cache goes to a scratch home, not the user's ~/.backy2.
+    BACKY2_HOME: scratchHome(),
     ...extra,
   };
   if (s.credentials.sessionToken) env.AWS_SESSION_TOKEN = s.credentials.sessionToken;
