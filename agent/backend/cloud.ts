@@ -163,6 +163,8 @@ export class CloudCatalog implements Catalog {
   private readonly log: Log;
   /** Chunk records are journaled here before they are sent (recover). */
   private readonly journal: Journal | undefined;
+  /** Last chunk records journaled by prepareLast, and what journaling them gave. */
+  private readonly prepared = new WeakMap<EventOf<'BlocksRecorded'>, Promise<EventOf<'BlocksRecorded'>>>();
 
   constructor(clients: LazyAwsClients, outputs: Outputs, log: Log, journal?: Journal) {
     this.clients = clients;
@@ -181,8 +183,17 @@ export class CloudCatalog implements Catalog {
     return answer.version;
   }
 
+  /** Journals the last chunk record ahead of the commit (recordAndCommit then finds it journaled). */
+  prepareLast(last: EventOf<'BlocksRecorded'>): Promise<EventOf<'BlocksRecorded'>> {
+    const journaling = this.journaled(last);
+    this.prepared.set(last, journaling);
+    return journaling;
+  }
+
   /** Journals the chunk record (recover); a retried or resumed run's journaled record is the one that counts (as embedded). */
   private async journaled(event: EventOf<'BlocksRecorded'>): Promise<EventOf<'BlocksRecorded'>> {
+    const prepared = this.prepared.get(event);
+    if (prepared) return prepared;
     if (!this.journal || (await this.journal.appendChunk(event))) return event;
     const journaled = await this.journal.read(journalKeys.chunk(event.uid, event.chunk)).catch(() => null);
     return journaled?.type === 'BlocksRecorded' && journaled.uid === event.uid && journaled.chunk === event.chunk ? journaled : event;
@@ -210,9 +221,14 @@ export class CloudCatalog implements Catalog {
     const started = Date.now();
     const record = await this.journaled(last);
     const journaledAt = Date.now();
-    const answer = await invoke<{ version: Version }>(this.clients, this.outputs.ApiFunctionName, { kind: 'command', command: cmd, record });
+    const answer = await invoke<{ version: Version; spentMs?: { record: number; commit: number } }>(this.clients, this.outputs.ApiFunctionName, {
+      kind: 'command',
+      command: cmd,
+      record,
+    });
+    const spent = answer.spentMs ? ` (in the function: record ${answer.spentMs.record} ms, commit ${answer.spentMs.commit} ms)` : '';
     this.log.debug(
-      `Chunk ${last.chunk} of ${cmd.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s; recorded and committed by the api function in ${seconds(journaledAt)} s`,
+      `Chunk ${last.chunk} of ${cmd.uid}: journaled in ${((journaledAt - started) / 1000).toFixed(3)} s; recorded and committed by the api function in ${seconds(journaledAt)} s${spent}`,
     );
     return answer.version;
   }

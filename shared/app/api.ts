@@ -22,7 +22,10 @@ export const ApiRequestSchema = variant('kind', [
   v.object({ kind: v.literal('release'), uid, holder: label }),
 ]);
 
-export type ApiResponse = { ok: true; version?: Version; touched?: Record<string, string> } | { ok: false; exitCode: number; message: string };
+/** `spentMs`: where a commit that carried a chunk record spent its time (the agent's debug log shows it). */
+export type ApiResponse =
+  | { ok: true; version?: Version; touched?: Record<string, string>; spentMs?: { record: number; commit: number } }
+  | { ok: false; exitCode: number; message: string };
 
 /** The agent's api cannot force: a compromised host must not remove young versions (DESIGN: security model). */
 export type ApiRole = 'agent' | 'admin';
@@ -62,7 +65,11 @@ export async function handleApiRequest(
       if (command.type !== 'CommitVersion' || record.uid !== command.uid)
         return { ok: false, exitCode: ExitCode.usage, message: `Invalid request: a block record travels only with the CommitVersion of its own version` };
       // Only a backup in progress records (a committed one's retried commit is a no-op; any other is refused below).
+      const started = Date.now();
       if ((await store.getVersion(command.uid))?.status === 'pending') await recorder.recordChunk(record);
+      const recorded = Date.now();
+      const version = await executeVersionCommand(store, command, policy);
+      return { ok: true, version, spentMs: { record: recorded - started, commit: Date.now() - recorded } };
     }
     const version = await executeVersionCommand(store, command, policy);
     return { ok: true, version };

@@ -27,10 +27,12 @@ export async function commitRecorded(
   stats: VersionStats,
   startedMs: number,
 ): Promise<Version> {
-  await allDone([writeManifest(), catalog.awaitRecorded(version.uid, version.chunkCount - (last ? 1 : 0))]);
+  // The held-back last chunk is made ready (cloud: journaled) while the manifest is written.
+  const ready = last && catalog.recordAndCommit ? (catalog.prepareLast?.(last) ?? Promise.resolve(last)) : null;
+  await allDone([writeManifest(), catalog.awaitRecorded(version.uid, version.chunkCount - (last ? 1 : 0)), ...(ready ? [ready] : [])]);
   stats.durationSeconds = (Date.now() - startedMs) / 1000;
   const commit = { type: 'CommitVersion' as const, uid: version.uid, stats };
-  return last && catalog.recordAndCommit ? catalog.recordAndCommit(last, commit) : catalog.execute(commit);
+  return ready ? catalog.recordAndCommit!(await ready, commit) : catalog.execute(commit);
 }
 
 /** Waits for every promise (none is left running unobserved), then throws the first failure. */

@@ -23,6 +23,11 @@ export interface Catalog {
    * chunk. Without it, the last chunk goes through `record` like the others.
    */
   recordAndCommit?(last: EventOf<'BlocksRecorded'>, cmd: Extract<VersionCommand, { type: 'CommitVersion' }>): Promise<Version>;
+  /**
+   * Optional, with `recordAndCommit`: readies the last chunk record ahead of the commit (cloud:
+   * journals it while the manifest is written); the answer is the record to commit with.
+   */
+  prepareLast?(last: EventOf<'BlocksRecorded'>): Promise<EventOf<'BlocksRecorded'>>;
   /** Tells the index that a backup relies on already-stored objects (docs/DESIGN-NOTES.md, GC invariant step 3). */
   touch(blocks: StoredBlock[]): Promise<Map<BlockId, TouchResult>>;
   /**

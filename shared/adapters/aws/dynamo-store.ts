@@ -11,6 +11,7 @@ import {
   type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
 import { randomInt } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domain/types.ts';
 import { changesOf, touchAttempts, touchFinds, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
@@ -33,8 +34,12 @@ const chunkSk = (chunk: number) => String(chunk).padStart(8, '0');
 const blockKey = (id: BlockId) => ({ pk: `BLOCK#${id.slice(0, 2)}`, sk: id });
 const SHARDS = Array.from({ length: 256 }, (_, i) => `BLOCK#${i.toString(16).padStart(2, '0')}`);
 
-/** Block-index writes of one chunk record in flight at once (the ingest function's share of the table's throughput). */
+/** Block-index requests of one chunk record in flight at once (the ingest function's share of the table's throughput). */
 const INDEX_WRITES = 16;
+/** Changes per TransactWriteItems (DynamoDB's limit): a chunk's new blocks in a few requests, not one each. */
+const INDEX_BATCH = 100;
+/** Attempts of a single index write that met a transaction in flight on its entry. */
+const CONFLICT_ATTEMPTS = 5;
 
 /** Waits for both, then fails with the first failure (none is left running unobserved). */
 async function settledBoth(a: Promise<unknown>, b: Promise<unknown>): Promise<void> {
@@ -180,8 +185,8 @@ export class DynamoMetadataStore implements MetadataStore {
     }
   }
 
-  /** One conditional write per change, translated from the block-index rules; says whether it applied. */
-  private async applyChange(change: BlockIndexChange): Promise<boolean> {
+  /** The conditional write of one change, translated from the block-index rules. */
+  private indexWrite(change: BlockIndexChange) {
     const write = blockIndexWrite(change);
     const common = {
       TableName: this.projections,
@@ -189,28 +194,69 @@ export class DynamoMetadataStore implements MetadataStore {
       ...(write.ConditionExpression ? { ConditionExpression: write.ConditionExpression } : {}),
       ...(Object.keys(write.ExpressionAttributeValues).length ? { ExpressionAttributeValues: write.ExpressionAttributeValues } : {}),
     };
-    try {
-      if (write.kind === 'delete') await this.db.send(new DeleteCommand(common));
-      else await this.db.send(new UpdateCommand({ ...common, UpdateExpression: write.UpdateExpression }));
-      return true;
-    } catch (e) {
-      if (isConditionFailure(e)) return false;
-      throw e;
+    if (write.kind === 'delete') return { Delete: common, Update: undefined };
+    return { Delete: undefined, Update: { ...common, UpdateExpression: write.UpdateExpression! } };
+  }
+
+  /**
+   * One conditional write per change; says whether it applied. A write that meets another
+   * request's transaction on the same entry is tried again (the SDK does not retry those).
+   */
+  private async applyChange(change: BlockIndexChange): Promise<boolean> {
+    const write = this.indexWrite(change);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (write.Delete) await this.db.send(new DeleteCommand(write.Delete));
+        else await this.db.send(new UpdateCommand(write.Update!));
+        return true;
+      } catch (e) {
+        if (isConditionFailure(e)) return false;
+        if ((e as { name?: string }).name !== 'TransactionConflictException' || attempt === CONFLICT_ATTEMPTS) throw e;
+        await sleep(randomInt(10, 50) * attempt);
+      }
     }
   }
 
   /**
-   * Applies many changes, `INDEX_WRITES` conditional writes in flight: changes of different blocks
-   * are independent items; those of one block apply one after the other, in their order.
+   * Changes of different blocks in one transaction (each keeps its condition): all apply, or, when
+   * the transaction is cancelled (a condition, or another request on one of the entries), each is
+   * written alone, and applies exactly when its own condition holds.
+   */
+  private async applyTogether(changes: BlockIndexChange[]): Promise<void> {
+    if (changes.length > 1)
+      try {
+        const items = changes.map((change) => this.indexWrite(change)).map((write) => (write.Delete ? { Delete: write.Delete } : { Update: write.Update! }));
+        await this.db.send(new TransactWriteCommand({ TransactItems: items }));
+        return;
+      } catch (e) {
+        if ((e as { name?: string }).name !== 'TransactionCanceledException') throw e;
+      }
+    for (const change of changes) await this.applyChange(change);
+  }
+
+  /**
+   * Applies many changes, `INDEX_WRITES` requests in flight: changes of different blocks are
+   * independent items, written up to `INDEX_BATCH` in one transaction (a transaction holds one
+   * action per item); those of one block apply one after the other, in their order.
    */
   private async applyChanges(changes: BlockIndexChange[]): Promise<void> {
     const byBlock = new Map<BlockId, BlockIndexChange[]>();
     for (const change of changes) byBlock.set(change.id, [...(byBlock.get(change.id) ?? []), change]);
-    const queues = [...byBlock.values()];
+    const singles = [...byBlock.values()].filter((queue) => queue.length === 1).map(([change]) => change!);
+    const work: (() => Promise<void>)[] = [];
+    for (let at = 0; at < singles.length; at += INDEX_BATCH) {
+      const batch = singles.slice(at, at + INDEX_BATCH);
+      work.push(() => this.applyTogether(batch));
+    }
+    for (const queue of byBlock.values())
+      if (queue.length > 1)
+        work.push(async () => {
+          for (const change of queue) await this.applyChange(change);
+        });
     const worker = async () => {
-      for (let queue = queues.shift(); queue; queue = queues.shift()) for (const change of queue) await this.applyChange(change);
+      for (let next = work.shift(); next; next = work.shift()) await next();
     };
-    await Promise.all(Array.from({ length: Math.min(INDEX_WRITES, queues.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(INDEX_WRITES, work.length) }, worker));
   }
 
   /** Logs a block-index event, then applies its changes. */
