@@ -223,6 +223,26 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
       expect((await store.getBlocks([a!, d!])).size).toBe(2);
     });
 
+    it('records a chunk with more new blocks than one index transaction holds, reviving a claimed entry and clearing a mark', async () => {
+      const store = await makeStore();
+      const first = randomUUID();
+      await executeVersionCommand(store, start(first, 2), policy);
+      const [claimed, marked] = [id(), id()];
+      await store.recordChunk(chunkRecord(first, 0, [claimed!, marked!]));
+      const t1 = '2026-01-01T00:00:00.000Z';
+      await store.markUnreferenced([claimed!, marked!], t1);
+      expect(await store.claimForDeletion([{ id: claimed!, markedAt: t1 }], t1)).toEqual([claimed]);
+      // A backup in progress uploads both again among 248 other new blocks: every entry is live.
+      const uid = randomUUID();
+      await executeVersionCommand(store, start(uid, 250, 250), policy);
+      const ids = [claimed!, ...Array.from({ length: 248 }, id), marked!];
+      expect(await store.recordChunk(chunkRecord(uid, 0, ids))).toBe(true);
+      const index = await store.getBlocks(ids);
+      expect(index.size).toBe(250);
+      for (const blockId of ids) expect(index.get(blockId)).toMatchObject({ unreferencedSince: null, deleting: false, valid: true });
+      expect((await store.getVersion(uid))?.recordedChunks).toBe(1);
+    });
+
     it('marks, unmarks, claims (only if still marked at that time) and removes index entries', async () => {
       const store = await makeStore();
       const uid = randomUUID();
