@@ -243,6 +243,53 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
       expect((await store.getVersion(uid))?.recordedChunks).toBe(1);
     });
 
+    it('a chunk recorded while a cleanup claims and removes some of its blocks: every block of the chunk stays indexed and live', async () => {
+      const store = await makeStore();
+      const t1 = '2026-01-01T00:00:00.000Z';
+      for (let round = 0; round < 3; round++) {
+        // 120 blocks of an old backup, all marked, half of them already claimed by a cleanup.
+        const old = randomUUID();
+        await executeVersionCommand(store, start(old, 120, 120), policy);
+        const reused = Array.from({ length: 120 }, id);
+        await store.recordChunk(chunkRecord(old, 0, reused));
+        await store.markUnreferenced(reused, t1);
+        const [early, late] = [reused.slice(0, 60), reused.slice(60)];
+        expect(await store.claimForDeletion(early.map((x) => ({ id: x, markedAt: t1 })), t1)).toEqual(early);
+        // A backup in progress uploads them all anew (with 130 others) while the cleanup claims the rest and removes what it claimed.
+        const uid = randomUUID();
+        await executeVersionCommand(store, start(uid, 250, 250), policy);
+        const ids = [...reused, ...Array.from({ length: 130 }, id)];
+        const cleanup = async () => {
+          const claimed = await store.claimForDeletion(late.map((x) => ({ id: x, markedAt: t1 })), t1);
+          await store.removeBlocks([...early, ...claimed], t1);
+        };
+        const [recorded] = await Promise.all([store.recordChunk(chunkRecord(uid, 0, ids)), cleanup()]);
+        expect(recorded).toBe(true);
+        const index = await store.getBlocks(ids);
+        expect(index.size, `round ${round}: entries of the recorded chunk`).toBe(250);
+        for (const blockId of ids) expect(index.get(blockId), `round ${round}`).toMatchObject({ unreferencedSince: null, deleting: false, valid: true });
+        expect((await store.getVersion(uid))?.recordedChunks).toBe(1);
+      }
+    });
+
+    it('two backups recording the same new blocks at once both count them, and a duplicate delivery afterwards changes nothing', async () => {
+      const store = await makeStore();
+      const shared = Array.from({ length: 150 }, id);
+      const [a, b] = [randomUUID(), randomUUID()];
+      await executeVersionCommand(store, start(a, 200, 200), policy);
+      await executeVersionCommand(store, start(b, 200, 200), policy);
+      const [recordA, recordB] = [chunkRecord(a, 0, [...shared, ...Array.from({ length: 50 }, id)]), chunkRecord(b, 0, [...Array.from({ length: 50 }, id), ...shared])];
+      expect(await Promise.all([store.recordChunk(recordA), store.recordChunk(recordB)])).toEqual([true, true]);
+      const all = [...recordA.newBlocks, ...recordB.newBlocks].map((block) => block.id);
+      const before = await store.getBlocks(all);
+      expect(before.size).toBe(250);
+      for (const blockId of all) expect(before.get(blockId)).toMatchObject({ unreferencedSince: null, deleting: false, valid: true });
+      expect(await store.recordChunk(recordA)).toBe(false);
+      expect(await store.getBlocks(all)).toEqual(before);
+      expect((await store.getVersion(a))?.recordedChunks).toBe(1);
+      expect((await store.getVersion(b))?.recordedChunks).toBe(1);
+    });
+
     it('marks, unmarks, claims (only if still marked at that time) and removes index entries', async () => {
       const store = await makeStore();
       const uid = randomUUID();
