@@ -253,10 +253,18 @@ export class DynamoMetadataStore implements MetadataStore {
         work.push(async () => {
           for (const change of queue) await this.applyChange(change);
         });
+    // After a failure the workers take no more work, and the record fails once every write in
+    // flight has ended: none goes on writing after the caller has been told (and retries).
+    let failed = false;
     const worker = async () => {
-      for (let next = work.shift(); next; next = work.shift()) await next();
+      for (let next = work.shift(); next && !failed; next = work.shift())
+        await next().catch((e: unknown) => {
+          failed = true;
+          throw e;
+        });
     };
-    await Promise.all(Array.from({ length: Math.min(INDEX_WRITES, work.length) }, worker));
+    const results = await Promise.allSettled(Array.from({ length: Math.min(INDEX_WRITES, work.length) }, worker));
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
 
   /** Logs a block-index event, then applies its changes. */
