@@ -254,13 +254,21 @@ export function metadataStoreContract(name: string, makeStore: () => Promise<Met
         await store.recordChunk(chunkRecord(old, 0, reused));
         await store.markUnreferenced(reused, t1);
         const [early, late] = [reused.slice(0, 60), reused.slice(60)];
-        expect(await store.claimForDeletion(early.map((x) => ({ id: x, markedAt: t1 })), t1)).toEqual(early);
+        expect(
+          await store.claimForDeletion(
+            early.map((x) => ({ id: x, markedAt: t1 })),
+            t1,
+          ),
+        ).toEqual(early);
         // A backup in progress uploads them all anew (with 130 others) while the cleanup claims the rest and removes what it claimed.
         const uid = randomUUID();
         await executeVersionCommand(store, start(uid, 250, 250), policy);
         const ids = [...reused, ...Array.from({ length: 130 }, id)];
         const cleanup = async () => {
-          const claimed = await store.claimForDeletion(late.map((x) => ({ id: x, markedAt: t1 })), t1);
+          const claimed = await store.claimForDeletion(
+            late.map((x) => ({ id: x, markedAt: t1 })),
+            t1,
+          );
           await store.removeBlocks([...early, ...claimed], t1);
         };
         const [recorded] = await Promise.all([store.recordChunk(chunkRecord(uid, 0, ids)), cleanup()]);

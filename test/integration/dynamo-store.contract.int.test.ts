@@ -4,6 +4,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { executeVersionCommand } from '../../shared/app/execute.ts';
+import { ExitCode } from '../../shared/domain/errors.ts';
 import { chunkRecord, id, metadataStoreContract, policy, start } from '../contract/metadata-store.contract.ts';
 import { clientConfig, testStack } from './context.ts';
 import { FaultProxy, type Fault, type ProxiedRequest } from './fault-proxy.ts';
@@ -63,8 +64,9 @@ describe('DynamoDB store: block-index writes that meet a transaction (conflicts 
     let conflicts = 0;
     proxy.inject((req) => {
       if (writesIndex(req, 'TransactWriteItems')) return CANCELLED;
-      if (writesIndex(req, 'UpdateItem') && conflicts < 3) return conflicts++, CONFLICT;
-      return undefined;
+      if (!writesIndex(req, 'UpdateItem') || conflicts === 3) return undefined;
+      conflicts++;
+      return CONFLICT;
     });
     expect(await store.recordChunk(record)).toBe(true);
     expect(proxy.count('TransactionCanceledException')).toBe(3);
@@ -77,7 +79,10 @@ describe('DynamoDB store: block-index writes that meet a transaction (conflicts 
   it('an entry that keeps meeting transactions fails the record without counting it; the redelivery completes it, a duplicate changes nothing', async () => {
     const record = await pendingChunk();
     proxy.inject((req) => (writesIndex(req, 'TransactWriteItems') ? CANCELLED : writesIndex(req, 'UpdateItem') ? CONFLICT : undefined));
-    await expect(store.recordChunk(record)).rejects.toMatchObject({ name: 'TransactionConflictException' });
+    await expect(store.recordChunk(record)).rejects.toMatchObject({
+      exitCode: ExitCode.cloud,
+      message: expect.stringMatching(/held by other transactions through 5 attempts \(TransactionConflictException\); run the command again$/),
+    });
     // Each of the three cancelled transactions' first entry was tried 5 times; then nothing was left writing.
     expect((await store.getVersion(record.uid))?.recordedChunks).toBe(0);
     expect(proxy.count('TransactionCanceledException')).toBe(3);

@@ -12,6 +12,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Backy2Error, ExitCode } from '../../domain/errors.ts';
 import { parseEvent, streams, type DomainEvent, type EventOf, type VersionEvent } from '../../domain/events.ts';
 import type { BlockId, BlockIndexEntry, StoredBlock, Version } from '../../domain/types.ts';
 import { changesOf, touchAttempts, touchFinds, vouchesForUploads, type BlockIndexChange, type TouchResult } from '../../domain/block-index.ts';
@@ -200,7 +201,8 @@ export class DynamoMetadataStore implements MetadataStore {
 
   /**
    * One conditional write per change; says whether it applied. A write that meets another
-   * request's transaction on the same entry is tried again (the SDK does not retry those).
+   * request's transaction on the same entry is tried again (the SDK does not retry those); one
+   * that keeps meeting them fails as a throttled request does (exit 9: run the command again).
    */
   private async applyChange(change: BlockIndexChange): Promise<boolean> {
     const write = this.indexWrite(change);
@@ -211,7 +213,12 @@ export class DynamoMetadataStore implements MetadataStore {
         return true;
       } catch (e) {
         if (isConditionFailure(e)) return false;
-        if ((e as { name?: string }).name !== 'TransactionConflictException' || attempt === CONFLICT_ATTEMPTS) throw e;
+        if ((e as { name?: string }).name !== 'TransactionConflictException') throw e;
+        if (attempt === CONFLICT_ATTEMPTS)
+          throw new Backy2Error(
+            ExitCode.cloud,
+            `DynamoDB table ${this.projections}: block-index entry ${change.id} was held by other transactions through ${CONFLICT_ATTEMPTS} attempts (TransactionConflictException); run the command again`,
+          );
         await sleep(randomInt(10, 50) * attempt);
       }
     }
