@@ -187,6 +187,8 @@ export class CloudCatalog implements Catalog {
   prepareLast(last: EventOf<'BlocksRecorded'>): Promise<EventOf<'BlocksRecorded'>> {
     const journaling = this.journaled(last);
     this.prepared.set(last, journaling);
+    // A resumed run's answer is the record journaled before: recordAndCommit gets that one.
+    void journaling.then((record) => this.prepared.set(record, journaling)).catch(() => {});
     return journaling;
   }
 
