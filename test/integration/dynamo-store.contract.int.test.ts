@@ -20,6 +20,14 @@ const storeAt = (endpoint?: string) => {
 /** The same contract as the SQLite store, against the deployed stack's tables. */
 metadataStoreContract('DynamoDB (deployed stack)', async () => storeAt(), { propertyRuns: 50 });
 
+// The contract's backups never finish: failed at the end, they do not make a later file's `cleanup -f` refuse (the files share one stack).
+afterAll(async () => {
+  const store = storeAt();
+  for (const v of await store.listVersions())
+    if (v.status === 'pending' && v.name === 'vm1' && v.host === 'h')
+      await executeVersionCommand(store, { type: 'FailVersion', uid: v.uid, reason: 'contract test over' }, policy);
+});
+
 /** What DynamoDB answers a transaction that met another request on one of its items, and a single write that met a transaction. */
 const CANCELLED: Fault = {
   status: 400,
