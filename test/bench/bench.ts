@@ -131,6 +131,7 @@ const PRIMITIVE_NAMES: [keyof Primitives, string][] = [
   ['zstdCompressSample', 'zstd -1 compress, 64 KiB sample of a random block'],
   ['zstdDecompressText', 'zstd decompress, compressible block (output)'],
   ['memcpy', 'memcpy'],
+  ['pageCacheRead', 'read from the page cache (4 MiB preads)'],
   ['zeroCheck', 'zero check (Buffer.equals)'],
 ];
 
