@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { RepositoryKeys } from './keys.ts';
-import { youngCollector } from './young-gc.ts';
+import { exposeGcToNewThreads, youngCollector } from './young-gc.ts';
 import type { CodecRequest, CodecResponse, KeysMessage, SlotRegistration, WorkerKeys } from './codec-worker.ts';
 import { STORED_OVERHEAD } from './codec-sync.ts';
 
@@ -51,6 +51,7 @@ export class CodecPool {
   }
 
   private start(): Slot[] {
+    exposeGcToNewThreads();
     const early = takeEarlyWorkers();
     this.slots = Array.from({ length: this.wanted }, () => {
       const adopted = early.pop();
@@ -218,6 +219,7 @@ const EARLY = Symbol.for('backy2.earlyCodecWorkers');
  */
 export function startCodecWorkersEarly(count: number): void {
   const holder = globalThis as { [EARLY]?: Worker[] };
+  exposeGcToNewThreads();
   holder[EARLY] ??= Array.from({ length: count }, () => {
     const worker = new Worker(CODEC_WORKER, { workerData: null });
     worker.unref();

@@ -13,22 +13,36 @@ import { runInNewContext } from 'node:vm';
  * Returns `(bytes) => void` to call after each block; a no-op if V8 refuses to expose gc().
  */
 export function youngCollector(everyBytes: number, fullEveryBytes = 0): (bytes: number) => void {
-  const gc = exposedGc();
-  if (!gc || everyBytes <= 0) return () => {};
+  if (everyBytes <= 0) return () => {};
   let since = 0;
   let sinceFull = 0;
+  // gc() is looked up when first needed, not at start-up (a context of its own costs ~9 ms).
+  let gc: Gc | null | undefined;
   return (bytes) => {
     since += bytes;
     sinceFull += bytes;
-    if (fullEveryBytes > 0 && sinceFull >= fullEveryBytes) {
-      since = sinceFull = 0;
-      gc();
-      return;
-    }
-    if (since < everyBytes) return;
+    const full = fullEveryBytes > 0 && sinceFull >= fullEveryBytes;
+    if (!full && since < everyBytes) return;
+    gc ??= exposedGc();
+    if (!gc) return;
     since = 0;
-    gc({ type: 'minor' });
+    if (full) {
+      sinceFull = 0;
+      gc();
+    } else gc({ type: 'minor' });
   };
+}
+
+/**
+ * Threads started after this have gc() as a global from the start (V8's flag is read when a
+ * context is made), so a codec thread needs no context of its own to get it.
+ */
+export function exposeGcToNewThreads(): void {
+  try {
+    setFlagsFromString('--expose-gc');
+  } catch {
+    // Then each thread falls back to exposedGc()'s own way, or goes without.
+  }
 }
 
 type Gc = (options?: { type?: 'minor' | 'major' }) => void;
@@ -37,6 +51,8 @@ let cached: Gc | null | undefined;
 /** V8's gc(), from a fresh context created after the flag is set (the usual idiom; no CLI flag needed). */
 function exposedGc(): Gc | null {
   if (cached !== undefined) return cached;
+  const global = (globalThis as { gc?: Gc }).gc;
+  if (typeof global === 'function') return (cached = global);
   try {
     setFlagsFromString('--expose-gc');
     cached = runInNewContext('gc') as Gc;
