@@ -52,7 +52,10 @@ let cached: Gc | null | undefined;
 function exposedGc(): Gc | null {
   if (cached !== undefined) return cached;
   const global = (globalThis as { gc?: Gc }).gc;
-  if (typeof global === 'function') return (cached = global);
+  if (typeof global === 'function') {
+    cached = global;
+    return cached;
+  }
   try {
     setFlagsFromString('--expose-gc');
     cached = runInNewContext('gc') as Gc;
