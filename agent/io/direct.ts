@@ -18,6 +18,7 @@ import { ALIGNMENT_SLACK } from '../../shared/blocks/codec-pool.ts';
  */
 export class DirectProbe {
   private readonly fd: FileHandle;
+  private hopeless = false;
   private constructor(fd: FileHandle) {
     this.fd = fd;
   }
@@ -51,14 +52,17 @@ export class DirectProbe {
 
   /** The first offset into `memory` at which an O_DIRECT read is accepted; null: none up to ALIGNMENT_SLACK. */
   alignedOffset(memory: SharedArrayBuffer): number | null {
+    // A device no offset satisfies is not probed again for every piece.
+    if (this.hopeless) return null;
     for (let offset = 0; offset <= ALIGNMENT_SLACK; offset += MALLOC_ALIGNMENT) {
       try {
         readSync(this.fd.fd, new Uint8Array(memory, offset, PROBE_BYTES), 0, PROBE_BYTES, 0);
         return offset;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') return null;
+        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') break;
       }
     }
+    this.hopeless = true;
     return null;
   }
 

@@ -24,7 +24,8 @@ export class CodecPool {
   private readonly memoryIndex = new Map<SharedArrayBuffer, number>();
   /** Where each piece's block memory starts within it (see alignMemory()). */
   private readonly memoryOffset: number[] = [];
-  /** The pieces whose offset was chosen by the alignment probe. */
+  /** The pieces the alignment probe has seen, and those it found an offset for. */
+  private readonly probedMemory = new Set<number>();
   private readonly alignedMemory = new Set<number>();
   private readonly freeMemory: Buffer[] = [];
   private readonly memoryBytes: number;
@@ -109,7 +110,7 @@ export class CodecPool {
     const register = this.memoryIndex.get(view.buffer as SharedArrayBuffer);
     if (register === undefined) return;
     // Memory handed out before alignMemory() was called is aligned now that it is free.
-    if (this.alignment && !this.alignedMemory.has(register) && this.align(register))
+    if (this.alignment && !this.probedMemory.has(register) && this.align(register))
       for (const s of this.slots) s.worker.postMessage(this.registration(register));
     this.freeMemory.push(this.view(register));
   }
@@ -134,7 +135,9 @@ export class CodecPool {
 
   /** Chooses the piece's offset with the alignment probe; true when it found one. */
   private align(register: number): boolean {
-    const offset = this.alignment?.(this.memory[register]!) ?? null;
+    if (!this.alignment) return false;
+    this.probedMemory.add(register);
+    const offset = this.alignment(this.memory[register]!);
     if (offset === null || offset < 0 || offset > ALIGNMENT_SLACK) return false;
     this.memoryOffset[register] = offset;
     this.alignedMemory.add(register);
