@@ -13,6 +13,8 @@ import { ALIGNMENT_SLACK } from '../../shared/blocks/codec-pool.ts';
  * block size, 512 or 4096 bytes), and JavaScript cannot see an address. So a probe reads the target
  * (a block device) or a scratch file beside it with O_DIRECT into each piece of block memory at
  * increasing offsets; the first offset the kernel accepts is where that piece's blocks start.
+ * Block memory is mapped page-aligned where it can be (pageAlignedSharedMemory()), so that is
+ * offset 0: memory the device accepts but not on a page made the same writes 2-4x slower.
  * Whatever cannot be written directly (the last, short block; memory not aligned; a filesystem
  * without O_DIRECT) is written through the page cache as before: the bytes are the same.
  */

@@ -95,7 +95,7 @@ export class CodecPool {
   acquire(): Buffer {
     const free = this.freeMemory.pop();
     if (free) return free;
-    const memory = new SharedArrayBuffer(this.memoryBytes + ALIGNMENT_SLACK);
+    const memory = pageAlignedSharedMemory(this.memoryBytes + ALIGNMENT_SLACK);
     const register = this.memory.push(memory) - 1;
     this.memoryIndex.set(memory, register);
     this.memoryOffset[register] = 0;
@@ -118,7 +118,8 @@ export class CodecPool {
   /**
    * Makes block memory start where `probe` says (an offset into the piece, or null: no aligned
    * offset found): a restore asks for the alignment O_DIRECT writes need, which JavaScript cannot
-   * see (a SharedArrayBuffer is as aligned as malloc made it). Free memory is aligned now, memory
+   * see (memory is page-aligned where pageAlignedSharedMemory() could map it, otherwise as
+   * malloc made it). Free memory is aligned now, memory
    * in use when it is given back.
    */
   alignMemory(probe: (memory: SharedArrayBuffer) => number | null): void {
@@ -210,6 +211,25 @@ export class CodecPool {
 
 /** Room in each piece of block memory to start it on an aligned address (a page; O_DIRECT needs at most the device's logical block size). */
 export const ALIGNMENT_SLACK = 4096;
+
+const WASM_PAGE = 65536;
+
+/**
+ * Shared memory that starts on a page: a shared WebAssembly.Memory, which V8 maps by itself
+ * (page-aligned), where a SharedArrayBuffer is malloc's (16 bytes past a page here). O_DIRECT
+ * accepts memory aligned to the device's logical block (512 bytes), but memory that is not also
+ * page-aligned spreads every 4 KiB of a write over two pages: the same restore wrote 2-4x slower
+ * (virtio disk, AMD EPYC guest; docs/BENCHMARKS.md). Only address space is reserved beyond the
+ * size asked for; where even that is refused (ulimit -v), a SharedArrayBuffer it is.
+ */
+export function pageAlignedSharedMemory(bytes: number): SharedArrayBuffer {
+  const pages = Math.ceil(bytes / WASM_PAGE);
+  try {
+    return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as SharedArrayBuffer;
+  } catch {
+    return new SharedArrayBuffer(bytes);
+  }
+}
 
 const CODEC_WORKER = new URL('./codec-worker.ts', import.meta.url);
 const EARLY = Symbol.for('backy2.earlyCodecWorkers');

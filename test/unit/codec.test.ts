@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { BlockCodec, BlockFormatError, HEADER_BYTES, WrongKeyError, blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
 import { deriveKeys } from '../../shared/blocks/keys.ts';
-import { CodecPool } from '../../shared/blocks/codec-pool.ts';
+import { CodecPool, pageAlignedSharedMemory } from '../../shared/blocks/codec-pool.ts';
 import type { Worker } from 'node:worker_threads';
 import { blockIdSync, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD } from '../../shared/blocks/codec-sync.ts';
 
@@ -344,6 +344,27 @@ describe("shared block memory (the pipelines' per-block buffers)", () => {
 
   it('without workers there is no shared memory (callers use their own buffers)', () => {
     expect(webCodec.blockBuffer()).toBeNull();
+  });
+
+  it('block memory is mapped memory of its own (a shared WebAssembly.Memory), zeroed, at least the size asked for', () => {
+    const memory = pageAlignedSharedMemory(4 * 1024 * 1024 + 4096);
+    expect(memory).toBeInstanceOf(SharedArrayBuffer);
+    expect(memory.byteLength).toBeGreaterThanOrEqual(4 * 1024 * 1024 + 4096);
+    expect(memory.byteLength % 65536).toBe(0);
+    expect(new Uint8Array(memory).every((b) => b === 0)).toBe(true);
+  });
+
+  it('where WebAssembly memory is refused, block memory is a plain SharedArrayBuffer of the size', () => {
+    const refused = vi.spyOn(WebAssembly, 'Memory').mockImplementation(() => {
+      throw new RangeError('WebAssembly.Memory(): could not allocate memory');
+    });
+    try {
+      const memory = pageAlignedSharedMemory(1000);
+      expect(memory).toBeInstanceOf(SharedArrayBuffer);
+      expect(memory.byteLength).toBe(1000);
+    } finally {
+      refused.mockRestore();
+    }
   });
 });
 
