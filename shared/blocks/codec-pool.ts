@@ -213,6 +213,10 @@ export class CodecPool {
 export const ALIGNMENT_SLACK = 4096;
 
 const WASM_PAGE = 65536;
+/** The part of WebAssembly used here (the project's lib has no DOM types, where WebAssembly is declared). */
+export interface WithWasmMemory {
+  WebAssembly: { Memory: new (d: { initial: number; maximum: number; shared: boolean }) => { buffer: SharedArrayBuffer } };
+}
 
 /**
  * Shared memory that starts on a page: a shared WebAssembly.Memory, which V8 maps by itself
@@ -225,7 +229,7 @@ const WASM_PAGE = 65536;
 export function pageAlignedSharedMemory(bytes: number): SharedArrayBuffer {
   const pages = Math.ceil(bytes / WASM_PAGE);
   try {
-    return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as SharedArrayBuffer;
+    return new (globalThis as unknown as WithWasmMemory).WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer;
   } catch {
     return new SharedArrayBuffer(bytes);
   }

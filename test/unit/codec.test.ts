@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { BlockCodec, BlockFormatError, HEADER_BYTES, WrongKeyError, blockKey, storedChecksum } from '../../shared/blocks/codec.ts';
 import { deriveKeys } from '../../shared/blocks/keys.ts';
-import { CodecPool, pageAlignedSharedMemory } from '../../shared/blocks/codec-pool.ts';
+import { CodecPool, pageAlignedSharedMemory, type WithWasmMemory } from '../../shared/blocks/codec-pool.ts';
 import type { Worker } from 'node:worker_threads';
 import { blockIdSync, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD } from '../../shared/blocks/codec-sync.ts';
 
@@ -355,7 +355,7 @@ describe("shared block memory (the pipelines' per-block buffers)", () => {
   });
 
   it('where WebAssembly memory is refused, block memory is a plain SharedArrayBuffer of the size', () => {
-    const refused = vi.spyOn(WebAssembly, 'Memory').mockImplementation(() => {
+    const refused = vi.spyOn((globalThis as unknown as WithWasmMemory).WebAssembly, 'Memory').mockImplementation(() => {
       throw new RangeError('WebAssembly.Memory(): could not allocate memory');
     });
     try {
