@@ -132,6 +132,7 @@ const PRIMITIVE_NAMES: [keyof Primitives, string][] = [
   ['zstdDecompressText', 'zstd decompress, compressible block (output)'],
   ['memcpy', 'memcpy'],
   ['pageCacheRead', 'read from the page cache (4 MiB preads)'],
+  ['newFileWrite', 'write into a new file (4 MiB, page cache, no fsync)'],
   ['zeroCheck', 'zero check (Buffer.equals)'],
 ];
 
