@@ -69,7 +69,10 @@ export async function pathExists(path: string): Promise<boolean> {
  * Starts the kernel's writeback of a target while a restore is still writing it: every `every`
  * bytes written, an fdatasync runs in the background (one at a time, not awaited by the writes).
  * The final fsync then has only the last stretch left to flush instead of the whole image, and
- * dirty page cache stays bounded. A failed background sync is reported by `drain()`.
+ * dirty page cache stays bounded. Blocks written with O_DIRECT count too: they skip the page
+ * cache, but the device's own cache (a VM's virtio disk: its host's) still has to be flushed, and
+ * the final fsync of a 256 MiB cloud restore spent 0.26 s doing that alone.
+ * A failed background sync is reported by `drain()`.
  */
 export class Writeback {
   private readonly fh: FileHandle;

@@ -270,9 +270,8 @@ async function writeBlocks(
   let bytes = 0;
   const write = (data: Buffer, length: number, position: number) =>
     writes(async () => {
-      // Written directly, a block leaves nothing in the page cache for the writeback to flush.
-      if (direct && backend.codec.isAlignedBlockBuffer(data) && (await direct.write(data, length, position))) return;
-      await writeAt(target, data, length, position);
+      const written = direct && backend.codec.isAlignedBlockBuffer(data) && (await direct.write(data, length, position));
+      if (!written) await writeAt(target, data, length, position);
       writeback.wrote(length);
     });
   let checked = opts.checked.first;
