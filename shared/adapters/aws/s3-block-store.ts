@@ -10,6 +10,7 @@ import {
 import type { RetryStrategyV2, RetryToken, SdkError } from '@smithy/types';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockStore } from '../../ports/block-store.ts';
+import { copyInto } from '../../blocks/codec-sync.ts';
 
 /**
  * Blocks in S3. Uploads use If-None-Match: *, so hosts never overwrite each other's objects;
@@ -55,7 +56,8 @@ export class S3BlockStore implements BlockStore {
         // Longer than announced: the rest is kept apart and the whole object returned on its own.
         if (chunks.length || got + chunk.length > into.length) chunks.push(Buffer.from(chunk));
         else {
-          into.set(chunk, got);
+          // Not into.set(): into shared memory that copies with atomics, byte by byte (copyInto).
+          copyInto(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length), into, got);
           got += chunk.length;
         }
       }
