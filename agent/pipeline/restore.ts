@@ -65,7 +65,7 @@ async function restoreInto(
   progressBar: boolean,
 ): Promise<Version> {
   const { path, exists, partialPath, resumePartial } = where;
-  const checked = await preflight(backend, version);
+  const checked = await preflight(backend, version, log);
   log.debug('Preflight: the first data block was read and verified');
 
   let target: FileHandle;
@@ -174,7 +174,7 @@ interface Preflight {
  * does, the next data blocks of its chunk are read (the other read slots), so the pipeline does
  * not start from nothing. What it read is handed to the pipeline, not read again.
  */
-async function preflight(backend: Backend, version: Version): Promise<Preflight> {
+async function preflight(backend: Backend, version: Version, log: Log): Promise<Preflight> {
   const chunks: BlockRef[][] = [];
   for await (const entries of readBlockMap(backend.catalog.reader, version)) {
     // A long sparse start is read again later rather than held (memory stays bounded).
@@ -190,7 +190,7 @@ async function preflight(backend: Backend, version: Version): Promise<Preflight>
       ahead.set(e.idx, { memory, stored });
     }
     try {
-      return { chunks, first: { ref: first, data: await fetchBlock(backend, first) }, ahead };
+      return { chunks, first: { ref: first, data: await fetchBlock(backend, first, log) }, ahead };
     } catch (e) {
       await dropReadAhead(backend, ahead);
       throw e;
@@ -208,14 +208,15 @@ async function dropReadAhead(backend: Backend, ahead: Map<number, ReadAhead>): P
   ahead.clear();
 }
 
-async function fetchBlock(backend: Backend, ref: BlockRef): Promise<Buffer> {
-  return verify(backend, ref, await readStored(backend, ref));
+async function fetchBlock(backend: Backend, ref: BlockRef, log: Log): Promise<Buffer> {
+  return verifyOrReadAgain(backend, ref, await readStored(backend, ref), () => readStored(backend, ref), log);
 }
 
 /** The stored object, read into `into` (the codec's shared block memory) when given. */
 async function readStored(backend: Backend, ref: BlockRef, into: Buffer | null = null): Promise<Buffer> {
   const key = blockKey(ref.id!);
-  const stored = await (into ? backend.blocks.getInto(key, into) : backend.blocks.get(key)).catch((e: Error) => {
+  // Every block read is verified here (and read again once on a mismatch): S3's response checksum is not needed on top.
+  const stored = await (into ? backend.blocks.getInto(key, into, { verifiedByCaller: true }) : backend.blocks.get(key)).catch((e: Error) => {
     // The backend's reading of the failure (S3: throttled → 9, HTTP 5xx after N attempts → 6), kept resumable.
     const explained = backend.explain?.(e);
     const why = explained instanceof Backy2Error ? explained : null;
@@ -233,8 +234,30 @@ async function verify(backend: Backend, ref: BlockRef, stored: Buffer): Promise<
     return plain;
   } catch (e) {
     if (e instanceof WrongKeyError) throw new Backy2Error(ExitCode.integrity, `Wrong encryption key: ${e.message}`);
-    if (e instanceof BlockFormatError) throw integrityError(`Block ${ref.idx} failed verification: ${e.message}`);
+    if (e instanceof BlockFormatError) throw new DamagedBlock(`Block ${ref.idx} failed verification: ${e.message}`);
     throw e;
+  }
+}
+
+/** A stored object that failed verification (exit 7, as any integrity error). */
+class DamagedBlock extends Backy2Error {
+  constructor(message: string) {
+    super(ExitCode.integrity, message);
+  }
+}
+
+/**
+ * verify(); an object that fails it is read once more and verified again before it counts as
+ * damaged. A body corrupted on its way reads right the second time (a restore's S3 reads skip the
+ * SDK's response checksum: see BlockStore.getInto); a damaged object fails again, and exit 7 it is.
+ */
+async function verifyOrReadAgain(backend: Backend, ref: BlockRef, stored: Buffer, readAgain: () => Promise<Buffer>, log: Log): Promise<Buffer> {
+  try {
+    return await verify(backend, ref, stored);
+  } catch (e) {
+    if (!(e instanceof DamagedBlock)) throw e;
+    log.warn(`${e.message}; reading it again`);
+    return verify(backend, ref, await readAgain());
   }
 }
 
@@ -291,7 +314,7 @@ async function writeBlocks(
       const memory = readAhead ? readAhead.memory : backend.codec.blockBuffer();
       try {
         const stored = await (readAhead ? readAhead.stored : reads(() => readStored(backend, e, memory)));
-        const data = await verify(backend, e, stored);
+        const data = await verifyOrReadAgain(backend, e, stored, () => reads(() => readStored(backend, e, memory)), log);
         await write(data, data.length, position);
       } finally {
         backend.codec.releaseBlockBuffer(memory);

@@ -9,9 +9,11 @@ export interface BlockStore {
   /**
    * The object's bytes read into `into` (a pipeline's reusable block memory) and returned as a
    * view of it; an object larger than `into` comes back in a buffer of its own. Null when it does
-   * not exist.
+   * not exist. `verifiedByCaller`: the caller verifies every byte itself and reads again on a
+   * mismatch (a restore: AES-GCM and the keyed id), so a store may skip a transport checksum of its
+   * own (S3's CRC of the response, computed on the agent's main thread).
    */
-  getInto(key: string, into: Buffer): Promise<Buffer | null>;
+  getInto(key: string, into: Buffer, opts?: { verifiedByCaller?: boolean }): Promise<Buffer | null>;
   /** The object's size, or null when it does not exist. */
   head(key: string): Promise<number | null>;
   delete(key: string): Promise<void>;

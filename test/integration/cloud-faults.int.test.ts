@@ -232,6 +232,32 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     expect(sha(readFileSync(stalling.path('stall-get.out')))).toBe(sha(data));
   });
 
+  it('restore: a block body damaged on its way (one byte flipped, once) fails verification, is read again with a warning, and the restore is bit-exact', async () => {
+    const name = `fault-corrupt-once-${randomBytes(3).toString('hex')}`;
+    const data = image('corrupt-once.img');
+    const uid = await cloud.backup('file://corrupt-once.img', name);
+    proxy.inject(onceAfter(4, (req) => isBlockObject(req, bucket, 'GET'), { corrupt: 'body' }));
+    const r = await cli('restore', uid, 'file://corrupt-once.out');
+    expect(r.code, r.stderr).toBe(0);
+    expect(proxy.count('corrupt-body')).toBe(1);
+    const warnings = r.stderr.split('\n').filter((l) => l.includes('WARNING:'));
+    expect(warnings, r.stderr).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^ {2}WARNING: Block \d+ failed verification: .*; reading it again$/);
+    expect(r.stderr).not.toMatch(/ERROR:/);
+    expect(sha(readFileSync(cloud.path('corrupt-once.out')))).toBe(sha(data));
+  });
+
+  it('restore: a block damaged on every read ends with exit 7 and one line, and no target is left', async () => {
+    const name = `fault-corrupt-all-${randomBytes(3).toString('hex')}`;
+    image('corrupt-all.img');
+    const uid = await cloud.backup('file://corrupt-all.img', name);
+    proxy.inject(afterSuccesses(4, (req) => isBlockObject(req, bucket, 'GET'), { corrupt: 'body' }));
+    const r = await cli('restore', uid, 'file://corrupt-all.out');
+    const line = failedCleanly(r, 7);
+    expect(line).toMatch(/failed verification/);
+    expect(existsSync(cloud.path('corrupt-all.out'))).toBe(false);
+  });
+
   it('restore while every S3 GetObject of a block stalls (after 8): it ends, exit 9, one line naming the stalled endpoint, no complete-looking target', async () => {
     const name = `fault-stall-all-${randomBytes(3).toString('hex')}`;
     image('stall-all.img', stalling);

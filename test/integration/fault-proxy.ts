@@ -34,8 +34,17 @@ export interface Stall {
   stall: 'answer' | 'body';
 }
 
-/** Decides per request: a fault to answer with, a stall, or undefined to forward it. */
-export type FaultRule = (req: ProxiedRequest) => Fault | Stall | undefined;
+/**
+ * Instead of the answer as it came, the same answer with one byte of its body flipped (the
+ * middle one): data damaged on its way, under the headers the emulator sent. Counted as
+ * injected under `corrupt-body`.
+ */
+export interface Corrupt {
+  corrupt: 'body';
+}
+
+/** Decides per request: a fault to answer with, a stall, a corruption, or undefined to forward it. */
+export type FaultRule = (req: ProxiedRequest) => Fault | Stall | Corrupt | undefined;
 
 export const isLambdaInvoke = (req: ProxiedRequest): boolean => req.method === 'POST' && /^\/2015-03-31\/functions\/[^/]+\/invocations/.test(req.path);
 /** An S3 request for a block object of `bucket` (PUT: upload, GET: read). */
@@ -73,9 +82,11 @@ export class FaultProxy {
         proxy!.requests.push({ req: seen, connection: proxy!.connectionOf(req.socket) });
         const fault = proxy!.rule(seen);
         const stall = fault && 'stall' in fault ? fault.stall : undefined;
+        const corrupt = fault && 'corrupt' in fault;
+        if (corrupt) proxy!.injected.set('corrupt-body', (proxy!.injected.get('corrupt-body') ?? 0) + 1);
         if (stall) proxy!.injected.set(`stall-${stall}`, (proxy!.injected.get(`stall-${stall}`) ?? 0) + 1);
         if (stall === 'answer') return; // silence until the client gives up (or the proxy closes)
-        if (fault && !('stall' in fault)) {
+        if (fault && 'code' in fault) {
           proxy!.injected.set(fault.code, (proxy!.injected.get(fault.code) ?? 0) + 1);
           const answer = errorAnswer(seen, fault);
           res.writeHead(fault.status, { ...answer.headers, 'content-length': Buffer.byteLength(answer.body) });
@@ -87,6 +98,16 @@ export class FaultProxy {
         delete headers['expect'];
         const upstreamReq = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers }, (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers);
+          if (corrupt) {
+            const parts: Buffer[] = [];
+            up.on('data', (c: Buffer) => parts.push(c));
+            up.on('end', () => {
+              const answer = Buffer.concat(parts);
+              if (answer.length) answer[answer.length >> 1]! ^= 0x01;
+              res.end(answer);
+            });
+            return;
+          }
           if (stall === 'body') {
             // The headers and the first chunk of the body, then silence (the rest is read and dropped).
             up.once('data', (first: Buffer) => {
@@ -145,7 +166,7 @@ export class FaultProxy {
  * A rule that forwards the first `healthy` requests `matches` picks, then answers every later one
  * with `fault` (a fault that persists past the SDK's retries).
  */
-export function afterSuccesses(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall): FaultRule {
+export function afterSuccesses(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall | Corrupt): FaultRule {
   let passed = 0;
   return (req) => {
     if (!matches(req)) return undefined;
@@ -171,7 +192,7 @@ function errorAnswer(req: ProxiedRequest, fault: Fault): { headers: Record<strin
 }
 
 /** A rule that answers only the `times` requests `matches` picks after the first `healthy` with `fault` (then heals itself). */
-export function onceAfter(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall, times = 1): FaultRule {
+export function onceAfter(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall | Corrupt, times = 1): FaultRule {
   let seen = 0;
   return (req) => {
     if (!matches(req)) return undefined;

@@ -124,7 +124,8 @@ export interface CoreClients {
 export function makeCoreClients(target: AwsTarget = {}, s3Tuning: S3Tuning = {}): CoreClients {
   const common = commonClientOptions(target);
   return {
-    s3: new S3Client({ ...common, ...s3ClientOptions(s3Tuning), forcePathStyle: !!target.endpointUrl }),
+    // Responses' checksums are validated where a read asks (S3BlockStore: every read but a restore's, which verifies each block itself).
+    s3: new S3Client({ ...common, ...s3ClientOptions(s3Tuning), responseChecksumValidation: 'WHEN_REQUIRED', forcePathStyle: !!target.endpointUrl }),
     dynamo: DynamoDBDocumentClient.from(new DynamoDBClient(common), { marshallOptions: { removeUndefinedValues: true } }),
   };
 }

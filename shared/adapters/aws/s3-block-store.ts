@@ -44,11 +44,11 @@ export class S3BlockStore implements BlockStore {
   }
 
   async get(key: string): Promise<Buffer | null> {
-    return this.getObject(key, async (out) => Buffer.from(await out.Body!.transformToByteArray()));
+    return this.getObject(key, { checksum: true }, async (out) => Buffer.from(await out.Body!.transformToByteArray()));
   }
 
-  async getInto(key: string, into: Buffer): Promise<Buffer | null> {
-    return this.getObject(key, async (out) => {
+  async getInto(key: string, into: Buffer, opts: { verifiedByCaller?: boolean } = {}): Promise<Buffer | null> {
+    return this.getObject(key, { checksum: !opts.verifiedByCaller }, async (out) => {
       if ((out.ContentLength ?? 0) > into.length) return Buffer.from(await out.Body!.transformToByteArray());
       let got = 0;
       const chunks: Buffer[] = [];
@@ -71,13 +71,15 @@ export class S3BlockStore implements BlockStore {
    * those retries, so it is asked for again here through the client's own retry strategy: the same
    * backoff with jitter, attempts, retry quota and warning.
    */
-  private async getObject<T>(key: string, read: (out: GetObjectCommandOutput) => Promise<T>): Promise<T | null> {
+  private async getObject<T>(key: string, { checksum }: { checksum: boolean }, read: (out: GetObjectCommandOutput) => Promise<T>): Promise<T | null> {
     let strategy: RetryStrategyV2 | undefined;
     let token: RetryToken | undefined;
     for (;;) {
       let out: GetObjectCommandOutput;
       try {
-        out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+        // ChecksumMode: the response's CRC is validated (on a client made with
+        // responseChecksumValidation WHEN_REQUIRED, only where asked; otherwise always).
+        out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(checksum ? { ChecksumMode: 'ENABLED' as const } : {}) }));
       } catch (e) {
         if (isNotFound(e)) return null;
         throw e;
