@@ -32,7 +32,7 @@ export async function storeUnlessLive(
   if (action === 'replace invalid copy') {
     // A scrub found the stored copy bad: replace it with this good one.
     await writeLimit(() => backend.blocks.put(key, body));
-  } else if (!(await writeLimit(() => backend.blocks.putIfAbsent(key, body)))) {
+  } else if (!(await writeLimit(() => backend.blocks.putIfAbsent(key, body, { sha256: checksum })))) {
     await relyOnExisting(backend, stored, body, entry);
     return null;
   }

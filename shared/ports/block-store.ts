@@ -1,7 +1,11 @@
 /** Where block objects and manifests live: a directory (embedded) or an S3 bucket (cloud). */
 export interface BlockStore {
-  /** Stores the object unless one with that key exists; returns false when it already existed. */
-  putIfAbsent(key: string, body: Buffer): Promise<boolean>;
+  /**
+   * Stores the object unless one with that key exists; returns false when it already existed.
+   * `sha256`: the body's SHA-256 (hex) when the caller has it (a block's stored checksum): a store
+   * may have the body checked against it on arrival (S3 refuses a body that differs: BadDigest).
+   */
+  putIfAbsent(key: string, body: Buffer, opts?: { sha256?: string }): Promise<boolean>;
   /** Overwrites (manifests only; blocks are immutable). */
   put(key: string, body: Buffer): Promise<void>;
   /** The object's bytes, or null when it does not exist. */

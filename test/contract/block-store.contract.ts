@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { BlockStore } from '../../shared/ports/block-store.ts';
 
@@ -23,6 +23,14 @@ export function blockStoreContract(name: string, makeStore: () => Promise<BlockS
       expect(await store.putIfAbsent(key, randomBytes(2000))).toBe(false);
       expect(await store.get(key)).toEqual(first);
       expect(await store.head(key)).toBe(1000);
+    });
+
+    it("putIfAbsent with the body's SHA-256 stores it as with none", async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/digest`;
+      const body = randomBytes(3000);
+      expect(await store.putIfAbsent(key, body, { sha256: createHash('sha256').update(body).digest('hex') })).toBe(true);
+      expect(await store.get(key)).toEqual(body);
     });
 
     it('concurrent putIfAbsent of one key: exactly one wins, and its bytes are stored', async () => {

@@ -24,16 +24,21 @@ export class S3BlockStore implements BlockStore {
     this.bucket = bucket;
   }
 
-  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+  async putIfAbsent(key: string, body: Buffer, opts: { sha256?: string } = {}): Promise<boolean> {
+    // With the body's SHA-256 given, S3 checks the upload against it, and the SDK computes no
+    // CRC32 of its own on the main thread (it adds none where a checksum header is present).
+    const checksum = opts.sha256 ? { ChecksumSHA256: Buffer.from(opts.sha256, 'hex').toString('base64') } : {};
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' }));
+        await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*', ...checksum }));
         return true;
       } catch (e) {
         const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
         if (status === 412) return false;
         // 409: a concurrent conditional write of the same key is in flight; retry decides.
         if (status === 409 && attempt < 5) continue;
+        // The body arrived other than it was sent (damaged on its way): sent again, twice at most.
+        if ((e as Error).name === 'BadDigest' && attempt < 2) continue;
         throw e;
       }
     }
