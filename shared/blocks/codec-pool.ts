@@ -119,8 +119,7 @@ export class CodecPool {
    * Makes block memory start where `probe` says (an offset into the piece, or null: no aligned
    * offset found): a restore asks for the alignment O_DIRECT writes need, which JavaScript cannot
    * see (memory is page-aligned where pageAlignedSharedMemory() could map it, otherwise as
-   * malloc made it). Free memory is aligned now, memory
-   * in use when it is given back.
+   * malloc made it). Free memory is aligned now, memory in use when it is given back.
    */
   alignMemory(probe: (memory: SharedArrayBuffer) => number | null): void {
     this.alignment = probe;

@@ -43,8 +43,11 @@ export interface Corrupt {
   corrupt: 'body';
 }
 
+/** What a rule may do to a request instead of forwarding it. */
+export type Injected = Fault | Stall | Corrupt;
+
 /** Decides per request: a fault to answer with, a stall, a corruption, or undefined to forward it. */
-export type FaultRule = (req: ProxiedRequest) => Fault | Stall | Corrupt | undefined;
+export type FaultRule = (req: ProxiedRequest) => Injected | undefined;
 
 export const isLambdaInvoke = (req: ProxiedRequest): boolean => req.method === 'POST' && /^\/2015-03-31\/functions\/[^/]+\/invocations/.test(req.path);
 /** An S3 request for a block object of `bucket` (PUT: upload, GET: read). */
@@ -83,11 +86,11 @@ export class FaultProxy {
         const fault = proxy!.rule(seen);
         const stall = fault && 'stall' in fault ? fault.stall : undefined;
         const corrupt = fault && 'corrupt' in fault;
-        if (corrupt) proxy!.injected.set('corrupt-body', (proxy!.injected.get('corrupt-body') ?? 0) + 1);
-        if (stall) proxy!.injected.set(`stall-${stall}`, (proxy!.injected.get(`stall-${stall}`) ?? 0) + 1);
+        if (corrupt) proxy!.tally('corrupt-body');
+        if (stall) proxy!.tally(`stall-${stall}`);
         if (stall === 'answer') return; // silence until the client gives up (or the proxy closes)
         if (fault && 'code' in fault) {
-          proxy!.injected.set(fault.code, (proxy!.injected.get(fault.code) ?? 0) + 1);
+          proxy!.tally(fault.code);
           const answer = errorAnswer(seen, fault);
           res.writeHead(fault.status, { ...answer.headers, 'content-length': Buffer.byteLength(answer.body) });
           res.end(answer.body);
@@ -152,6 +155,10 @@ export class FaultProxy {
     return this.connectionCount;
   }
 
+  private tally(name: string): void {
+    this.injected.set(name, this.count(name) + 1);
+  }
+
   count(code: string): number {
     return this.injected.get(code) ?? 0;
   }
@@ -166,7 +173,7 @@ export class FaultProxy {
  * A rule that forwards the first `healthy` requests `matches` picks, then answers every later one
  * with `fault` (a fault that persists past the SDK's retries).
  */
-export function afterSuccesses(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall | Corrupt): FaultRule {
+export function afterSuccesses(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Injected): FaultRule {
   let passed = 0;
   return (req) => {
     if (!matches(req)) return undefined;
@@ -192,7 +199,7 @@ function errorAnswer(req: ProxiedRequest, fault: Fault): { headers: Record<strin
 }
 
 /** A rule that answers only the `times` requests `matches` picks after the first `healthy` with `fault` (then heals itself). */
-export function onceAfter(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Fault | Stall | Corrupt, times = 1): FaultRule {
+export function onceAfter(healthy: number, matches: (req: ProxiedRequest) => boolean, fault: Injected, times = 1): FaultRule {
   let seen = 0;
   return (req) => {
     if (!matches(req)) return undefined;
