@@ -2,7 +2,7 @@ import type { CloudFormationClient } from '@aws-sdk/client-cloudformation';
 import type { InvokeCommandOutput } from '@aws-sdk/client-lambda';
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeLazyClients, type LazyAwsClients } from '../../shared/adapters/aws/clients-core.ts';
+import { makeLazyClients, s3Timeouts, type LazyAwsClients } from '../../shared/adapters/aws/clients-core.ts';
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
@@ -300,11 +300,13 @@ export class CloudBackend implements Backend {
     this.policy = policyOf(config);
     this.clients = clients;
     this.outputs = outputs;
-    this.blocks = new S3BlockStore(clients.s3, outputs.BucketName);
-    this.journal = new Journal(this.blocks, deriveJournalKey(keys.dedupKey));
-    this.catalog = new CloudCatalog(clients, outputs, log, this.journal);
     // The same multi-core codec as embedded mode: each block's work on one of the worker threads.
     this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
+    // A restore's GETs run on those threads (presigned URLs): simultaneous_reads connections among them, the S3 client's timeouts.
+    const sockets = Math.max(1, Math.ceil(config.simultaneousReads / this.codec.workers));
+    this.blocks = new S3BlockStore(clients.s3, outputs.BucketName, { locate: { sockets, ...s3Timeouts() } });
+    this.journal = new Journal(this.blocks, deriveJournalKey(keys.dedupKey));
+    this.catalog = new CloudCatalog(clients, outputs, log, this.journal);
   }
 
   /** Cleanup runs in the cloud (only the cleanup function may delete objects), or locally with admin rights. */

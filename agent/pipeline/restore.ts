@@ -2,7 +2,7 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import { blockKey } from '../../shared/blocks/codec.ts';
-import { BlockFormatError, WrongKeyError } from '../../shared/blocks/codec.ts';
+import { BlockFormatError, FetchFailedError, WrongKeyError } from '../../shared/blocks/codec.ts';
 import { Backy2Error, ExitCode, integrityError, refused, storageError, usageError } from '../../shared/domain/errors.ts';
 import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
@@ -209,7 +209,7 @@ async function dropReadAhead(backend: Backend, ahead: Map<number, ReadAhead>): P
 }
 
 async function fetchBlock(backend: Backend, ref: BlockRef, log: Log): Promise<Buffer> {
-  return verifyOrReadAgain(backend, ref, await readStored(backend, ref), () => readStored(backend, ref), log);
+  return verifyOrReadAgain(backend, ref, verify(backend, ref, await readStored(backend, ref)), () => readStored(backend, ref), log);
 }
 
 /** The stored object, read into `into` (the codec's shared block memory) when given. */
@@ -227,9 +227,12 @@ async function readStored(backend: Backend, ref: BlockRef, into: Buffer | null =
 }
 
 /** Decrypts and decompresses the stored object and recomputes its id (on a codec worker). */
-async function verify(backend: Backend, ref: BlockRef, stored: Buffer): Promise<Buffer> {
+const verify = (backend: Backend, ref: BlockRef, stored: Buffer): Promise<Buffer> => verified(ref, backend.codec.decode(stored, ref.id!, true));
+
+/** A decode's plaintext, checked against the block map; its failures as the restore reports them. */
+async function verified(ref: BlockRef, decoding: Promise<Buffer>): Promise<Buffer> {
   try {
-    const plain = await backend.codec.decode(stored, ref.id!, true);
+    const plain = await decoding;
     if (plain.length !== ref.length) throw integrityError(`Block ${ref.id} (block ${ref.idx}) has ${plain.length} bytes, expected ${ref.length}`);
     return plain;
   } catch (e) {
@@ -247,19 +250,63 @@ class DamagedBlock extends Backy2Error {
 }
 
 /**
- * verify(); an object that fails it is read once more and verified again before it counts as
- * damaged. A body corrupted on its way reads right the second time (a restore's S3 reads skip the
- * SDK's response checksum: see BlockStore.getInto); a damaged object fails again, and exit 7 it is.
+ * A verification (`attempt`); an object that fails it is read once more and verified again before
+ * it counts as damaged. A body corrupted on its way reads right the second time (a restore's S3
+ * reads skip the SDK's response checksum: see BlockStore.getInto); a damaged object fails again,
+ * and exit 7 it is.
  */
-async function verifyOrReadAgain(backend: Backend, ref: BlockRef, stored: Buffer, readAgain: () => Promise<Buffer>, log: Log): Promise<Buffer> {
+async function verifyOrReadAgain<T extends Buffer | null>(
+  backend: Backend,
+  ref: BlockRef,
+  attempt: Promise<T>,
+  readAgain: () => Promise<Buffer>,
+  log: Log,
+): Promise<T | Buffer> {
   try {
-    return await verify(backend, ref, stored);
+    return await attempt;
   } catch (e) {
     if (!(e instanceof DamagedBlock)) throw e;
     log.warn(`${e.message}; reading it again`);
     return verify(backend, ref, await readAgain());
   }
 }
+
+/**
+ * Blocks fetched by the codec threads themselves (BlockStore.locate: a presigned GET), so the
+ * pipeline's thread neither receives nor garbage-collects their bytes. A GET that fails there is
+ * a retry with a warning: the block is read again through the store (its retries, its errors);
+ * after FETCH_FAILURES_TOLERATED such failures the rest of the restore reads every block that way.
+ */
+class CodecThreadReads {
+  private failures = 0;
+  private readonly backend: Backend;
+  private readonly log: Log;
+  constructor(backend: Backend, log: Log) {
+    this.backend = backend;
+    this.log = log;
+  }
+
+  /** The block verified, or null: read it through the store (this thread). */
+  async read(ref: BlockRef, memory: Buffer | null): Promise<Buffer | null> {
+    if (!memory || this.failures >= FETCH_FAILURES_TOLERATED) return null;
+    const location = await this.backend.blocks.locate?.(blockKey(ref.id!));
+    if (!location) return null;
+    try {
+      return await verified(ref, this.backend.codec.fetchAndDecode(location, ref.id!, memory));
+    } catch (e) {
+      if (!(e instanceof FetchFailedError)) throw e;
+      // Missing (404) is the store's to report, with no retry.
+      if (e.failure.status !== 404) {
+        this.failures++;
+        const rest = this.failures >= FETCH_FAILURES_TOLERATED ? '; the rest of the blocks are read on the main thread' : '';
+        this.log.warn(`Reading block ${ref.idx} on a codec thread failed, ${e.message}; reading it again${rest}`);
+      }
+      return null;
+    }
+  }
+}
+
+const FETCH_FAILURES_TOLERATED = 3;
 
 /** Background writeback of the target every this many bytes (see Writeback). */
 const WRITEBACK_BYTES = 64 * 1024 * 1024;
@@ -298,6 +345,7 @@ async function writeBlocks(
       writeback.wrote(length);
     });
   let checked = opts.checked.first;
+  const codecThreads = new CodecThreadReads(backend, log);
   const restoreBlock = async (e: BlockRef): Promise<void> => {
     const position = e.idx * version.blockSize;
     if (e.id === null) {
@@ -312,9 +360,18 @@ async function writeBlocks(
       const readAhead = opts.checked.ahead.get(e.idx);
       opts.checked.ahead.delete(e.idx);
       const memory = readAhead ? readAhead.memory : backend.codec.blockBuffer();
+      const readHere = () => reads(() => readStored(backend, e, memory));
       try {
-        const stored = await (readAhead ? readAhead.stored : reads(() => readStored(backend, e, memory)));
-        const data = await verifyOrReadAgain(backend, e, stored, () => reads(() => readStored(backend, e, memory)), log);
+        const fetched = readAhead
+          ? null
+          : await verifyOrReadAgain(
+              backend,
+              e,
+              reads(() => codecThreads.read(e, memory)),
+              readHere,
+              log,
+            );
+        const data = fetched ?? (await verifyOrReadAgain(backend, e, verify(backend, e, await (readAhead ? readAhead.stored : readHere())), readHere, log));
         await write(data, data.length, position);
       } finally {
         backend.codec.releaseBlockBuffer(memory);

@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import type { RepositoryKeys } from './keys.ts';
 import { exposeGcToNewThreads, youngCollector } from './young-gc.ts';
-import type { CodecRequest, CodecResponse, KeysMessage, SlotRegistration, WorkerKeys } from './codec-worker.ts';
+import type { CodecOp, CodecRequest, CodecResponse, KeysMessage, SlotRegistration, WorkerKeys } from './codec-worker.ts';
+import type { HttpLocation } from '../ports/block-store.ts';
 import { STORED_OVERHEAD } from './codec-sync.ts';
 
 /**
@@ -169,7 +170,25 @@ export class CodecPool {
    * empty here afterwards), and data in shared memory from acquire() stays where it is and has
    * the result written over it (the response then carries its `length` instead of `data`).
    */
-  run(op: CodecRequest['op'], data: Buffer, id?: string, give = false): Promise<CodecResponse> {
+  run(op: CodecOp, data: Buffer, id?: string, give = false): Promise<CodecResponse> {
+    const shared = give ? this.sharedSlot(data) : undefined;
+    if (shared !== undefined) return this.send((seq) => ({ seq, op, slot: shared, length: data.length, ...(id === undefined ? {} : { id }) }));
+    const payload = give && ownsItsMemory(data) ? data : new Uint8Array(data);
+    return this.send((seq) => ({ seq, op, data: payload, ...(id === undefined ? {} : { id }) }), [payload.buffer as ArrayBuffer]);
+  }
+
+  /**
+   * A worker GETs the stored object at `location` into `memory` (from acquire()) and decodes it
+   * there (codec-worker.ts fetchThenDecode); the response is a decode's, or `unreachable`.
+   */
+  fetch(location: HttpLocation, memory: Buffer, id: string): Promise<CodecResponse> {
+    const slot = this.sharedSlot(memory);
+    if (slot === undefined) return Promise.reject(new Error('fetch needs block memory from acquire()'));
+    return this.send((seq) => ({ seq, op: 'fetch', slot, location, id }));
+  }
+
+  /** Sends one job to the least busy worker, and waits for its answer. */
+  private send(request: (seq: number) => CodecRequest, transfer: ArrayBuffer[] = []): Promise<CodecResponse> {
     if (this.closed) return Promise.reject(new Error('codec pool is closed'));
     const slots = this.slots.length ? this.slots : this.start();
     // A job sent to a worker that is gone would never be answered (and, nothing else keeping the
@@ -178,19 +197,10 @@ export class CodecPool {
     if (!alive.length) return Promise.reject(slots[0]!.failure);
     const slot = alive.reduce((best, s) => (s.pending.size < best.pending.size ? s : best));
     const seq = ++this.seq;
-    const shared = give ? this.sharedSlot(data) : undefined;
-    let req: CodecRequest;
-    let transfer: ArrayBuffer[] = [];
-    if (shared !== undefined) req = { seq, op, slot: shared, length: data.length, ...(id === undefined ? {} : { id }) };
-    else {
-      const payload = give && ownsItsMemory(data) ? data : new Uint8Array(data);
-      req = { seq, op, data: payload, ...(id === undefined ? {} : { id }) };
-      transfer = [payload.buffer as ArrayBuffer];
-    }
     return new Promise((resolve, reject) => {
       if (slot.pending.size === 0) slot.worker.ref();
       slot.pending.set(seq, { resolve, reject });
-      slot.worker.postMessage(req, transfer);
+      slot.worker.postMessage(request(seq), transfer);
     });
   }
 

@@ -1,6 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { youngCollector } from './young-gc.ts';
 import { blockIdSync, checksumSync, copyInto, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD, type SyncKeys } from './codec-sync.ts';
+import type { HttpLocation } from '../ports/block-store.ts';
+import type { GetFailure } from '../adapters/http-get.ts';
 
 /**
  * A thread of the codec's pool (codec-pool.ts): takes one block at a time and does all of its
@@ -12,7 +14,17 @@ import { blockIdSync, checksumSync, copyInto, decodeSync, encodeSync, isViewOf, 
  */
 export type CodecRequest =
   | { seq: number; op: CodecOp; data: Uint8Array; id?: string }
-  | { seq: number; op: CodecOp; slot: number; length: number; id?: string };
+  | { seq: number; op: CodecOp; slot: number; length: number; id?: string }
+  | FetchRequest;
+
+/** GET the stored object (BlockStore.locate) into shared block memory, then decode it there. */
+export interface FetchRequest {
+  seq: number;
+  op: 'fetch';
+  slot: number;
+  location: HttpLocation;
+  id: string;
+}
 
 /** `check`: decode, and the stored object's checksum too (a scrub compares it with the index). */
 export type CodecOp = 'id' | 'encode' | 'decode' | 'check';
@@ -28,7 +40,7 @@ export interface SlotRegistration {
 
 export type CodecResponse =
   | { seq: number; ok: true; id?: string; data?: Uint8Array; length?: number; checksum?: string }
-  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string; checksum?: string };
+  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string; checksum?: string; unreachable?: GetFailure };
 
 /** The keys as they travel to a worker (older keys: decode only, key rotation). */
 export interface WorkerKeys {
@@ -71,7 +83,7 @@ function init(k: WorkerKeys): void {
 if (workerData) init(workerData as WorkerKeys);
 
 /** One block's work; `slot` is the shared memory it came in (the result goes back there), if any. */
-function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res: CodecResponse; transfer: ArrayBuffer[] } {
+function work(req: Exclude<CodecRequest, FetchRequest>, data: Buffer, slot: Buffer | undefined): { res: CodecResponse; transfer: ArrayBuffer[] } {
   const { seq } = req;
   if (req.op === 'id') {
     const id = blockIdSync(keys, data);
@@ -95,6 +107,33 @@ function work(req: CodecRequest, data: Buffer, slot: Buffer | undefined): { res:
   return { res: { seq, ok: true, length: out.length, ...checksum }, transfer: [] };
 }
 
+const failed = (seq: number, e: unknown) => ({ res: { seq, ok: false, error: (e as Error)?.stack ?? String(e) } as CodecResponse, transfer: [] });
+
+/** The HTTP client, loaded on the first fetch (a backup's threads never load it). */
+let httpGet: Promise<typeof import('../adapters/http-get.ts')> | undefined;
+
+/**
+ * A fetch: the object arrives chunk by chunk into its block memory on this thread (the
+ * pipeline's thread never sees its bytes), then is decoded there like any stored object. The
+ * thread takes other jobs while the bytes arrive.
+ */
+async function fetchThenDecode(req: FetchRequest): Promise<void> {
+  const slot = slots[req.slot]!;
+  let reply: { res: CodecResponse; transfer: ArrayBuffer[] };
+  try {
+    const { httpGetInto } = await (httpGet ??= import('../adapters/http-get.ts'));
+    const got = await httpGetInto(req.location, slot);
+    reply =
+      typeof got === 'number'
+        ? work({ seq: req.seq, op: 'decode', slot: req.slot, length: got, id: req.id }, slot.subarray(0, got), slot)
+        : { res: { seq: req.seq, ok: false, unreachable: got }, transfer: [] };
+  } catch (e) {
+    reply = failed(req.seq, e);
+  }
+  parentPort!.postMessage(reply.res, reply.transfer);
+  afterBlock(maxBlockSize);
+}
+
 parentPort!.on('message', (msg: CodecRequest | SlotRegistration | KeysMessage) => {
   if ('init' in msg) {
     init(msg.init);
@@ -104,13 +143,17 @@ parentPort!.on('message', (msg: CodecRequest | SlotRegistration | KeysMessage) =
     slots[msg.register] = Buffer.from(msg.memory, msg.offset, msg.length);
     return;
   }
+  if (msg.op === 'fetch') {
+    void fetchThenDecode(msg);
+    return;
+  }
   const slot = 'slot' in msg ? slots[msg.slot]! : undefined;
   const data = 'slot' in msg ? slot!.subarray(0, msg.length) : Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
   let reply: { res: CodecResponse; transfer: ArrayBuffer[] };
   try {
     reply = work(msg, data, slot);
   } catch (e) {
-    reply = { res: { seq: msg.seq, ok: false, error: (e as Error)?.stack ?? String(e) }, transfer: [] };
+    reply = failed(msg.seq, e);
   }
   parentPort!.postMessage(reply.res, reply.transfer);
   // Hashing a block in shared memory allocates nothing: no garbage to collect after it.

@@ -5,6 +5,8 @@ import type { RepositoryKeys } from './keys.ts';
 import type { BlockId } from '../domain/types.ts';
 import { CodecPool } from './codec-pool.ts';
 import type { CodecResponse } from './codec-worker.ts';
+import type { HttpLocation } from '../ports/block-store.ts';
+import type { GetFailure } from '../adapters/http-get.ts';
 import { aad, checkHeader, COMPRESSION, compressionSample, HEADER_BYTES, newHeader, sampleSaysCompress, zstdOptions } from './codec-sync.ts';
 
 /**
@@ -25,6 +27,15 @@ export { HEADER_BYTES };
 
 export class BlockFormatError extends Error {}
 export class WrongKeyError extends Error {}
+
+/** A codec thread's GET of a stored object did not deliver it (fetchAndDecode): read it another way. */
+export class FetchFailedError extends Error {
+  readonly failure: GetFailure;
+  constructor(failure: GetFailure) {
+    super(`${failure.name}: ${failure.message}`);
+    this.failure = failure;
+  }
+}
 
 export interface CodecOptions {
   /** Worker threads to run the codec on; 0 (default): WebCrypto and async zlib on libuv's pool. */
@@ -141,6 +152,18 @@ export class BlockCodec {
   async decode(stored: Buffer, id: BlockId, give = false): Promise<Buffer> {
     if (!this.pool) return this.decodeHere(stored, id);
     return decoded(await this.pool.run('decode', stored, id, give), stored);
+  }
+
+  /**
+   * decode() of a stored object a worker GETs by itself from `location` (BlockStore.locate) into
+   * `memory` (from blockBuffer()), where the plaintext is then written over it: the object's bytes
+   * never reach this thread. A GET that failed throws FetchFailedError.
+   */
+  async fetchAndDecode(location: HttpLocation, id: BlockId, memory: Buffer): Promise<Buffer> {
+    if (!this.pool) throw new Error('fetchAndDecode needs the codec worker threads');
+    const res = await this.pool.fetch(location, memory, id);
+    if (!res.ok && res.unreachable) throw new FetchFailedError(res.unreachable);
+    return decoded(res, memory);
   }
 
   /**

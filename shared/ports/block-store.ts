@@ -18,10 +18,27 @@ export interface BlockStore {
    * own (S3's CRC of the response, computed on the agent's main thread).
    */
   getInto(key: string, into: Buffer, opts?: { verifiedByCaller?: boolean }): Promise<Buffer | null>;
+  /**
+   * Where another thread may read the object by itself with a plain HTTP GET (S3: a presigned
+   * URL), so that receiving a block does not load the pipeline's thread; null (or no method):
+   * read it with getInto. A read there that fails is read again with getInto, whose retries and
+   * errors are the store's.
+   */
+  locate?(key: string): Promise<HttpLocation | null>;
   /** The object's size, or null when it does not exist. */
   head(key: string): Promise<number | null>;
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<string>;
   /** A store that writes through temporary files removes those whose writer is gone (never one being written). */
   removeStaleTemporaries?(opts?: { legacy?: boolean }): Promise<{ files: number; bytes: number }>;
+}
+
+/** An object to GET over HTTP(S) as it is (BlockStore.locate), and how patiently. */
+export interface HttpLocation {
+  url: string;
+  /** Connections the reading thread keeps open (keep-alive), at most. */
+  sockets: number;
+  /** The whole GET may take this long; a connection silent for `idleTimeoutMs` is abandoned. */
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
 }

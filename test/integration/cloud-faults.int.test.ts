@@ -27,7 +27,9 @@ const BLOCKS = 32; // one block-map chunk, 32 uploads
 const IN_FLIGHT = 4; // simultaneous_reads + simultaneous_writes: blocks the backup has in flight
 const SDK_ATTEMPTS = 8; // the agent's S3 client: the first attempt and 7 retries
 const S3_TIMEOUT_SECONDS = '2'; // BACKY2_S3_TIMEOUT_SECONDS of the stall cases (request and idle timeout)
-const RETRY_WARNING = /^ {2}WARNING: S3 request failed, TimeoutError: .*; retry \d of 7 after \d+\.\d s$/gm;
+// A retry of the S3 client, or of a block a codec thread failed to GET (read again through the client).
+const RETRY_WARNING =
+  /^ {2}WARNING: (S3 request failed, TimeoutError: .*; retry \d of 7 after \d+\.\d s|Reading block \d+ on a codec thread failed, TimeoutError: .*; reading it again.*)$/gm;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 const SLOW_DOWN: Fault = { status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' };

@@ -81,11 +81,16 @@ export class ReportedRetryStrategy implements RetryStrategyV2 {
   }
 }
 
+/** How long an S3 request, and a silent connection, may take (`S3Tuning`, BACKY2_S3_TIMEOUT_SECONDS, the defaults). */
+export function s3Timeouts(tuning: S3Tuning = {}): { requestTimeoutMs: number; idleTimeoutMs: number } {
+  const envTimeout = Number(process.env['BACKY2_S3_TIMEOUT_SECONDS'] ?? 0) * 1000;
+  const requestTimeoutMs = tuning.requestTimeoutMs ?? (envTimeout || S3_DEFAULTS.requestTimeoutMs);
+  return { requestTimeoutMs, idleTimeoutMs: tuning.idleTimeoutMs ?? Math.min(S3_DEFAULTS.idleTimeoutMs, requestTimeoutMs) };
+}
+
 /** The S3 client's connection handling: bounded timeouts, a keep-alive pool of `sockets` connections. */
 export function s3ClientOptions(tuning: S3Tuning = {}) {
-  const envTimeout = Number(process.env['BACKY2_S3_TIMEOUT_SECONDS'] ?? 0) * 1000;
-  const requestTimeout = tuning.requestTimeoutMs ?? (envTimeout || S3_DEFAULTS.requestTimeoutMs);
-  const idleTimeout = tuning.idleTimeoutMs ?? Math.min(S3_DEFAULTS.idleTimeoutMs, requestTimeout);
+  const { requestTimeoutMs: requestTimeout, idleTimeoutMs: idleTimeout } = s3Timeouts(tuning);
   const sockets = Math.max(1, tuning.sockets ?? S3_DEFAULTS.sockets);
   const agent = { keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets };
   const maxAttempts = tuning.maxAttempts ?? S3_DEFAULTS.maxAttempts;

@@ -9,7 +9,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { RetryStrategyV2, RetryToken, SdkError } from '@smithy/types';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BlockStore } from '../../ports/block-store.ts';
+import type { BlockStore, HttpLocation } from '../../ports/block-store.ts';
 import { copyInto } from '../../blocks/codec-sync.ts';
 
 /**
@@ -19,9 +19,25 @@ import { copyInto } from '../../blocks/codec-sync.ts';
 export class S3BlockStore implements BlockStore {
   private readonly s3: S3Client;
   private readonly bucket: string;
-  constructor(s3: S3Client, bucket: string) {
+  private readonly located: Omit<HttpLocation, 'url'> | undefined;
+  private presigner: Promise<typeof import('@aws-sdk/s3-request-presigner')> | undefined;
+  /** `locate`: locate() gives presigned GET URLs, to be read with these connections and timeouts (otherwise null). */
+  constructor(s3: S3Client, bucket: string, opts: { locate?: Omit<HttpLocation, 'url'> } = {}) {
     this.s3 = s3;
     this.bucket = bucket;
+    this.located = opts.locate;
+  }
+
+  /**
+   * A presigned GetObject URL: signed here with the client's credentials (through its middleware,
+   * so a renamed bucket is followed), valid for LOCATION_SECONDS; a thread that GETs it needs no
+   * credentials or SDK. The presigner is loaded on first use (commands that locate nothing never load it).
+   */
+  async locate(key: string): Promise<HttpLocation | null> {
+    if (!this.located) return null;
+    const { getSignedUrl } = await (this.presigner ??= import('@aws-sdk/s3-request-presigner'));
+    const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: LOCATION_SECONDS });
+    return { url, ...this.located };
   }
 
   async putIfAbsent(key: string, body: Buffer, opts: { sha256?: string } = {}): Promise<boolean> {
@@ -141,6 +157,9 @@ export class S3BlockStore implements BlockStore {
     } while (token);
   }
 }
+
+/** A located object is read at once: its URL need not outlive a slow read by much. */
+const LOCATION_SECONDS = 15 * 60;
 
 /** Errors of a body that stalled (the idle timeout) or broke off after the answer's headers. */
 const BROKEN_BODY_CODES = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_PREMATURE_CLOSE'];
