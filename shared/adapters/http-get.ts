@@ -143,8 +143,8 @@ const pools = new Map<string, Pool>();
  */
 export async function httpGetInto(location: HttpLocation, into: Buffer): Promise<number | GetFailure> {
   const url = new URL(location.url);
-  let pool = pools.get(url.origin);
-  if (!pool) pools.set(url.origin, (pool = new Pool(url, location.sockets)));
+  const pool = pools.get(url.origin) ?? new Pool(url, location.sockets);
+  pools.set(url.origin, pool);
   const first = await getOnce(pool, url, location, into);
   // A kept-alive connection the server had closed just then fails before any answer: once more on a new one.
   return typeof first !== 'number' && first.retry ? getOnce(pool, url, location, into) : first;
@@ -178,7 +178,7 @@ async function getOnce(pool: Pool, url: URL, location: HttpLocation, into: Buffe
     c.socket.setTimeout(location.idleTimeoutMs);
 
     /** The answer's status and headers are in; the body follows (some of it read already). */
-    const parseHead = (end: number): void => {
+    const parseHead = (end: number) => {
       const lines = head.toString('latin1', 0, end).split('\r\n');
       const statusLine = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '');
       if (!statusLine) return fail('BadAnswer', `not an HTTP/1.1 answer: ${JSON.stringify((lines[0] ?? '').slice(0, 80))}`);

@@ -121,7 +121,8 @@ async function fetchThenDecode(req: FetchRequest): Promise<void> {
   const slot = slots[req.slot]!;
   let reply: { res: CodecResponse; transfer: ArrayBuffer[] };
   try {
-    const { httpGetInto } = await (httpGet ??= import('../adapters/http-get.ts'));
+    httpGet ??= import('../adapters/http-get.ts');
+    const { httpGetInto } = await httpGet;
     const got = await httpGetInto(req.location, slot);
     reply =
       typeof got === 'number'

@@ -35,7 +35,8 @@ export class S3BlockStore implements BlockStore {
    */
   async locate(key: string): Promise<HttpLocation | null> {
     if (!this.located) return null;
-    const { getSignedUrl } = await (this.presigner ??= import('@aws-sdk/s3-request-presigner'));
+    this.presigner ??= import('@aws-sdk/s3-request-presigner');
+    const { getSignedUrl } = await this.presigner;
     const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: LOCATION_SECONDS });
     return { url, ...this.located };
   }
