@@ -1,12 +1,13 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { BlockStore } from '../../shared/ports/block-store.ts';
+import { httpGetInto } from '../../shared/adapters/http-get.ts';
 
 /**
  * One contract, run against every BlockStore (the directory store in the unit tests, S3 in the
  * emulator in the integration tests). Each test works under its own fresh prefix.
  */
-export function blockStoreContract(name: string, makeStore: () => Promise<BlockStore>): void {
+export function blockStoreContract(name: string, makeStore: () => Promise<BlockStore>, opts: { locates?: boolean } = {}): void {
   describe(`BlockStore contract: ${name}`, () => {
     const fresh = () => `contract-${randomUUID()}/`;
     const collect = async (store: BlockStore, prefix: string) => {
@@ -72,6 +73,24 @@ export function blockStoreContract(name: string, makeStore: () => Promise<BlockS
       const empty = `${fresh()}empty`;
       await store.put(empty, Buffer.alloc(0));
       expect(await store.getInto(empty, memory)).toEqual(Buffer.alloc(0));
+    });
+
+    it(`locate ${opts.locates ? 'gives a location whose plain GET reads the object exactly (a missing one: 404)' : 'gives no location (blocks are read with getInto)'}`, async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/located`;
+      const body = randomBytes(300_000);
+      await store.put(key, body);
+      const location = (await store.locate?.(key)) ?? null;
+      if (!opts.locates) {
+        expect(location).toBeNull();
+        return;
+      }
+      expect(location).not.toBeNull();
+      const into = Buffer.alloc(body.length + 100);
+      expect(await httpGetInto(location!, into)).toBe(body.length);
+      expect(into.subarray(0, body.length).equals(body)).toBe(true);
+      const missing = await store.locate!(`${fresh()}blocks/ab/cd/none`);
+      expect(await httpGetInto(missing!, into)).toMatchObject({ status: 404 });
     });
 
     it('a missing object: get and head give null, delete is a no-op, list gives nothing', async () => {

@@ -6,7 +6,12 @@ import { blockStoreContract } from '../contract/block-store.contract.ts';
 import { clientConfig, testStack } from './context.ts';
 
 /** The same contract as the directory store, against the deployed stack's bucket (keys under contract-<uuid>/). */
-blockStoreContract('S3 (deployed stack)', async () => new S3BlockStore(new S3Client(clientConfig()), testStack().outputs.BucketName));
+blockStoreContract(
+  'S3 (deployed stack)',
+  async () =>
+    new S3BlockStore(new S3Client(clientConfig()), testStack().outputs.BucketName, { locate: { sockets: 2, requestTimeoutMs: 30_000, idleTimeoutMs: 10_000 } }),
+  { locates: true },
+);
 
 describe('S3 block store: uploads checked against the SHA-256 given', () => {
   it('a body other than the SHA-256 given is refused (BadDigest, after two more attempts) and not stored', async () => {
