@@ -271,7 +271,8 @@ describe('cloud mode: S3 and Lambda faults in real traffic (through a fault-inje
     expect(line).toMatch(/resume with -c \d+/);
     // Each retry was a warning; no block read past its attempts, none started after the failure.
     expect(r.stderr.match(RETRY_WARNING)!.length).toBeGreaterThanOrEqual(SDK_ATTEMPTS - 1);
-    expect(proxy.count('stall-answer')).toBeLessThanOrEqual(IN_FLIGHT * SDK_ATTEMPTS);
+    // A block's first GET is its codec thread's, then the S3 client's attempts (README: cloud timeouts).
+    expect(proxy.count('stall-answer')).toBeLessThanOrEqual(IN_FLIGHT * (SDK_ATTEMPTS + 1));
     expect(existsSync(stalling.path('stall-all.out'))).toBe(false);
   });
   it('S3 connections are kept alive and reused: the 32 uploads of a backup and the 32 reads of a restore each travel on at most simultaneous_reads + simultaneous_writes connections', async () => {
