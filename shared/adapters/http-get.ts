@@ -7,7 +7,7 @@ import type { HttpLocation } from '../ports/block-store.ts';
  * socket reads its body into that memory itself (Node's `onread` with a buffer chosen per read),
  * so no chunk is allocated, copied or garbage-collected. Node's http client hands every 64 KiB
  * of a body over as a new buffer through streams: receiving 1 GiB from MiniStack took 1.7-2.5
- * CPU s that way against 0.25-0.55 CPU s this way (AMD EPYC, docs/BENCHMARKS.md).
+ * CPU s that way against 0.24-0.56 CPU s this way (AMD EPYC, docs/BENCHMARKS.md).
  *
  * Only what a presigned GetObject answer needs: HTTP/1.1, keep-alive, a body of Content-Length
  * bytes. Anything else (chunked, a body larger than the memory, a malformed answer) is a
