@@ -6,6 +6,8 @@ import { makeLazyClients, s3Timeouts, type LazyAwsClients } from '../../shared/a
 import { DynamoMetadataStore } from '../../shared/adapters/aws/dynamo-store.ts';
 import { DynamoScrubLedger } from '../../shared/adapters/aws/dynamo-scrub-ledger.ts';
 import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
+import type { BlockStore } from '../../shared/ports/block-store.ts';
+import { CodecThreadUploads } from './codec-thread-uploads.ts';
 import { runCleanup, type CleanupReport } from '../../shared/app/cleanup.ts';
 import type { BlockFailure } from '../../shared/domain/scrub.ts';
 import { BlockCodec } from '../../shared/blocks/codec.ts';
@@ -284,7 +286,7 @@ export class CloudBackend implements Backend {
   readonly config: Config;
   readonly policy: Policy;
   readonly catalog: CloudCatalog;
-  readonly blocks: S3BlockStore;
+  readonly blocks: BlockStore;
   readonly codec: BlockCodec;
   private readonly clients: LazyAwsClients;
   private readonly outputs: Outputs;
@@ -302,9 +304,11 @@ export class CloudBackend implements Backend {
     this.outputs = outputs;
     // The same multi-core codec as embedded mode: each block's work on one of the worker threads.
     this.codec = new BlockCodec(keys, Math.max(config.blockSize, 4 * 1024 * 1024), { workers: availableParallelism() });
-    // A restore's GETs run on those threads (presigned URLs): simultaneous_reads connections among them, the S3 client's timeouts.
-    const sockets = Math.max(1, Math.ceil(config.simultaneousReads / this.codec.workers));
-    this.blocks = new S3BlockStore(clients.s3, outputs.BucketName, { locate: { sockets, ...s3Timeouts() } });
+    // A restore's GETs and a backup's block PUTs run on those threads (presigned URLs), with
+    // simultaneous_reads (or _writes) connections among them and the S3 client's timeouts.
+    const perThread = (requests: number) => ({ sockets: Math.max(1, Math.ceil(requests / this.codec.workers)), ...s3Timeouts() });
+    const s3 = new S3BlockStore(clients.s3, outputs.BucketName, { locate: perThread(config.simultaneousReads), upload: perThread(config.simultaneousWrites) });
+    this.blocks = new CodecThreadUploads(s3, this.codec, log);
     this.journal = new Journal(this.blocks, deriveJournalKey(keys.dedupKey));
     this.catalog = new CloudCatalog(clients, outputs, log, this.journal);
   }

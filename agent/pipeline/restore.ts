@@ -2,7 +2,7 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import { blockKey } from '../../shared/blocks/codec.ts';
-import { BlockFormatError, FetchFailedError, WrongKeyError } from '../../shared/blocks/codec.ts';
+import { BlockFormatError, TransferFailedError, WrongKeyError } from '../../shared/blocks/codec.ts';
 import { Backy2Error, ExitCode, integrityError, refused, storageError, usageError } from '../../shared/domain/errors.ts';
 import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
@@ -294,7 +294,7 @@ class CodecThreadReads {
     try {
       return await verified(ref, this.backend.codec.fetchAndDecode(location, ref.id!, memory));
     } catch (e) {
-      if (!(e instanceof FetchFailedError)) throw e;
+      if (!(e instanceof TransferFailedError)) throw e;
       // Missing (404) is the store's to report, with no retry.
       if (e.failure.status !== 404) {
         this.failures++;

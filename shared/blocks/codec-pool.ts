@@ -134,6 +134,11 @@ export class CodecPool {
     return register !== undefined && this.alignedMemory.has(register);
   }
 
+  /** Whether `data` is a view from the start of this pool's block memory (from acquire()). */
+  isShared(data: Buffer): boolean {
+    return this.sharedSlot(data) !== undefined;
+  }
+
   /** Chooses the piece's offset with the alignment probe; true when it found one. */
   private align(register: number): boolean {
     if (!this.alignment) return false;
@@ -179,12 +184,22 @@ export class CodecPool {
 
   /**
    * A worker GETs the stored object at `location` into `memory` (from acquire()) and decodes it
-   * there (codec-worker.ts fetchThenDecode); the response is a decode's, or `unreachable`.
+   * there (codec-worker.ts fetchThenDecode); the response is a decode's, or the GET's `http` failure.
    */
   fetch(location: HttpLocation, memory: Buffer, id: string): Promise<CodecResponse> {
     const slot = this.sharedSlot(memory);
     if (slot === undefined) return Promise.reject(new Error('fetch needs block memory from acquire()'));
     return this.send((seq) => ({ seq, op: 'fetch', slot, location, id }));
+  }
+
+  /**
+   * A worker PUTs the first `length` bytes of `memory` (from acquire(): a stored object encoded
+   * there) to `location`; the response is ok, or the PUT's `http` failure.
+   */
+  upload(location: HttpLocation, memory: Buffer, length: number): Promise<CodecResponse> {
+    const slot = this.sharedSlot(memory);
+    if (slot === undefined) return Promise.reject(new Error('upload needs block memory from acquire()'));
+    return this.send((seq) => ({ seq, op: 'upload', slot, length, location }));
   }
 
   /** Sends one job to the least busy worker, and waits for its answer. */

@@ -2,7 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { youngCollector } from './young-gc.ts';
 import { blockIdSync, checksumSync, copyInto, decodeSync, encodeSync, isViewOf, STORED_OVERHEAD, type SyncKeys } from './codec-sync.ts';
 import type { HttpLocation } from '../ports/block-store.ts';
-import type { GetFailure } from '../adapters/http-get.ts';
+import type { HttpFailure } from '../adapters/http-object.ts';
 
 /**
  * A thread of the codec's pool (codec-pool.ts): takes one block at a time and does all of its
@@ -15,7 +15,8 @@ import type { GetFailure } from '../adapters/http-get.ts';
 export type CodecRequest =
   | { seq: number; op: CodecOp; data: Uint8Array; id?: string }
   | { seq: number; op: CodecOp; slot: number; length: number; id?: string }
-  | FetchRequest;
+  | FetchRequest
+  | UploadRequest;
 
 /** GET the stored object (BlockStore.locate) into shared block memory, then decode it there. */
 export interface FetchRequest {
@@ -24,6 +25,15 @@ export interface FetchRequest {
   slot: number;
   location: HttpLocation;
   id: string;
+}
+
+/** PUT the stored object in shared block memory (its first `length` bytes) to `location` (BlockStore.locateUpload). */
+export interface UploadRequest {
+  seq: number;
+  op: 'upload';
+  slot: number;
+  length: number;
+  location: HttpLocation;
 }
 
 /** `check`: decode, and the stored object's checksum too (a scrub compares it with the index). */
@@ -40,7 +50,7 @@ export interface SlotRegistration {
 
 export type CodecResponse =
   | { seq: number; ok: true; id?: string; data?: Uint8Array; length?: number; checksum?: string }
-  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string; checksum?: string; unreachable?: GetFailure };
+  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string; checksum?: string; http?: HttpFailure };
 
 /** The keys as they travel to a worker (older keys: decode only, key rotation). */
 export interface WorkerKeys {
@@ -83,7 +93,11 @@ function init(k: WorkerKeys): void {
 if (workerData) init(workerData as WorkerKeys);
 
 /** One block's work; `slot` is the shared memory it came in (the result goes back there), if any. */
-function work(req: Exclude<CodecRequest, FetchRequest>, data: Buffer, slot: Buffer | undefined): { res: CodecResponse; transfer: ArrayBuffer[] } {
+function work(
+  req: Exclude<CodecRequest, FetchRequest | UploadRequest>,
+  data: Buffer,
+  slot: Buffer | undefined,
+): { res: CodecResponse; transfer: ArrayBuffer[] } {
   const { seq } = req;
   if (req.op === 'id') {
     const id = blockIdSync(keys, data);
@@ -109,8 +123,9 @@ function work(req: Exclude<CodecRequest, FetchRequest>, data: Buffer, slot: Buff
 
 const failed = (seq: number, e: unknown) => ({ res: { seq, ok: false, error: (e as Error)?.stack ?? String(e) } as CodecResponse, transfer: [] });
 
-/** The HTTP client, loaded on the first fetch (a backup's threads never load it). */
-let httpGet: Promise<typeof import('../adapters/http-get.ts')> | undefined;
+/** The HTTP client, loaded on the first fetch or upload (an embedded backup's threads never load it). */
+let http: Promise<typeof import('../adapters/http-object.ts')> | undefined;
+const httpClient = () => (http ??= import('../adapters/http-object.ts'));
 
 /**
  * A fetch: the object arrives chunk by chunk into its block memory on this thread (the
@@ -121,18 +136,30 @@ async function fetchThenDecode(req: FetchRequest): Promise<void> {
   const slot = slots[req.slot]!;
   let reply: { res: CodecResponse; transfer: ArrayBuffer[] };
   try {
-    httpGet ??= import('../adapters/http-get.ts');
-    const { httpGetInto } = await httpGet;
+    const { httpGetInto } = await httpClient();
     const got = await httpGetInto(req.location, slot);
     reply =
       typeof got === 'number'
         ? work({ seq: req.seq, op: 'decode', slot: req.slot, length: got, id: req.id }, slot.subarray(0, got), slot)
-        : { res: { seq: req.seq, ok: false, unreachable: got }, transfer: [] };
+        : { res: { seq: req.seq, ok: false, http: got }, transfer: [] };
   } catch (e) {
     reply = failed(req.seq, e);
   }
   parentPort!.postMessage(reply.res, reply.transfer);
   afterBlock(maxBlockSize);
+}
+
+/** An upload: the stored object leaves from its block memory on this thread; the answer is the PUT's (ok, or its failure). */
+async function upload(req: UploadRequest): Promise<void> {
+  let res: CodecResponse;
+  try {
+    const { httpPutFrom } = await httpClient();
+    const put = await httpPutFrom(req.location, slots[req.slot]!.subarray(0, req.length));
+    res = put === 200 ? { seq: req.seq, ok: true } : { seq: req.seq, ok: false, http: put };
+  } catch (e) {
+    res = failed(req.seq, e).res;
+  }
+  parentPort!.postMessage(res);
 }
 
 parentPort!.on('message', (msg: CodecRequest | SlotRegistration | KeysMessage) => {
@@ -146,6 +173,10 @@ parentPort!.on('message', (msg: CodecRequest | SlotRegistration | KeysMessage) =
   }
   if (msg.op === 'fetch') {
     void fetchThenDecode(msg);
+    return;
+  }
+  if (msg.op === 'upload') {
+    void upload(msg);
     return;
   }
   const slot = 'slot' in msg ? slots[msg.slot]! : undefined;

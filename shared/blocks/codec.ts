@@ -6,7 +6,7 @@ import type { BlockId } from '../domain/types.ts';
 import { CodecPool } from './codec-pool.ts';
 import type { CodecResponse } from './codec-worker.ts';
 import type { HttpLocation } from '../ports/block-store.ts';
-import type { GetFailure } from '../adapters/http-get.ts';
+import type { HttpFailure } from '../adapters/http-object.ts';
 import { aad, checkHeader, COMPRESSION, compressionSample, HEADER_BYTES, newHeader, sampleSaysCompress, zstdOptions } from './codec-sync.ts';
 
 /**
@@ -28,10 +28,10 @@ export { HEADER_BYTES };
 export class BlockFormatError extends Error {}
 export class WrongKeyError extends Error {}
 
-/** A codec thread's GET of a stored object did not deliver it (fetchAndDecode): read it another way. */
-export class FetchFailedError extends Error {
-  readonly failure: GetFailure;
-  constructor(failure: GetFailure) {
+/** A codec thread's GET or PUT of a stored object did not do its work (fetchAndDecode, upload): go through the store instead. */
+export class TransferFailedError extends Error {
+  readonly failure: HttpFailure;
+  constructor(failure: HttpFailure) {
     super(`${failure.name}: ${failure.message}`);
     this.failure = failure;
   }
@@ -157,13 +157,33 @@ export class BlockCodec {
   /**
    * decode() of a stored object a worker GETs by itself from `location` (BlockStore.locate) into
    * `memory` (from blockBuffer()), where the plaintext is then written over it: the object's bytes
-   * never reach this thread. A GET that failed throws FetchFailedError.
+   * never reach this thread. A GET that failed throws TransferFailedError.
    */
   async fetchAndDecode(location: HttpLocation, id: BlockId, memory: Buffer): Promise<Buffer> {
     if (!this.pool) throw new Error('fetchAndDecode needs the codec worker threads');
     const res = await this.pool.fetch(location, memory, id);
-    if (!res.ok && res.unreachable) throw new FetchFailedError(res.unreachable);
+    if (!res.ok && res.http) throw new TransferFailedError(res.http);
     return decoded(res, memory);
+  }
+
+  /**
+   * Whether `stored` is a view from the start of block memory (blockBuffer()), as
+   * encodeForUpload's result is when its plaintext was: then upload() can send it from there.
+   */
+  isBlockBuffer(stored: Buffer): boolean {
+    return this.pool?.isShared(stored) ?? false;
+  }
+
+  /**
+   * A worker PUTs `stored` (in block memory, see isBlockBuffer) to `location`
+   * (BlockStore.locateUpload) from that memory: the object's bytes never pass through this
+   * thread. A PUT answered other than 200 (412 included: the object exists) throws TransferFailedError.
+   */
+  async upload(location: HttpLocation, stored: Buffer): Promise<void> {
+    if (!this.pool) throw new Error('upload needs the codec worker threads');
+    const res = await this.pool.upload(location, stored, stored.length);
+    if (!res.ok && res.http) throw new TransferFailedError(res.http);
+    unwrap(res);
   }
 
   /**

@@ -25,6 +25,14 @@ export interface BlockStore {
    * errors are the store's.
    */
   locate?(key: string): Promise<HttpLocation | null>;
+  /**
+   * Where another thread may upload a new object by itself with a plain HTTP PUT of `body` bytes
+   * (S3: a presigned PutObject URL, signed with If-None-Match: * and the body's SHA-256, which the
+   * PUT must send as `headers`): 200 means stored, 412 that an object with that key exists, as
+   * putIfAbsent's true and false. Null (or no method): upload with putIfAbsent. Any other
+   * answer is for putIfAbsent to handle, whose retries and errors are the store's.
+   */
+  locateUpload?(key: string, opts: { sha256: string }): Promise<HttpLocation | null>;
   /** The object's size, or null when it does not exist. */
   head(key: string): Promise<number | null>;
   delete(key: string): Promise<void>;
@@ -33,9 +41,11 @@ export interface BlockStore {
   removeStaleTemporaries?(opts?: { legacy?: boolean }): Promise<{ files: number; bytes: number }>;
 }
 
-/** An object to GET over HTTP(S) as it is (BlockStore.locate), and how patiently. */
+/** An object to GET or PUT over HTTP(S) as it is (BlockStore.locate, locateUpload), and how patiently. */
 export interface HttpLocation {
   url: string;
+  /** Headers the request must carry as they are (those signed with the URL). */
+  headers?: Record<string, string>;
   /** Connections the reading thread keeps open (keep-alive), at most. */
   sockets: number;
   /** The whole GET may take this long; a connection silent for `idleTimeoutMs` is abandoned. */

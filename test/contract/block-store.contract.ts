@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { BlockStore } from '../../shared/ports/block-store.ts';
-import { httpGetInto } from '../../shared/adapters/http-get.ts';
+import { httpGetInto } from '../../shared/adapters/http-object.ts';
 
 /**
  * One contract, run against every BlockStore (the directory store in the unit tests, S3 in the

@@ -20,25 +20,52 @@ export class S3BlockStore implements BlockStore {
   private readonly s3: S3Client;
   private readonly bucket: string;
   private readonly located: Omit<HttpLocation, 'url'> | undefined;
+  private readonly uploads: Omit<HttpLocation, 'url'> | undefined;
   private presigner: Promise<typeof import('@aws-sdk/s3-request-presigner')> | undefined;
-  /** `locate`: locate() gives presigned GET URLs, to be read with these connections and timeouts (otherwise null). */
-  constructor(s3: S3Client, bucket: string, opts: { locate?: Omit<HttpLocation, 'url'> } = {}) {
+  /**
+   * `locate`: locate() gives presigned GET URLs, to be read with these connections and timeouts
+   * (otherwise null); `upload`: locateUpload() gives presigned PUT URLs, likewise.
+   */
+  constructor(s3: S3Client, bucket: string, opts: { locate?: Omit<HttpLocation, 'url'>; upload?: Omit<HttpLocation, 'url'> } = {}) {
     this.s3 = s3;
     this.bucket = bucket;
     this.located = opts.locate;
+    this.uploads = opts.upload;
   }
 
   /**
    * A presigned GetObject URL: signed here with the client's credentials (through its middleware,
    * so a renamed bucket is followed), valid for LOCATION_SECONDS; a thread that GETs it needs no
-   * credentials or SDK. The presigner is loaded on first use (commands that locate nothing never load it).
+   * credentials or SDK.
    */
   async locate(key: string): Promise<HttpLocation | null> {
     if (!this.located) return null;
+    const url = await this.presign(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    return { url, ...this.located };
+  }
+
+  /**
+   * A presigned PutObject URL with what putIfAbsent sends as headers: If-None-Match: * and the
+   * body's SHA-256 (S3 refuses a body that differs: BadDigest). Both are signed, so the PUT must
+   * carry them; the checksum stays a header (not hoisted into the URL), where S3 checks the body
+   * against it. Null when the URL is signed with a header this does not know (a newer SDK's
+   * addition): the upload then goes through the client, which sends what it signs.
+   */
+  async locateUpload(key: string, { sha256 }: { sha256: string }): Promise<HttpLocation | null> {
+    if (!this.uploads) return null;
+    const headers = { 'if-none-match': '*', 'x-amz-checksum-sha256': Buffer.from(sha256, 'hex').toString('base64') };
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, IfNoneMatch: '*', ChecksumSHA256: headers['x-amz-checksum-sha256'] });
+    const url = await this.presign(command, { unhoistableHeaders: new Set(['x-amz-checksum-sha256']) });
+    const signed = new URL(url).searchParams.get('X-Amz-SignedHeaders')?.split(';') ?? [];
+    if (signed.some((h) => h !== 'host' && !(h in headers))) return null;
+    return { url, headers, ...this.uploads };
+  }
+
+  /** A presigned URL for the command: the presigner is loaded on first use (commands that locate nothing never load it). */
+  private async presign(command: GetObjectCommand | PutObjectCommand, opts: { unhoistableHeaders?: Set<string> } = {}): Promise<string> {
     this.presigner ??= import('@aws-sdk/s3-request-presigner');
     const { getSignedUrl } = await this.presigner;
-    const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: LOCATION_SECONDS });
-    return { url, ...this.located };
+    return getSignedUrl(this.s3, command, { expiresIn: LOCATION_SECONDS, ...opts });
   }
 
   async putIfAbsent(key: string, body: Buffer, opts: { sha256?: string } = {}): Promise<boolean> {

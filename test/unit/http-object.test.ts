@@ -7,11 +7,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { httpGetInto } from '../../shared/adapters/http-get.ts';
+import { httpGetInto } from '../../shared/adapters/http-object.ts';
 import { pageAlignedSharedMemory } from '../../shared/blocks/codec-pool.ts';
 
 /**
- * The codec threads' GET (shared/adapters/http-get.ts) against a real HTTP server: an object
+ * The codec threads' GET (shared/adapters/http-object.ts) against a real HTTP server: an object
  * arrives bit-exact in shared block memory over few kept-alive connections, and every kind of
  * answer it does not read (an error status, chunked, too large, stalled, broken off) is a
  * failure with a name, never a hang and never a short object taken for whole.
@@ -172,7 +172,7 @@ describe('httpGetInto', () => {
         script,
         [
           `import { createHash } from 'node:crypto';`,
-          `import { httpGetInto } from ${JSON.stringify(join(import.meta.dirname, '../../shared/adapters/http-get.ts'))};`,
+          `import { httpGetInto } from ${JSON.stringify(join(import.meta.dirname, '../../shared/adapters/http-object.ts'))};`,
           `const into = Buffer.alloc(${4 * MiB});`,
           `const got = await httpGetInto({ url: ${JSON.stringify(url)}, sockets: 1, requestTimeoutMs: 10000, idleTimeoutMs: 5000 }, into);`,
           `console.log(JSON.stringify({ got, sha: createHash('sha256').update(into.subarray(0, typeof got === 'number' ? got : 0)).digest('hex') }));`,

@@ -3,20 +3,23 @@ import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { HttpLocation } from '../ports/block-store.ts';
 
 /**
- * A GET of one object straight into block memory, for a codec thread (BlockStore.locate): the
- * socket reads its body into that memory itself (Node's `onread` with a buffer chosen per read),
- * so no chunk is allocated, copied or garbage-collected. Node's http client hands every 64 KiB
- * of a body over as a new buffer through streams: receiving 1 GiB from MiniStack took 1.7-2.5
- * CPU s that way against 0.24-0.56 CPU s this way (AMD EPYC, docs/BENCHMARKS.md).
+ * A codec thread's HTTP client for whole objects in block memory (BlockStore.locate and
+ * locateUpload): a GET's body is read into that memory by the socket itself (Node's `onread`
+ * with a buffer chosen per read), and a PUT's body is sent from it, so no chunk is allocated,
+ * copied or garbage-collected. Node's http client hands every 64 KiB of a body over as a new
+ * buffer through streams: receiving 1 GiB from MiniStack took 1.7-2.5 CPU s that way against
+ * 0.24-0.56 CPU s this way (AMD EPYC, docs/BENCHMARKS.md); the SDK's PutObject costs its
+ * thread several ms per 4 MiB object (middleware, a SHA-256 of the body to sign it).
  *
- * Only what a presigned GetObject answer needs: HTTP/1.1, keep-alive, a body of Content-Length
- * bytes. Anything else (chunked, a body larger than the memory, a malformed answer) is a
- * failure the caller handles by reading the object through the store, whose client speaks all
- * of HTTP; every block read is verified (AES-GCM, keyed id) whichever way it came.
+ * Only what presigned GetObject and PutObject answers need: HTTP/1.1, keep-alive, bodies of
+ * Content-Length bytes. Anything else (chunked, a body larger than the memory, a malformed
+ * answer) is a failure the caller handles by going through the store, whose client speaks all
+ * of HTTP; every block read is verified (AES-GCM, keyed id) whichever way it came, and S3
+ * checks every upload against its SHA-256.
  */
 
-/** Why a GET did not deliver the object: the caller reads it again another way (BlockStore.getInto). */
-export interface GetFailure {
+/** Why a GET or PUT did not do its work: the caller goes through the store instead (BlockStore.getInto, putIfAbsent). */
+export interface HttpFailure {
   name: string;
   message: string;
   status?: number;
@@ -32,7 +35,7 @@ interface Reader {
   memory(): Buffer;
   read(bytes: number): void;
   /** The connection ended or failed (`why`). */
-  closed(why: GetFailure): void;
+  closed(why: HttpFailure): void;
   /** No byte moved for the idle timeout. */
   stalled(): void;
 }
@@ -40,7 +43,7 @@ interface Reader {
 /** A keep-alive connection whose reads land where its current GET says. */
 class Connection {
   readonly socket: Socket;
-  /** GETs it has carried (a reused connection the server closed meanwhile fails its next GET at once). */
+  /** Requests it has carried (a reused connection the server closed meanwhile fails its next request at once). */
   uses = 0;
   reusable = true;
   private reader: Reader | null = null;
@@ -55,7 +58,7 @@ class Connection {
         : netConnect({ host: url.hostname, port, onread });
     this.socket.setNoDelay(true);
     let ended = false;
-    const gone = (why: GetFailure) => {
+    const gone = (why: HttpFailure) => {
       this.reusable = false;
       if (!ended) onGone(this);
       ended = true;
@@ -83,7 +86,7 @@ class Connection {
   }
 }
 
-/** This thread's connections per origin: idle ones, how many exist, GETs waiting for one. */
+/** This thread's connections per origin: idle ones, how many exist, requests waiting for one. */
 class Pool {
   private readonly idle: Connection[] = [];
   private open = 0;
@@ -136,21 +139,58 @@ class Pool {
 
 const pools = new Map<string, Pool>();
 
+/** This thread's pool for the location's origin and connection count (reads and uploads may differ in it). */
+function poolOf(url: URL, location: HttpLocation): Pool {
+  const key = `${url.origin} ${location.sockets}`;
+  const pool = pools.get(key) ?? new Pool(url, location.sockets);
+  pools.set(key, pool);
+  return pool;
+}
+
 /**
  * GETs `location` into `into` (a codec thread's shared block memory). Resolves with the object's
  * length, or why it could not: an answer other than 200, a body longer than `into`, one that ends
  * early or stalls, a request that takes too long. Never rejects.
  */
-export async function httpGetInto(location: HttpLocation, into: Buffer): Promise<number | GetFailure> {
-  const url = new URL(location.url);
-  const pool = pools.get(url.origin) ?? new Pool(url, location.sockets);
-  pools.set(url.origin, pool);
-  const first = await getOnce(pool, url, location, into);
-  // A kept-alive connection the server had closed just then fails before any answer: once more on a new one.
-  return typeof first !== 'number' && first.retry ? getOnce(pool, url, location, into) : first;
+export async function httpGetInto(location: HttpLocation, into: Buffer): Promise<number | HttpFailure> {
+  return exchange(location, { method: 'GET', into });
 }
 
-async function getOnce(pool: Pool, url: URL, location: HttpLocation, into: Buffer): Promise<number | (GetFailure & { retry?: boolean })> {
+/**
+ * PUTs `body` (a view of shared block memory: the socket sends it from there) to `location`,
+ * with the headers the location says. Resolves with 200's status, or why not: any other answer
+ * (its status and S3 error code: 412 when If-None-Match found the object), a stall, a break, a
+ * request that takes too long. Never rejects.
+ */
+export async function httpPutFrom(location: HttpLocation, body: Buffer): Promise<200 | HttpFailure> {
+  const got = await exchange(location, { method: 'PUT', body });
+  return typeof got === 'number' ? 200 : got;
+}
+
+type Exchange = { method: 'GET'; into: Buffer } | { method: 'PUT'; body: Buffer };
+
+async function exchange(location: HttpLocation, request: Exchange): Promise<number | HttpFailure> {
+  const url = new URL(location.url);
+  const pool = poolOf(url, location);
+  const first = await once(pool, url, location, request);
+  // A kept-alive connection the server had closed just then fails before any answer: once more on a
+  // new one (a PUT too: If-None-Match makes a second one that finds the first's object answer 412).
+  return typeof first !== 'number' && first.retry ? once(pool, url, location, request) : first;
+}
+
+/** The request line and headers: the location's own (those signed with it) and the body's length. */
+function requestHead(url: URL, location: HttpLocation, request: Exchange): string {
+  const headers = { ...location.headers, ...(request.method === 'PUT' ? { 'Content-Length': String(request.body.length) } : {}) };
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  return `${request.method} ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: backy2\r\n${lines.join('')}\r\n`;
+}
+
+/**
+ * One request on a connection of the pool. A 200's body goes into the GET's memory; any other
+ * body (an error's, or a PUT's answer) into the connection's own buffer, read for its S3 code.
+ */
+async function once(pool: Pool, url: URL, location: HttpLocation, request: Exchange): Promise<number | (HttpFailure & { retry?: boolean })> {
+  const into = request.method === 'GET' ? request.into : null;
   const c = await pool.acquire();
   const reused = c.uses > 0;
   c.socket.ref();
@@ -163,7 +203,9 @@ async function getOnce(pool: Pool, url: URL, location: HttpLocation, into: Buffe
     let answered = false;
     let chunked = false;
     let settled = false;
-    const settle = (result: number | (GetFailure & { retry?: boolean })) => {
+    /** Whether the answer's body goes into `into` (a GET's 200) rather than the head buffer. */
+    let intoMemory = false;
+    const settle = (result: number | (HttpFailure & { retry?: boolean })) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -193,11 +235,13 @@ async function getOnce(pool: Pool, url: URL, location: HttpLocation, into: Buffe
       }
       const lengthKnown = !chunked && Number.isSafeInteger(length) && length >= 0;
       const already = headBytes - end - 4;
-      if (status !== 200) {
-        // Its S3 error code from a body of known length; otherwise the status alone.
+      if (status !== 200 || !into) {
+        // A small body (an error's S3 code, a PUT's answer) of known length; otherwise the status alone.
+        if (status === 200 && !lengthKnown) return fail('BadAnswer', 'the answer has no Content-Length');
+        if (status === 200 && length > HEAD_BYTES - end - 4) return fail('BadAnswer', `an answer of ${length} bytes to a ${request.method}`);
         length = lengthKnown ? Math.min(length, ERROR_BODY_BYTES, HEAD_BYTES - end - 4) : 0;
         got = already;
-        if (got >= length) refused(end + 4);
+        if (got >= length) answer(end + 4);
         return;
       }
       if (chunked) return fail('BadAnswer', 'a chunked body is not read here');
@@ -206,21 +250,26 @@ async function getOnce(pool: Pool, url: URL, location: HttpLocation, into: Buffe
       if (already > length) return fail('BadAnswer', 'more bytes than the body announced');
       head.copy(into, 0, end + 4, headBytes);
       got = already;
+      intoMemory = true;
       if (got === length) settle(got);
     };
-    /** An answer other than 200: its status, and the S3 error code its body names. */
-    const refused = (bodyAt: number): void => {
+    /** A whole answer in the head buffer: a PUT's 200, or a refusal with the S3 error code its body names. */
+    const answer = (bodyAt: number): void => {
+      if (status === 200) {
+        settle(0);
+        return;
+      }
       const code = /<Code>([^<]+)<\/Code>/.exec(head.toString('utf8', bodyAt, bodyAt + got))?.[1];
       c.reusable = false;
       fail(code ?? 'HttpError', `HTTP ${status}${code ? ` ${code}` : ''}`, { status });
     };
     let bodyAt = 0;
     c.use({
-      // The head into the connection's own buffer; a 200's body straight into `into`, never past its length.
-      memory: () => (status === 200 && length >= 0 ? into.subarray(got, length) : head.subarray(headBytes)),
+      // The head into the connection's own buffer; a GET's 200 body straight into `into`, never past its length.
+      memory: () => (intoMemory ? into!.subarray(got, length) : head.subarray(headBytes)),
       read: (bytes) => {
         answered = true;
-        if (status === 200 && length >= 0) {
+        if (intoMemory) {
           got += bytes;
           if (got >= length) settle(got);
           return;
@@ -234,15 +283,16 @@ async function getOnce(pool: Pool, url: URL, location: HttpLocation, into: Buffe
           } else if (headBytes >= HEAD_BYTES) fail('BadAnswer', `no end of headers in ${HEAD_BYTES} bytes`);
         } else {
           got = headBytes - bodyAt;
-          if (got >= length) refused(bodyAt);
+          if (got >= length) answer(bodyAt);
         }
       },
       stalled: () => fail('TimeoutError', `no answer within ${location.idleTimeoutMs} ms`),
       closed: (why) => {
-        if (status === 200 && length >= 0) fail('BodyError', `the body broke off after ${got} of ${length} bytes (${why.message})`);
+        if (intoMemory) fail('BodyError', `the body broke off after ${got} of ${length} bytes (${why.message})`);
         else fail(why.name, why.message, { retry: reused && !answered });
       },
     });
-    c.socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: backy2\r\n\r\n`);
+    c.socket.write(requestHead(url, location, request));
+    if (request.method === 'PUT') c.socket.write(request.body);
   });
 }
