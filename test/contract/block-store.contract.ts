@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { BlockStore } from '../../shared/ports/block-store.ts';
-import { httpGetInto } from '../../shared/adapters/http-object.ts';
+import { httpGetInto, httpPutFrom } from '../../shared/adapters/http-object.ts';
 
 /**
  * One contract, run against every BlockStore (the directory store in the unit tests, S3 in the
@@ -91,6 +91,31 @@ export function blockStoreContract(name: string, makeStore: () => Promise<BlockS
       expect(into.subarray(0, body.length).equals(body)).toBe(true);
       const missing = await store.locate!(`${fresh()}blocks/ab/cd/none`);
       expect(await httpGetInto(missing!, into)).toMatchObject({ status: 404 });
+    });
+
+    it(`locateUpload ${opts.locates ? 'gives a location whose plain PUT stores the object once, checked against its SHA-256 (412 when it exists)' : 'gives no location (blocks are uploaded with putIfAbsent)'}`, async () => {
+      const store = await makeStore();
+      const key = `${fresh()}blocks/ab/cd/uploaded`;
+      const body = randomBytes(300_000);
+      const sha256 = createHash('sha256').update(body).digest('hex');
+      const location = (await store.locateUpload?.(key, { sha256 })) ?? null;
+      if (!opts.locates) {
+        expect(location).toBeNull();
+        return;
+      }
+      expect(location).not.toBeNull();
+      expect(await httpPutFrom(location!, body)).toBe(200);
+      expect(await store.get(key)).toEqual(body);
+      // The object exists now: a second PUT (another body) is refused, the first stays.
+      const again = await store.locateUpload!(key, { sha256: createHash('sha256').update(body.subarray(1)).digest('hex') });
+      expect(await httpPutFrom(again!, body.subarray(1))).toMatchObject({ status: 412 });
+      expect(await store.get(key)).toEqual(body);
+      // A body other than the SHA-256 it was located with is refused and not stored.
+      const other = `${fresh()}blocks/ab/cd/damaged`;
+      const damaged = Buffer.from(body);
+      damaged[7]! ^= 1;
+      expect(await httpPutFrom((await store.locateUpload!(other, { sha256 }))!, damaged)).toMatchObject({ name: 'BadDigest', status: 400 });
+      expect(await store.get(other)).toBeNull();
     });
 
     it('a missing object: get and head give null, delete is a no-op, list gives nothing', async () => {

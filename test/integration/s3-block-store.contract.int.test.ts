@@ -5,11 +5,12 @@ import { S3BlockStore } from '../../shared/adapters/aws/s3-block-store.ts';
 import { blockStoreContract } from '../contract/block-store.contract.ts';
 import { clientConfig, testStack } from './context.ts';
 
+const located = { sockets: 2, requestTimeoutMs: 30_000, idleTimeoutMs: 10_000 };
+
 /** The same contract as the directory store, against the deployed stack's bucket (keys under contract-<uuid>/). */
 blockStoreContract(
   'S3 (deployed stack)',
-  async () =>
-    new S3BlockStore(new S3Client(clientConfig()), testStack().outputs.BucketName, { locate: { sockets: 2, requestTimeoutMs: 30_000, idleTimeoutMs: 10_000 } }),
+  async () => new S3BlockStore(new S3Client(clientConfig()), testStack().outputs.BucketName, { locate: located, upload: located }),
   { locates: true },
 );
 

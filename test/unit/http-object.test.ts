@@ -7,14 +7,15 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { httpGetInto } from '../../shared/adapters/http-object.ts';
+import { httpGetInto, httpPutFrom } from '../../shared/adapters/http-object.ts';
 import { pageAlignedSharedMemory } from '../../shared/blocks/codec-pool.ts';
 
 /**
- * The codec threads' GET (shared/adapters/http-object.ts) against a real HTTP server: an object
- * arrives bit-exact in shared block memory over few kept-alive connections, and every kind of
- * answer it does not read (an error status, chunked, too large, stalled, broken off) is a
- * failure with a name, never a hang and never a short object taken for whole.
+ * The codec threads' GET and PUT (shared/adapters/http-object.ts) against a real HTTP server:
+ * an object arrives bit-exact in shared block memory, or leaves from it, over few kept-alive
+ * connections, and every kind of answer it does not read (an error status, chunked, too large,
+ * stalled, broken off) is a failure with a name, never a hang and never a short object taken
+ * for whole.
  */
 const MiB = 1024 * 1024;
 const object = randomBytes(4 * MiB);
@@ -25,9 +26,30 @@ let base: string;
 const connections = new Set<unknown>();
 let connectionCount = 0;
 
+/** What PUTs stored, by path (a PUT with If-None-Match: * to a stored path is refused with 412, as S3 does). */
+const stored = new Map<string, { body: Buffer; headers: IncomingMessage['headers'] }>();
+
+function handlePut(req: IncomingMessage, res: ServerResponse, path: string): void {
+  if (path === '/put-no-answer') return void req.resume();
+  if (path === '/put-broken') return void req.once('data', () => req.socket.destroy());
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    if (req.headers['if-none-match'] === '*' && stored.has(path)) {
+      const xml =
+        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>';
+      res.writeHead(412, { 'Content-Length': Buffer.byteLength(xml) }).end(xml);
+      return;
+    }
+    stored.set(path, { body: Buffer.concat(chunks), headers: req.headers });
+    res.writeHead(200, { 'Content-Length': 0, ETag: '"x"' }).end();
+  });
+}
+
 function handle(req: IncomingMessage, res: ServerResponse): void {
-  const path = req.url!.split('?')[0];
-  if (path === '/ok' || path === '/small') {
+  const path = req.url!.split('?')[0]!;
+  if (req.method === 'PUT') handlePut(req, res, path);
+  else if (path === '/ok' || path === '/small') {
     const body = path === '/ok' ? object : object.subarray(0, 1000);
     res.writeHead(200, { 'Content-Length': body.length, 'Content-Type': 'application/octet-stream' });
     // Several writes, as a server sends a large body.
@@ -55,8 +77,9 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   } else res.writeHead(500).end();
 }
 
-const location = (path: string, opts: { sockets?: number; idleTimeoutMs?: number; requestTimeoutMs?: number } = {}) => ({
+const location = (path: string, opts: { sockets?: number; idleTimeoutMs?: number; requestTimeoutMs?: number; headers?: Record<string, string> } = {}) => ({
   url: `${base}${path}?X-Amz-Signature=abc`,
+  ...(opts.headers ? { headers: opts.headers } : {}),
   sockets: opts.sockets ?? 2,
   requestTimeoutMs: opts.requestTimeoutMs ?? 10_000,
   idleTimeoutMs: opts.idleTimeoutMs ?? 5_000,
@@ -194,5 +217,46 @@ describe('httpGetInto', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('httpPutFrom', () => {
+  it('sends an object from shared block memory bit-exact, with the headers of its location, over one kept-alive connection', async () => {
+    const memory = Buffer.from(pageAlignedSharedMemory(4 * MiB + 4096), 0, 4 * MiB + 4096);
+    object.copy(memory);
+    const before = connectionCount;
+    const headers = { 'if-none-match': '*', 'x-amz-checksum-sha256': 'abc=' };
+    for (let i = 0; i < 4; i++) expect(await httpPutFrom(location(`/put/${i}`, { sockets: 1, headers }), memory.subarray(0, object.length))).toBe(200);
+    // At most one new: the GETs' kept-alive connection to this origin may carry them all.
+    expect(connectionCount - before).toBeLessThanOrEqual(1);
+    for (let i = 0; i < 4; i++) {
+      const got = stored.get(`/put/${i}`)!;
+      expect(sha(got.body)).toBe(sha(object));
+      expect(got.headers).toMatchObject({ ...headers, 'content-length': String(object.length) });
+    }
+    // An empty object, then a GET on the same connection: answers stay in step.
+    expect(await httpPutFrom(location('/put/empty', { sockets: 1 }), memory.subarray(0, 0))).toBe(200);
+    expect(stored.get('/put/empty')!.body.length).toBe(0);
+    expect(await httpGetInto(location('/small', { sockets: 1 }), Buffer.alloc(MiB))).toBe(1000);
+  });
+
+  it('an object that exists (If-None-Match) is a 412 failure with its S3 code; other refusals name their status', async () => {
+    const body = object.subarray(0, 1000);
+    const headers = { 'if-none-match': '*' };
+    expect(await httpPutFrom(location('/put/once', { headers }), body)).toBe(200);
+    expect(await httpPutFrom(location('/put/once', { headers }), body)).toEqual({
+      name: 'PreconditionFailed',
+      message: 'HTTP 412 PreconditionFailed',
+      status: 412,
+    });
+    expect(stored.get('/put/once')!.body.equals(body)).toBe(true);
+  });
+
+  it('a PUT never answered ends with TimeoutError within the timeout; one broken off mid-body with the connection error', async () => {
+    const started = Date.now();
+    expect(await httpPutFrom(location('/put-no-answer', { idleTimeoutMs: 300 }), object)).toMatchObject({ name: 'TimeoutError' });
+    expect(Date.now() - started).toBeLessThan(5000);
+    const broken = await httpPutFrom(location('/put-broken'), object);
+    expect(broken).toMatchObject({ name: expect.stringMatching(/^(ECONNRESET|EPIPE)$/) });
   });
 });
