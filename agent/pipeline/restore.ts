@@ -2,15 +2,17 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import { blockKey } from '../../shared/blocks/codec.ts';
-import { BlockFormatError, TransferFailedError, WrongKeyError } from '../../shared/blocks/codec.ts';
+import { BlockFormatError, WrongKeyError } from '../../shared/blocks/codec.ts';
 import { Backy2Error, ExitCode, integrityError, refused, storageError, usageError } from '../../shared/domain/errors.ts';
 import type { BlockRef, Version } from '../../shared/domain/types.ts';
+import type { HttpLocation } from '../../shared/ports/block-store.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
 import type { Backend } from '../backend/backend.ts';
 import { deviceSize, parseFileUrl, pathExists, writeAt, Writeback } from '../io/device.ts';
 import { DirectProbe, DirectWriter } from '../io/direct.ts';
 import { forEachBounded } from './bounded.ts';
+import { CodecThreadReads } from './codec-thread-reads.ts';
 import { osFault } from '../../shared/adapters/faults.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
@@ -271,43 +273,6 @@ async function verifyOrReadAgain<T extends Buffer | null>(
   }
 }
 
-/**
- * Blocks fetched by the codec threads themselves (BlockStore.locate: a presigned GET), so the
- * pipeline's thread neither receives nor garbage-collects their bytes. A GET that fails there is
- * a retry with a warning: the block is read again through the store (its retries, its errors);
- * after FETCH_FAILURES_TOLERATED such failures the rest of the restore reads every block that way.
- */
-class CodecThreadReads {
-  private failures = 0;
-  private readonly backend: Backend;
-  private readonly log: Log;
-  constructor(backend: Backend, log: Log) {
-    this.backend = backend;
-    this.log = log;
-  }
-
-  /** The block verified, or null: read it through the store (this thread). */
-  async read(ref: BlockRef, memory: Buffer | null): Promise<Buffer | null> {
-    if (!memory || this.failures >= FETCH_FAILURES_TOLERATED) return null;
-    const location = await this.backend.blocks.locate?.(blockKey(ref.id!));
-    if (!location) return null;
-    try {
-      return await verified(ref, this.backend.codec.fetchAndDecode(location, ref.id!, memory));
-    } catch (e) {
-      if (!(e instanceof TransferFailedError)) throw e;
-      // Missing (404) is the store's to report, with no retry.
-      if (e.failure.status !== 404) {
-        this.failures++;
-        const rest = this.failures >= FETCH_FAILURES_TOLERATED ? '; the rest of the blocks are read on the main thread' : '';
-        this.log.warn(`Reading block ${ref.idx} on a codec thread failed, ${e.message}; reading it again${rest}`);
-      }
-      return null;
-    }
-  }
-}
-
-const FETCH_FAILURES_TOLERATED = 3;
-
 /** Background writeback of the target every this many bytes (see Writeback). */
 const WRITEBACK_BYTES = 64 * 1024 * 1024;
 
@@ -345,7 +310,8 @@ async function writeBlocks(
       writeback.wrote(length);
     });
   let checked = opts.checked.first;
-  const codecThreads = new CodecThreadReads(backend, log);
+  const codecThreads = new CodecThreadReads(backend.blocks, log);
+  const fetchVerified = (e: BlockRef) => (location: HttpLocation, into: Buffer) => verified(e, backend.codec.fetchAndDecode(location, e.id!, into));
   const restoreBlock = async (e: BlockRef): Promise<void> => {
     const position = e.idx * version.blockSize;
     if (e.id === null) {
@@ -367,7 +333,7 @@ async function writeBlocks(
           : await verifyOrReadAgain(
               backend,
               e,
-              reads(() => codecThreads.read(e, memory)),
+              reads(() => codecThreads.read(e, memory, fetchVerified(e))),
               readHere,
               log,
             );

@@ -1,4 +1,4 @@
-import { BlockCodec, blockKey, storedChecksum } from '../blocks/codec.ts';
+import { BlockCodec, blockKey, storedChecksum, type CheckedBlock } from '../blocks/codec.ts';
 import type { BlockId, Version } from '../domain/types.ts';
 import type { BlockStore } from '../ports/block-store.ts';
 import type { MetadataReader } from '../ports/catalog.ts';
@@ -12,6 +12,12 @@ import { readBlockMap } from './block-map.ts';
  * upload are compared. A failure names what is wrong (rules in shared/domain/scrub.ts).
  */
 
+/** What a scrub found wrong with a stored block (null: nothing), and its plaintext when it read one. */
+export interface StoredBlockVerdict {
+  failure: string | null;
+  plaintext: Buffer | null;
+}
+
 /**
  * With `into` (the codec's shared block memory), the object is read into it and the plaintext
  * returned there; otherwise in buffers of their own.
@@ -22,17 +28,27 @@ export async function verifyStoredBlock(
   expected: { storedSize: number; checksum: string } | undefined,
   codec: BlockCodec | null,
   into: Buffer | null = null,
-): Promise<{ failure: string | null; plaintext: Buffer | null }> {
+): Promise<StoredBlockVerdict> {
   const key = blockKey(ref.id);
   const stored = into ? await blocks.getInto(key, into) : await blocks.get(key);
   if (!stored || !codec) {
     const failure = storedObjectFailure(stored && { size: stored.length, checksum: storedChecksum(stored) }, expected);
     return { failure, plaintext: null };
   }
-  const size = stored.length;
   // The stored object is ours to give: moved to the worker, or (in shared memory) decoded in place.
-  const { checksum, plaintext, error } = await codec.check(stored, ref.id, true);
-  const failure = storedObjectFailure({ size, checksum }, expected) ?? error?.message ?? null;
+  return checkVerdict(ref, await codec.check(stored, ref.id, true), expected);
+}
+
+/**
+ * What a check (BlockCodec.check, fetchAndCheck) found wrong with a stored block, compared with its
+ * index entry and the block map (null: nothing), and its plaintext when nothing is.
+ */
+export function checkVerdict(
+  ref: { id: BlockId; length: number },
+  { checksum, storedSize, plaintext, error }: CheckedBlock,
+  expected: { storedSize: number; checksum: string } | undefined,
+): StoredBlockVerdict {
+  const failure = storedObjectFailure({ size: storedSize, checksum }, expected) ?? error?.message ?? null;
   if (failure || !plaintext) return { failure, plaintext: null };
   if (plaintext.length !== ref.length) return { failure: `block decrypted to ${plaintext.length} bytes, expected ${ref.length}`, plaintext: null };
   return { failure: null, plaintext };

@@ -183,13 +183,14 @@ export class CodecPool {
   }
 
   /**
-   * A worker GETs the stored object at `location` into `memory` (from acquire()) and decodes it
-   * there (codec-worker.ts fetchThenDecode); the response is a decode's, or the GET's `http` failure.
+   * A worker GETs the stored object at `location` into `memory` (from acquire()) and decodes (or
+   * checks) it there (codec-worker.ts fetchThenDecode); the response is that op's, or the GET's
+   * `http` failure.
    */
-  fetch(location: HttpLocation, memory: Buffer, id: string): Promise<CodecResponse> {
+  fetch(location: HttpLocation, memory: Buffer, id: string, then: 'decode' | 'check' = 'decode'): Promise<CodecResponse> {
     const slot = this.sharedSlot(memory);
     if (slot === undefined) return Promise.reject(new Error('fetch needs block memory from acquire()'));
-    return this.send((seq) => ({ seq, op: 'fetch', slot, location, id }));
+    return this.send((seq) => ({ seq, op: 'fetch', slot, location, id, then }));
   }
 
   /**

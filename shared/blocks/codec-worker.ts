@@ -18,13 +18,14 @@ export type CodecRequest =
   | FetchRequest
   | UploadRequest;
 
-/** GET the stored object (BlockStore.locate) into shared block memory, then decode it there. */
+/** GET the stored object (BlockStore.locate) into shared block memory, then decode (or check) it there. */
 export interface FetchRequest {
   seq: number;
   op: 'fetch';
   slot: number;
   location: HttpLocation;
   id: string;
+  then: 'decode' | 'check';
 }
 
 /** PUT the stored object in shared block memory (its first `length` bytes) to `location` (BlockStore.locateUpload). */
@@ -36,7 +37,7 @@ export interface UploadRequest {
   location: HttpLocation;
 }
 
-/** `check`: decode, and the stored object's checksum too (a scrub compares it with the index). */
+/** `check`: decode, and the stored object's checksum and size too (a scrub compares them with the index). */
 export type CodecOp = 'id' | 'encode' | 'decode' | 'check';
 
 /** Shared block memory, sent to each worker before any request uses it (again when it moves within its piece). */
@@ -49,8 +50,16 @@ export interface SlotRegistration {
 }
 
 export type CodecResponse =
-  | { seq: number; ok: true; id?: string; data?: Uint8Array; length?: number; checksum?: string }
-  | { seq: number; ok: false; failure?: { kind: 'format' | 'wrongKey'; message: string }; error?: string; checksum?: string; http?: HttpFailure };
+  | { seq: number; ok: true; id?: string; data?: Uint8Array; length?: number; checksum?: string; storedSize?: number }
+  | {
+      seq: number;
+      ok: false;
+      failure?: { kind: 'format' | 'wrongKey'; message: string };
+      error?: string;
+      checksum?: string;
+      storedSize?: number;
+      http?: HttpFailure;
+    };
 
 /** The keys as they travel to a worker (older keys: decode only, key rotation). */
 export interface WorkerKeys {
@@ -112,7 +121,7 @@ function work(
       ? { res: { seq, ok: true, length: stored.length, checksum }, transfer: [] }
       : { res: { seq, ok: true, data: stored, checksum }, transfer: transferable(stored) };
   }
-  const checksum = req.op === 'check' ? { checksum: checksumSync(data) } : {};
+  const checksum = req.op === 'check' ? { checksum: checksumSync(data), storedSize: data.length } : {};
   const out = decodeSync(keys, data, req.id!, maxBlockSize, slot);
   if (!Buffer.isBuffer(out)) return { res: { seq, ok: false, failure: out, ...checksum }, transfer: [] };
   // A block larger than the shared memory (a version of larger blocks) goes back as its own buffer.
@@ -140,7 +149,7 @@ async function fetchThenDecode(req: FetchRequest): Promise<void> {
     const got = await httpGetInto(req.location, slot);
     reply =
       typeof got === 'number'
-        ? work({ seq: req.seq, op: 'decode', slot: req.slot, length: got, id: req.id }, slot.subarray(0, got), slot)
+        ? work({ seq: req.seq, op: req.then, slot: req.slot, length: got, id: req.id }, slot.subarray(0, got), slot)
         : { res: { seq: req.seq, ok: false, http: got }, transfer: [] };
   } catch (e) {
     reply = failed(req.seq, e);

@@ -190,23 +190,27 @@ export class BlockCodec {
    * A scrub's decode: the stored object's checksum (sha256 hex, as recorded in the index) and
    * either the plaintext or why it failed; the checksum is computed on the worker too.
    */
-  async check(stored: Buffer, id: BlockId, give = false): Promise<{ checksum: string; plaintext: Buffer | null; error: Error | null }> {
+  async check(stored: Buffer, id: BlockId, give = false): Promise<CheckedBlock> {
     if (!this.pool) {
       const checksum = storedChecksum(stored);
+      const storedSize = stored.length;
       return this.decodeHere(stored, id).then(
-        (plaintext) => ({ checksum, plaintext, error: null }),
-        (error: Error) => ({ checksum, plaintext: null, error }),
+        (plaintext) => ({ checksum, storedSize, plaintext, error: null }),
+        (error: Error) => ({ checksum, storedSize, plaintext: null, error }),
       );
     }
-    const res = await this.pool.run('check', stored, id, give);
-    // A worker that threw is a bug, not a finding about the block: it must not mark the block bad.
-    if (!res.ok && !res.failure) unwrap(res);
-    const checksum = res.checksum!;
-    try {
-      return { checksum, plaintext: decoded(res, stored), error: null };
-    } catch (error) {
-      return { checksum, plaintext: null, error: error as Error };
-    }
+    return checkedBlock(await this.pool.run('check', stored, id, give), stored);
+  }
+
+  /**
+   * check() of a stored object a worker GETs by itself from `location` into `memory`, as
+   * fetchAndDecode does (its bytes never reach this thread). A GET that failed throws TransferFailedError.
+   */
+  async fetchAndCheck(location: HttpLocation, id: BlockId, memory: Buffer): Promise<CheckedBlock> {
+    if (!this.pool) throw new Error('fetchAndCheck needs the codec worker threads');
+    const res = await this.pool.fetch(location, memory, id, 'check');
+    if (!res.ok && res.http) throw new TransferFailedError(res.http);
+    return checkedBlock(res, memory);
   }
 
   /** decode() without workers: WebCrypto and async zlib on libuv's pool. */
@@ -257,6 +261,25 @@ const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLe
 function decoded(res: CodecResponse, stored: Buffer): Buffer {
   if (!res.ok && res.failure) throw res.failure.kind === 'wrongKey' ? new WrongKeyError(res.failure.message) : new BlockFormatError(res.failure.message);
   return resultOf(unwrap(res), stored);
+}
+
+/** What a scrub's check found: the stored object's checksum and size, and its plaintext or why it failed. */
+export interface CheckedBlock {
+  checksum: string;
+  storedSize: number;
+  plaintext: Buffer | null;
+  error: Error | null;
+}
+
+function checkedBlock(res: CodecResponse, stored: Buffer): CheckedBlock {
+  // A worker that threw is a bug, not a finding about the block: it must not mark the block bad.
+  if (!res.ok && !res.failure) unwrap(res);
+  const found = { checksum: res.checksum!, storedSize: res.storedSize! };
+  try {
+    return { ...found, plaintext: decoded(res, stored), error: null };
+  } catch (error) {
+    return { ...found, plaintext: null, error: error as Error };
+  }
 }
 
 /** A job's result: its own buffer, or written over the shared memory `given` was in. */

@@ -1,0 +1,47 @@
+import { blockKey, TransferFailedError } from '../../shared/blocks/codec.ts';
+import type { BlockRef } from '../../shared/domain/types.ts';
+import type { BlockStore, HttpLocation } from '../../shared/ports/block-store.ts';
+import type { Log } from '../ui/log.ts';
+
+/**
+ * Blocks fetched by the codec threads themselves (BlockStore.locate: a presigned GET), so the
+ * pipeline's thread neither receives nor garbage-collects their bytes (restore, scrub). A GET
+ * that fails there is a retry with a warning: the block is read again through the store (its
+ * retries, its errors); after FETCH_FAILURES_TOLERATED such failures the rest of the run reads
+ * every block that way.
+ */
+export class CodecThreadReads {
+  private failures = 0;
+  private readonly blocks: BlockStore;
+  private readonly log: Log;
+  constructor(blocks: BlockStore, log: Log) {
+    this.blocks = blocks;
+    this.log = log;
+  }
+
+  /**
+   * What `fetch` (a codec-thread op: fetchAndDecode, fetchAndCheck) makes of the block `ref.idx`,
+   * or null: read it through the store (this thread). `fetch` may answer null too.
+   */
+  async read<T>(ref: BlockRef, memory: Buffer | null, fetch: (location: HttpLocation, memory: Buffer) => Promise<T | null>): Promise<T | null> {
+    if (!memory || this.failures >= FETCH_FAILURES_TOLERATED) return null;
+    const location = await this.blocks.locate?.(blockKey(ref.id!));
+    if (!location) return null;
+    try {
+      return await fetch(location, memory);
+    } catch (e) {
+      if (!(e instanceof TransferFailedError)) throw e;
+      // Missing (404) is the store's to report, with no retry.
+      if (e.failure.status !== 404) this.failed(ref.idx, e);
+      return null;
+    }
+  }
+
+  private failed(idx: number, e: TransferFailedError): void {
+    this.failures++;
+    const rest = this.failures >= FETCH_FAILURES_TOLERATED ? '; the rest of the blocks are read on the main thread' : '';
+    this.log.warn(`Reading block ${idx} on a codec thread failed, ${e.message}; reading it again${rest}`);
+  }
+}
+
+const FETCH_FAILURES_TOLERATED = 3;
