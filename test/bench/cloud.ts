@@ -1,12 +1,13 @@
 /**
  * The cloud step (BENCH_CLOUD=1): MiniStack started and the CDK stack deployed exactly as the
- * integration suite's global setup does; then ours in cloud mode (backup, restore of an image of
- * BENCH_CLOUD_MIB, default 256) beside a baseline in the same run: plain parallel PutObject and
- * GetObject through the SDK of as many 4 MiB objects as the backup stored, at the same
- * concurrency (simultaneous_writes / simultaneous_reads, 4 each by default). The emulator's S3 is
- * slow, so only the ratio to the baseline means something. The baseline runs twice per round: in
- * the bench's own process (SDK loaded, connections open), and as a fresh `node` process
- * (cloud-baseline.js), which pays Node's start-up and the SDK's load as each run of ours does.
+ * integration suite's global setup does; then ours in cloud mode (backup, restore and a full
+ * scrub of an image of BENCH_CLOUD_MIB, default 256: seconds, peak RSS, CPU seconds) beside a
+ * baseline in the same run: plain parallel PutObject and GetObject through the SDK of as many
+ * 4 MiB objects as the backup stored, at the same concurrency (simultaneous_writes /
+ * simultaneous_reads, 4 each by default). The emulator's S3 is slow, so only the ratio to the
+ * baseline means something. The baseline runs twice per round: in the bench's own process (SDK
+ * loaded, connections open), and as a fresh `node` process (cloud-baseline.js), which pays Node's
+ * start-up and the SDK's load as each run of ours does.
  * BENCH_CLOUD_MIB may list several sizes (256,1024): one deploy, a table each.
  */
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -17,7 +18,7 @@ import pLimit from 'p-limit';
 import type { TestProject } from 'vitest/node';
 import { s3ClientOptions } from '../../shared/adapters/aws/clients.ts';
 import type { Backy2TestStack } from '../integration/context.ts';
-import { BIN, BLOCK, dir, kindOf, loadAverage, log, markdownTable, median, MiB, run, sha256, spread, writeImage } from './harness.ts';
+import { BIN, BLOCK, dir, kindOf, loadAverage, log, markdownTable, median, type Measured, MiB, run, sha256, spread, writeImage } from './harness.ts';
 import type { Context, Step } from './bench.ts';
 
 const CONCURRENCY = 4;
@@ -124,60 +125,81 @@ async function measure(ctx: Context, stack: Backy2TestStack, sizeMiB: number): P
 
   const baselineProcess = async (op: 'put' | 'get', prefix: string) => {
     const args = [BASELINE, op, stack.endpoint, stack.region, bucket, prefix, String(objects), String(CONCURRENCY)];
-    return (await run(process.execPath, args, { env })).seconds;
+    return run(process.execPath, args, { env });
   };
 
-  const r: Record<'put' | 'get' | 'putProcess' | 'getProcess' | 'backup' | 'restore', number[]> = {
-    put: [],
-    get: [],
-    putProcess: [],
-    getProcess: [],
-    backup: [],
-    restore: [],
-  };
+  const base: Record<'put' | 'get', number[]> = { put: [], get: [] };
+  const fresh: Record<'put' | 'get', Measured[]> = { put: [], get: [] };
+  const ours: Record<'backup' | 'restore' | 'scrub', Measured[]> = { backup: [], restore: [], scrub: [] };
   for (let round = 1; round <= ctx.rounds; round++) {
     log(`cloud round ${round}: baseline and ours (load ${loadAverage()})`);
-    r.put.push(await putAll(round));
-    r.putProcess.push(await baselineProcess('put', `p${sizeMiB}-${round}`));
-    r.get.push(await getAll(round));
-    r.getProcess.push(await baselineProcess('get', `p${sizeMiB}-${round}`));
+    base.put.push(await putAll(round));
+    fresh.put.push(await baselineProcess('put', `p${sizeMiB}-${round}`));
+    base.get.push(await getAll(round));
+    fresh.get.push(await baselineProcess('get', `p${sizeMiB}-${round}`));
     // A fresh image per round (other random and text blocks): every backup uploads all its blocks, as the baseline does.
     if (round > 1) writeImage(image, bytes, variantOf(round));
     const roundHash = round > 1 ? await sha256(image) : hash;
     const b = await cli('-m', 'backup', `file://${image}`, `bench-${round}`);
-    r.backup.push(b.seconds);
+    ours.backup.push(b);
     const uid = b.stdout.trim().split('\n').pop()!;
     const target = join(dir, `cloud-restored-${round}.img`);
-    r.restore.push((await cli('restore', uid, `file://${target}`)).seconds);
+    ours.restore.push(await cli('restore', uid, `file://${target}`));
     if ((await sha256(target)) !== roundHash) throw new Error('cloud restore differs from the image');
     rmSync(target, { force: true });
+    // A full scrub reads every stored block back, as the restore does.
+    ours.scrub.push(await cli('scrub', uid));
   }
   rmSync(image, { force: true });
   s3.destroy();
-  ctx.json[`cloud-${sizeMiB}`] = { sizeMiB, objects, concurrency: CONCURRENCY, seconds: r };
-  const ratio = (base: number[], s: number[]) => (median(base) / median(s)).toFixed(2);
-  const line = (name: string, s: number[], inProcess: number[], fresh: number[]) => [
+  const seconds = (ms: Measured[]) => ms.map((m) => m.seconds);
+  // Every child process measured (the in-process baseline's costs are the bench's own: not measured).
+  const children = { ...ours, putProcess: fresh.put, getProcess: fresh.get };
+  ctx.json[`cloud-${sizeMiB}`] = {
+    sizeMiB,
+    objects,
+    concurrency: CONCURRENCY,
+    seconds: { ...base, ...mapValues(children, seconds) },
+    peakRssMiB: mapValues(children, (ms) => ms.map((m) => m.peakRssMiB)),
+    cpuSeconds: mapValues(children, (ms) => ms.map((m) => m.cpuSeconds)),
+  };
+  const ratio = (baseline: number[], s: number[]) => (median(baseline) / median(s)).toFixed(2);
+  /** A row: seconds, throughput, peak RSS and CPU seconds (of a child process: `costs`), both ratios. */
+  const line = (name: string, s: number[], costs: Measured[] | null, op: 'put' | 'get') => [
     name,
     spread(s),
     (bytes / MiB / median(s)).toFixed(1),
-    ratio(inProcess, s),
-    ratio(fresh, s),
+    costs ? measuredSpread(costs, (m) => m.peakRssMiB, 0) : '-',
+    costs ? measuredSpread(costs, (m) => m.cpuSeconds) : '-',
+    ratio(base[op], s),
+    ratio(seconds(fresh[op]), s),
   ];
+  const measuredLine = (name: string, ms: Measured[], op: 'put' | 'get') => line(name, seconds(ms), ms, op);
   if (kindOf(0) !== 'zero') throw new Error('bench image layout changed');
   return [
     `## Cloud mode against MiniStack (${sizeMiB} MiB image: ${objects} stored blocks; concurrency ${CONCURRENCY}; ${ctx.rounds} rounds)`,
     '',
     markdownTable(
-      ['step', 'seconds', 'MiB/s (of the image)', 'in-process baseline s / s', 'fresh-process baseline s / s'],
+      ['step', 'seconds', 'MiB/s (of the image)', 'peak RSS MiB', 'CPU s', 'in-process baseline s / s', 'fresh-process baseline s / s'],
       [
-        line(`baseline in the bench's process: PutObject ×${objects} (4 MiB)`, r.put, r.put, r.putProcess),
-        line(`baseline, a fresh node process: PutObject ×${objects}`, r.putProcess, r.put, r.putProcess),
-        line('ours: backup', r.backup, r.put, r.putProcess),
-        line(`baseline in the bench's process: GetObject ×${objects} (4 MiB)`, r.get, r.get, r.getProcess),
-        line(`baseline, a fresh node process: GetObject ×${objects}`, r.getProcess, r.get, r.getProcess),
-        line('ours: restore', r.restore, r.get, r.getProcess),
+        line(`baseline in the bench's process: PutObject ×${objects} (4 MiB)`, base.put, null, 'put'),
+        measuredLine(`baseline, a fresh node process: PutObject ×${objects}`, fresh.put, 'put'),
+        measuredLine('ours: backup', ours.backup, 'put'),
+        line(`baseline in the bench's process: GetObject ×${objects} (4 MiB)`, base.get, null, 'get'),
+        measuredLine(`baseline, a fresh node process: GetObject ×${objects}`, fresh.get, 'get'),
+        measuredLine('ours: restore', ours.restore, 'get'),
+        measuredLine('ours: scrub (full)', ours.scrub, 'get'),
       ],
       1,
     ),
   ];
 }
+
+/** The median and range of what `of` measured, or "?" where it was not measured (no /usr/bin/time: no CPU seconds). */
+function measuredSpread(ms: Measured[], of: (m: Measured) => number | null, digits = 2): string {
+  const xs = ms.flatMap((m) => of(m) ?? []);
+  return xs.length ? spread(xs, digits) : '?';
+}
+
+const mapValues = <K extends string, V, W>(o: Record<K, V>, f: (v: V) => W): Record<K, W> =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v as V)])) as Record<K, W>;
