@@ -2,7 +2,8 @@ import { mkdtemp, open, readdir, rm, stat, type FileHandle } from 'node:fs/promi
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { readChunk } from '../../shared/app/block-map.ts';
-import { scrubVerdicts, verifyStoredBlock } from '../../shared/app/scrub.ts';
+import { scrubVerdicts } from '../../shared/app/scrub.ts';
+import { storedBlockVerifier } from '../pipeline/codec-thread-reads.ts';
 import { blockLength, chunkOf } from '../../shared/domain/blockmap.ts';
 import type { BlockRef, Version } from '../../shared/domain/types.ts';
 import type { Backend } from '../backend/backend.ts';
@@ -31,11 +32,14 @@ export class RepositoryBlocks {
   private readonly backend: Backend;
   readonly cache: BlockCache;
   private readonly log: Log;
+  /** As a scrub reads: on a codec thread where the store locates the block, else (or once more, on a finding) through the store. */
+  private readonly verify: ReturnType<typeof storedBlockVerifier>;
   constructor(backend: Backend, cache: BlockCache, log: Log) {
     this.backend = backend;
     this.cache = cache;
     this.log = log;
     this.fetches = pLimit(Math.max(2, backend.config.simultaneousReads * 2));
+    this.verify = storedBlockVerifier(backend, log);
   }
 
   /** The verified block, pinned in the cache until released. */
@@ -57,7 +61,7 @@ export class RepositoryBlocks {
     this.fetched++;
     let result: { failure: string | null; plaintext: Buffer | null };
     try {
-      result = await verifyStoredBlock(this.backend.blocks, { id: ref.id!, length: ref.length }, undefined, this.backend.codec, into);
+      result = await this.verify(ref, undefined, into);
     } catch (e) {
       throw new StorageUnavailable(`Cannot read block ${ref.idx} of ${version.uid}: ${(e as Error).message}`);
     }

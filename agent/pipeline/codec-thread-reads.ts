@@ -1,5 +1,7 @@
+import { checkVerdict, verifyStoredBlock, type StoredBlockVerdict } from '../../shared/app/scrub.ts';
 import { blockKey, TransferFailedError } from '../../shared/blocks/codec.ts';
-import type { BlockRef } from '../../shared/domain/types.ts';
+import type { BlockIndexEntry, BlockRef } from '../../shared/domain/types.ts';
+import type { Backend } from '../backend/backend.ts';
 import type { BlockStore, HttpLocation } from '../../shared/ports/block-store.ts';
 import type { Log } from '../ui/log.ts';
 
@@ -45,3 +47,23 @@ export class CodecThreadReads {
 }
 
 const FETCH_FAILURES_TOLERATED = 3;
+
+/**
+ * A stored block's verdict, as a scrub gives it (scrub, the NBD server). Where the store can locate it, its codec thread GETs and checks it
+ * (its bytes never reach this thread), and a block found sound there is. Anything else is read
+ * and verified again through the store, as before, and that verdict counts: the codec thread's
+ * GET has no response checksum (bytes damaged on their way must not mark a block invalid), and
+ * the store's read names a missing or damaged object exactly as scrub always has.
+ */
+export function storedBlockVerifier(backend: Backend, log: Log) {
+  const codecThreads = new CodecThreadReads(backend.blocks, log);
+  const soundOnCodecThread = (ref: BlockRef, expected: BlockIndexEntry | undefined) => async (location: HttpLocation, into: Buffer) => {
+    const verdict = checkVerdict({ id: ref.id!, length: ref.length }, await backend.codec.fetchAndCheck(location, ref.id!, into), expected);
+    if (!verdict.failure) return verdict;
+    log.debug(`Block ${ref.idx} failed on a codec thread (${verdict.failure}); verifying it again through the store`);
+    return null;
+  };
+  return async (ref: BlockRef, expected: BlockIndexEntry | undefined, memory: Buffer | null): Promise<StoredBlockVerdict> =>
+    (await codecThreads.read(ref, memory, soundOnCodecThread(ref, expected))) ??
+    (await verifyStoredBlock(backend.blocks, { id: ref.id!, length: ref.length }, expected, backend.codec, memory));
+}

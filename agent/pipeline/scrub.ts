@@ -1,14 +1,13 @@
 import pLimit from 'p-limit';
-import type { BlockId, BlockIndexEntry, BlockRef, Version } from '../../shared/domain/types.ts';
+import type { BlockId, BlockRef, Version } from '../../shared/domain/types.ts';
 import { readBlockMap } from '../../shared/app/block-map.ts';
 import { resolveVersion } from '../../shared/app/resolve.ts';
-import { checkVerdict, scrubVerdicts, verifyStoredBlock, type StoredBlockVerdict } from '../../shared/app/scrub.ts';
-import type { HttpLocation } from '../../shared/ports/block-store.ts';
+import { scrubVerdicts } from '../../shared/app/scrub.ts';
 import { sampleBlocks, ScrubTally, type BlockFailure } from '../../shared/domain/scrub.ts';
 import { refused } from '../../shared/domain/errors.ts';
 import type { Backend } from '../backend/backend.ts';
 import { openSource, readAt } from '../io/device.ts';
-import { CodecThreadReads } from './codec-thread-reads.ts';
+import { storedBlockVerifier } from './codec-thread-reads.ts';
 import type { Log } from '../ui/log.ts';
 import { startProgress } from '../ui/progress.ts';
 
@@ -41,7 +40,7 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
   let sourceMismatches = 0;
   let checked = 0;
   const seen = new Set<BlockId>();
-  const verify = blockVerifier(backend, log);
+  const verify = storedBlockVerifier(backend, log);
   const progress = startProgress('Scrubbed', version.blockCount, log, { bar: progressBar });
   let done = 0;
   let bytes = 0;
@@ -96,26 +95,6 @@ export async function runScrub(backend: Backend, req: ScrubRequest, log: Log, pr
   for (const f of failures) log.info(`Marked block invalid (id ${f.id}). Affected versions: ${invalidated.join(', ')}`);
   for (const uid of invalidated) log.info(`Marked version invalid (UID ${uid})`);
   return { version: (await catalog.reader.getVersion(version.uid))!, checked, failures, sourceMismatches, invalidated };
-}
-
-/**
- * A stored block's verdict. Where the store can locate it, its codec thread GETs and checks it
- * (its bytes never reach this thread), and a block found sound there is. Anything else is read
- * and verified again through the store, as before, and that verdict counts: the codec thread's
- * GET has no response checksum (bytes damaged on their way must not mark a block invalid), and
- * the store's read names a missing or damaged object exactly as scrub always has.
- */
-function blockVerifier(backend: Backend, log: Log) {
-  const codecThreads = new CodecThreadReads(backend.blocks, log);
-  const soundOnCodecThread = (ref: BlockRef, expected: BlockIndexEntry | undefined) => async (location: HttpLocation, into: Buffer) => {
-    const verdict = checkVerdict({ id: ref.id!, length: ref.length }, await backend.codec.fetchAndCheck(location, ref.id!, into), expected);
-    if (!verdict.failure) return verdict;
-    log.debug(`Block ${ref.idx} failed on a codec thread (${verdict.failure}); verifying it again through the store`);
-    return null;
-  };
-  return async (ref: BlockRef, expected: BlockIndexEntry | undefined, memory: Buffer | null): Promise<StoredBlockVerdict> =>
-    (await codecThreads.read(ref, memory, soundOnCodecThread(ref, expected))) ??
-    (await verifyStoredBlock(backend.blocks, { id: ref.id!, length: ref.length }, expected, backend.codec, memory));
 }
 
 async function compareWithSource(

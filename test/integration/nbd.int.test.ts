@@ -1,13 +1,16 @@
 /**
  * backy2 nbd in cloud mode: blocks from S3, metadata from DynamoDB with the agent's rights, the
  * served-version lease and the copy-on-write version's commands through the api function, its
- * block records through SQS → ingest. Real NBD clients: nbdcopy, nbdinfo, qemu-io.
+ * block records through SQS → ingest. Real NBD clients: nbdcopy, nbdinfo, qemu-io. Blocks are
+ * read on the codec threads (presigned GETs, through a fault-injecting proxy in the last case).
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawNbd, tool } from '../support/nbd.ts';
 import { CloudCli, type CloudRun } from './cloud-cli.ts';
+import { testStack } from './context.ts';
+import { FaultProxy, isBlockObject, onceAfter, type ProxiedRequest } from './fault-proxy.ts';
 
 const BS = 65536;
 
@@ -103,5 +106,37 @@ describe('cloud mode: backy2 nbd', () => {
     expect((await c.read(image.length, 120_000))!.equals(image)).toBe(true);
     c.close();
     expect((await fresh.stop()).code).toBe(0);
+  }, 600_000);
+});
+
+describe('cloud mode: backy2 nbd reads blocks on the codec threads', () => {
+  const bucket = testStack().outputs.BucketName;
+  let proxy: FaultProxy;
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  it('every block is read once by a codec thread; a body damaged on its way is read again through the S3 client, served bit-exact, and marks nothing invalid', async () => {
+    proxy = await FaultProxy.start(testStack().endpoint);
+    const cli = new CloudCli([`block_size: ${BS}`], undefined, proxy.url);
+    const image = randomBytes(10 * BS);
+    writeFileSync(cli.path('t.img'), image);
+    const uid = await cli.backup('file://t.img', `nbd-threads-${randomBytes(3).toString('hex')}`);
+    proxy.heal();
+    // A presigned GET is signed in its query, the S3 client's in its headers.
+    const threadGet = (req: ProxiedRequest) => isBlockObject(req, bucket, 'GET') && req.path.includes('X-Amz-Signature=');
+    const clientGet = (req: ProxiedRequest) => isBlockObject(req, bucket, 'GET') && !req.path.includes('X-Amz-Signature=');
+    proxy.inject(onceAfter(3, threadGet, { corrupt: 'body' }));
+    const server = await startNbd(cli, '-r');
+    const r = await tool('nbdcopy', [server.url(uid), cli.path('t.copy')]);
+    const stopped = await server.stop();
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(cli.path('t.copy')).equals(image)).toBe(true);
+    expect(proxy.count('corrupt-body')).toBe(1);
+    expect(proxy.requests.filter((q) => threadGet(q.req)).length).toBe(10);
+    expect(proxy.requests.filter((q) => clientGet(q.req)).length).toBe(1);
+    expect(stopped.stderr).not.toMatch(/ERROR:|Marked (block|version) invalid/);
+    const versions = await cli.json<{ uid: string; valid: number }[]>('ls');
+    expect(versions.find((v) => v.uid === uid)?.valid).toBe(1);
   }, 600_000);
 });
