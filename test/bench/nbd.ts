@@ -4,7 +4,7 @@
  * 4 KiB reads (16 in flight on one connection) with a cold and a warm cache.
  */
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { RawNbd } from '../support/nbd.ts';
 import type { Step } from './bench.ts';
@@ -25,6 +25,7 @@ export const nbdStep: Step = {
     const seq = await serve(o);
     const copy = join(dir, 'nbdcopy.img');
     const measured = await run('nbdcopy', [`nbd://127.0.0.1:${seq.port}/${uid}`, copy]);
+    const serverRssMiB = seq.peakRssMiB();
     await seq.stop();
     if ((await sha256(copy)) !== ctx.imageHash) throw new Error('nbd: the copied image differs from the original');
     rmSync(copy, { force: true });
@@ -38,7 +39,8 @@ export const nbdStep: Step = {
     const coldRate = await randomReads(cold.port, uid, COLD_READS, ctx.imageBytes);
     await cold.stop();
     log('nbd: random 4 KiB reads, warm cache (a 128 MiB region read once first)');
-    const warm = await serve(o, '--read-ahead', '0');
+    // A cache that holds the region (the default, 32 MiB, does not).
+    const warm = await serve(o, '--read-ahead', '0', '--cache-mib', String((2 * WARM_REGION) / MiB));
     const region = Math.min(ctx.imageBytes, WARM_REGION);
     await readSequentially(warm.port, uid, region);
     const warmRate = await randomReads(warm.port, uid, WARM_READS, region);
@@ -50,6 +52,7 @@ export const nbdStep: Step = {
       coldReadsPerSecond: coldRate,
       warmReadsPerSecond: warmRate,
       nbdcopyPeakRssMiB: measured.peakRssMiB,
+      serverPeakRssMiB: serverRssMiB,
     };
     return [
       '## nbd (the re-backup version served by `backy2 nbd -r`, read by libnbd clients on the same host)',
@@ -60,6 +63,7 @@ export const nbdStep: Step = {
           ['nbdcopy, sequential MiB/s', nbdcopy.toFixed(1)],
           ['restore of the same version, MiB/s (median of the tools step)', restore?.toFixed(1) ?? '?'],
           ['nbdcopy / restore', restore ? (nbdcopy / restore).toFixed(2) : '?'],
+          ['peak RSS of the server during the nbdcopy (default settings), MiB', serverRssMiB?.toFixed(0) ?? '?'],
           [`random 4 KiB reads/s, cold cache (${COLD_READS} reads over the whole image)`, coldRate.toFixed(0)],
           [`random 4 KiB reads/s, warm cache (${WARM_READS} reads in ${region / MiB} MiB)`, warmRate.toFixed(0)],
         ],
@@ -69,7 +73,7 @@ export const nbdStep: Step = {
   },
 };
 
-async function serve(o: Ours, ...extra: string[]): Promise<{ port: number; stop: () => Promise<void> }> {
+async function serve(o: Ours, ...extra: string[]): Promise<{ port: number; peakRssMiB: () => number | null; stop: () => Promise<void> }> {
   const cmd = o.command('nbd', '-r', '-p', '0', ...extra);
   const child = spawn(cmd.file, cmd.args, { env: { ...process.env, ...cmd.env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -84,7 +88,17 @@ async function serve(o: Ours, ...extra: string[]): Promise<{ port: number; stop:
       child.on('close', () => r());
       child.kill('SIGTERM');
     });
-  return { port, stop };
+  return { port, peakRssMiB: () => peakRssOf(child.pid), stop };
+}
+
+/** The process's peak RSS so far (the kernel's VmHWM), in MiB; null where /proc does not tell. */
+function peakRssOf(pid: number | undefined): number | null {
+  try {
+    const kib = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kib ? Number(kib) / 1024 : null;
+  } catch {
+    return null;
+  }
 }
 
 async function connect(port: number, uid: string): Promise<RawNbd> {
