@@ -1,6 +1,7 @@
 import { type BlockCodec, TransferFailedError } from '../../shared/blocks/codec.ts';
 import type { BlockStore, HttpLocation } from '../../shared/ports/block-store.ts';
 import type { Log } from '../ui/log.ts';
+import { CodecThreadFailures } from './codec-thread-failures.ts';
 
 /**
  * A block store whose block uploads leave from a codec thread: a stored object that the codec
@@ -12,13 +13,12 @@ import type { Log } from '../ui/log.ts';
 export class CodecThreadUploads implements BlockStore {
   private readonly store: BlockStore;
   private readonly codec: BlockCodec;
-  private readonly log: Log;
-  private failures = 0;
+  private readonly failures: CodecThreadFailures;
 
   constructor(store: BlockStore, codec: BlockCodec, log: Log) {
     this.store = store;
     this.codec = codec;
-    this.log = log;
+    this.failures = new CodecThreadFailures(log, { ing: 'uploading', ed: 'uploaded' });
   }
 
   async putIfAbsent(key: string, body: Buffer, opts: { sha256?: string } = {}): Promise<boolean> {
@@ -31,7 +31,7 @@ export class CodecThreadUploads implements BlockStore {
         if (!(e instanceof TransferFailedError)) throw e;
         if (e.failure.status === 412) return false;
         // 409 (a concurrent conditional write of the key) is no failure of the thread: putIfAbsent retries it.
-        if (e.failure.status !== 409) this.failed(key, e);
+        if (e.failure.status !== 409) this.failures.failed(key, e);
       }
     }
     return this.store.putIfAbsent(key, body, opts);
@@ -39,14 +39,8 @@ export class CodecThreadUploads implements BlockStore {
 
   /** Where the thread PUTs the object, or null: a body not in block memory, no checksum, or too many failures already. */
   private async uploadLocation(key: string, body: Buffer, sha256: string | undefined): Promise<HttpLocation | null> {
-    if (!sha256 || this.failures >= UPLOAD_FAILURES_TOLERATED || !this.store.locateUpload || !this.codec.isBlockBuffer(body)) return null;
+    if (!sha256 || !this.failures.tolerated || !this.store.locateUpload || !this.codec.isBlockBuffer(body)) return null;
     return this.store.locateUpload(key, { sha256 });
-  }
-
-  private failed(key: string, e: TransferFailedError): void {
-    this.failures++;
-    const rest = this.failures >= UPLOAD_FAILURES_TOLERATED ? '; the rest of the blocks are uploaded on the main thread' : '';
-    this.log.warn(`Uploading ${key} on a codec thread failed, ${e.message}; uploading it again${rest}`);
   }
 
   put(key: string, body: Buffer): Promise<void> {
@@ -77,6 +71,3 @@ export class CodecThreadUploads implements BlockStore {
     return this.store.list(prefix);
   }
 }
-
-/** Like a restore's reads (restore.ts): after this many failed uploads on the threads, the rest go through the store. */
-const UPLOAD_FAILURES_TOLERATED = 3;

@@ -2,23 +2,22 @@ import { checkVerdict, verifyStoredBlock, type StoredBlockVerdict } from '../../
 import { blockKey, TransferFailedError } from '../../shared/blocks/codec.ts';
 import type { BlockIndexEntry, BlockRef } from '../../shared/domain/types.ts';
 import type { Backend } from '../backend/backend.ts';
+import { CodecThreadFailures } from '../backend/codec-thread-failures.ts';
 import type { BlockStore, HttpLocation } from '../../shared/ports/block-store.ts';
 import type { Log } from '../ui/log.ts';
 
 /**
  * Blocks fetched by the codec threads themselves (BlockStore.locate: a presigned GET), so the
- * pipeline's thread neither receives nor garbage-collects their bytes (restore, scrub). A GET
- * that fails there is a retry with a warning: the block is read again through the store (its
- * retries, its errors); after FETCH_FAILURES_TOLERATED such failures the rest of the run reads
- * every block that way.
+ * pipeline's thread neither receives nor garbage-collects their bytes (restore, scrub, nbd). A
+ * GET that fails there is a warning and the block is read again through the store, as
+ * CodecThreadFailures has it.
  */
 export class CodecThreadReads {
-  private failures = 0;
   private readonly blocks: BlockStore;
-  private readonly log: Log;
+  private readonly failures: CodecThreadFailures;
   constructor(blocks: BlockStore, log: Log) {
     this.blocks = blocks;
-    this.log = log;
+    this.failures = new CodecThreadFailures(log, { ing: 'reading', ed: 'read' });
   }
 
   /**
@@ -26,7 +25,7 @@ export class CodecThreadReads {
    * or null: read it through the store (this thread). `fetch` may answer null too.
    */
   async read<T>(ref: BlockRef, memory: Buffer | null, fetch: (location: HttpLocation, memory: Buffer) => Promise<T | null>): Promise<T | null> {
-    if (!memory || this.failures >= FETCH_FAILURES_TOLERATED) return null;
+    if (!memory || !this.failures.tolerated) return null;
     const location = await this.blocks.locate?.(blockKey(ref.id!));
     if (!location) return null;
     try {
@@ -34,26 +33,19 @@ export class CodecThreadReads {
     } catch (e) {
       if (!(e instanceof TransferFailedError)) throw e;
       // Missing (404) is the store's to report, with no retry.
-      if (e.failure.status !== 404) this.failed(ref.idx, e);
+      if (e.failure.status !== 404) this.failures.failed(`block ${ref.idx}`, e);
       return null;
     }
   }
-
-  private failed(idx: number, e: TransferFailedError): void {
-    this.failures++;
-    const rest = this.failures >= FETCH_FAILURES_TOLERATED ? '; the rest of the blocks are read on the main thread' : '';
-    this.log.warn(`Reading block ${idx} on a codec thread failed, ${e.message}; reading it again${rest}`);
-  }
 }
 
-const FETCH_FAILURES_TOLERATED = 3;
-
 /**
- * A stored block's verdict, as a scrub gives it (scrub, the NBD server). Where the store can locate it, its codec thread GETs and checks it
- * (its bytes never reach this thread), and a block found sound there is. Anything else is read
- * and verified again through the store, as before, and that verdict counts: the codec thread's
- * GET has no response checksum (bytes damaged on their way must not mark a block invalid), and
- * the store's read names a missing or damaged object exactly as scrub always has.
+ * A stored block's verdict, as a scrub gives it (scrub, the NBD server). Where the store can
+ * locate it, its codec thread GETs and checks it (its bytes never reach this thread), and a block
+ * found sound there is. Anything else is read and verified again through the store, as before,
+ * and that verdict counts: the codec thread's GET has no response checksum (bytes damaged on
+ * their way must not mark a block invalid), and the store's read names a missing or damaged
+ * object exactly as scrub always has.
  */
 export function storedBlockVerifier(backend: Backend, log: Log) {
   const codecThreads = new CodecThreadReads(backend.blocks, log);
